@@ -1,0 +1,7 @@
+{{ config(materialized='incremental', incremental_strategy='delete+insert',
+          unique_key=['account_id', 'date']) }}
+-- Underwater curve since the first return: wealth = prod(1 + daily_return), peak = running max
+-- of wealth starting at 1.0 (capital before the first return), drawdown = wealth / peak - 1
+-- (<= 0), as quantstats.to_drawdown_series.
+select * from {{ ref('int_drawdowns') }}
+where {{ in_date_window() }}

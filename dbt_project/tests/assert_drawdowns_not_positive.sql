@@ -1,0 +1,2 @@
+-- Drawdowns are never above the running peak.
+select * from {{ ref('drawdowns') }} where drawdown > 0 or wealth > peak

@@ -1,0 +1,64 @@
+"""The daily Flex schedule: yesterday's statement for every account, after IBKR publishes it.
+
+Each tick requests ONE ``flex_raw_job`` run for the previous business day of the tick's local
+date (one Flex request covers every account of the query). Its success triggers
+``flex_normalize_after_raw`` (``sensors.py``), which requests ONE ``flex_normalize_job`` run over
+all accounts for that day (range tags ``<first account>|<day>`` .. ``<last account>|<day>``).
+The normalized run must not start before the raw run has stored the statement, so the two are
+chained instead of both being requested by the schedule. Default status: STOPPED.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ibpipeline import settings
+from ibpipeline.automation.jobs import flex_raw_job
+from ibpipeline.automation.ranges import (
+    ALL_ACCOUNTS,
+    NORMALIZE_ACCOUNTS_TAG,
+    ready_report_day,
+)
+
+FLEX_DAILY_SCHEDULE = "flex_daily_schedule"
+
+
+def daily_cron(hour: int, minute: int) -> str:
+    """Cron string of a run every day at ``hour:minute``."""
+    if not (0 <= hour < 24 and 0 <= minute < 60):
+        raise ValueError(f"invalid time of day {hour:02d}:{minute:02d}")
+    return f"{minute} {hour} * * *"
+
+
+def build_flex_daily_schedule(
+    hour: int, minute: int, timezone: str, name: str = FLEX_DAILY_SCHEDULE
+) -> dg.ScheduleDefinition:
+    """The daily Flex schedule at ``hour:minute`` in ``timezone`` (default status STOPPED)."""
+
+    @dg.schedule(
+        name=name,
+        cron_schedule=daily_cron(hour, minute),
+        execution_timezone=timezone,
+        job=flex_raw_job,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=(
+            f"Every day at {hour:02d}:{minute:02d} {timezone}: fetch the previous business day's "
+            "Flex statement (all accounts, one request); flex_normalize_after_raw then normalizes "
+            "every account for that day in one run."
+        ),
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day = ready_report_day(context.scheduled_execution_time, timezone)
+        return dg.RunRequest(
+            run_key=f"flex-daily:{day.isoformat()}",
+            partition_key=day.isoformat(),
+            tags={NORMALIZE_ACCOUNTS_TAG: ALL_ACCOUNTS, "ibpipeline/trigger": name},
+        )
+
+    return _schedule
+
+
+def flex_daily_schedule_from_env() -> dg.ScheduleDefinition:
+    """The schedule configured by ``$IBPIPELINE_FLEX_SCHEDULE_TIME`` / ``..._TIMEZONE``."""
+    hour, minute = settings.flex_schedule_time()
+    return build_flex_daily_schedule(hour, minute, settings.schedule_timezone())

@@ -1,0 +1,140 @@
+"""``ibpipeline`` command line: simulators, parsing Flex files, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+
+from ibpipeline import settings
+
+DEFAULT_INCEPTION = date(2024, 1, 2)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from exc
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _sim_flex(args: argparse.Namespace) -> int:
+    from ibpipeline.sim.flex_server import run_flex_simulator
+
+    token = args.token or os.environ.get(settings.FLEX_TOKEN_ENV)
+    if not token:
+        print(f"error: set {settings.FLEX_TOKEN_ENV} (or pass --token)", file=sys.stderr)
+        return 2
+    run_flex_simulator(
+        args.host,
+        args.port,
+        token,
+        args.query_id,
+        args.seed,
+        args.accounts,
+        args.inception,
+        date_format=args.date_format,
+        generation_polls=args.generation_polls,
+    )
+    return 0
+
+
+def _sim_gateway(args: argparse.Namespace) -> int:
+    from ibpipeline.sim.gateway_server import run_gateway_simulator
+
+    run_gateway_simulator(
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        accounts=args.accounts,
+        inception=args.inception,
+    )
+    return 0
+
+
+def _parse(args: argparse.Namespace) -> int:
+    from ibpipeline.flex.parse import parse_to_parquet
+
+    missing = [str(p) for p in args.files if not p.is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    result = parse_to_parquet(args.files, args.out)
+    print(f"parsed {len(args.files)} file(s) into {args.out}")
+    if isinstance(result, dict):
+        for table, rows in sorted(result.items()):
+            print(f"  {table}: {rows} rows")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ibpipeline.demo import run_demo
+
+    run_demo(accounts=args.accounts, days=args.days, data_dir=args.data_dir, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ibpipeline``."""
+    parser = argparse.ArgumentParser(prog="ibpipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sim = commands.add_parser("sim", help="run a local simulator of an IBKR service")
+    sims = sim.add_subparsers(dest="simulator", required=True)
+
+    flex = sims.add_parser("flex", help="Flex Web Service simulator (HTTP)")
+    flex.add_argument("--host", default="127.0.0.1")
+    flex.add_argument("--port", type=int, default=8765)
+    flex.add_argument(
+        "--token", help=f"token clients must send (default: ${settings.FLEX_TOKEN_ENV})"
+    )
+    flex.add_argument("--query-id", default="123456")
+    flex.add_argument("--seed", type=int, default=7)
+    flex.add_argument("--accounts", type=_positive, default=4)
+    flex.add_argument("--inception", type=_date, default=DEFAULT_INCEPTION)
+    flex.add_argument("--date-format", default="yyyyMMdd")
+    flex.add_argument("--generation-polls", type=int, default=1, help="1019 answers per statement")
+    flex.set_defaults(func=_sim_flex)
+
+    gateway = sims.add_parser("gateway", help="IB Gateway simulator (TWS socket protocol)")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=4002)
+    gateway.add_argument("--seed", type=int, default=7)
+    gateway.add_argument("--accounts", type=_positive, default=4)
+    gateway.add_argument("--inception", type=_date, default=DEFAULT_INCEPTION)
+    gateway.set_defaults(func=_sim_gateway)
+
+    parse = commands.add_parser("parse", help="parse Flex XML files into normalized Parquet")
+    parse.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parse.add_argument("--out", type=Path, required=True, metavar="DIR")
+    parse.set_defaults(func=_parse)
+
+    demo = commands.add_parser(
+        "demo", help="simulated Flex -> raw -> normalized -> DuckDB in the local Dagster instance"
+    )
+    demo.add_argument("--accounts", type=_positive, default=3)
+    demo.add_argument("--days", type=_positive, default=60)
+    demo.add_argument("--data-dir", type=Path, default=Path(settings.DEFAULT_DATA_DIR))
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ibpipeline`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

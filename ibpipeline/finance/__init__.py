@@ -1,0 +1,1 @@
+"""Pure performance math: time-weighted and money-weighted returns, risk statistics."""

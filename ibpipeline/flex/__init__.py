@@ -1,0 +1,1 @@
+"""IBKR Flex Web Service: client, rate limiting, errors (parsing lives in ``parse``/``schema``)."""

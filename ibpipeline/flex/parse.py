@@ -1,0 +1,689 @@
+"""Streaming Activity Flex XML parser: statement bytes -> one Arrow table per normalized table.
+
+The XML is fed in 1 MiB chunks to an lxml parser with a *target* (SAX-style callbacks): no element
+tree is ever built, so memory holds only the current rows' attribute strings (flushed to Arrow
+every :data:`FLUSH_ROWS` rows) and the output tables. This is faster than ``iterparse`` with
+``clear()`` (which still creates an element proxy per row) and about as fast as a bare
+``lxml.etree.fromstring`` of the same bytes.
+
+Each row's attributes are mapped by a plan cached per (row tag, attribute-name tuple): one
+``itemgetter`` call picks the column values, another the ``extra`` values. At a flush the values
+of all rows and columns become one Arrow string array; null tokens are nulled and each kind is
+converted in one vectorized call (decimal cast, date/time regex rewrite + strict cast); see
+:mod:`ibpipeline.flex.schema` for kinds and units, :mod:`ibpipeline.flex.dates` for date formats.
+
+Rules: SUMMARY rows' ``accountId="-"`` and rows without ``accountId`` (ConversionRate) take the
+enclosing FlexStatement's account; a missing ``levelOfDetail`` takes the row tag's default
+(``DETAIL`` for CashTransaction, ``SUMMARY`` for OpenPosition, ``EXECUTION``/``ORDER``/... for
+Trades rows, ``BaseCurrency``/``Currency`` from the currency for CashReportCurrency); unknown
+sections and unknown row elements are counted in :attr:`ParsedFlex.skipped`; unknown enum values
+are kept as strings; a decimal with more than 10 places raises :class:`FlexParseError` (money is
+never rounded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from itertools import chain, repeat
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from lxml import etree
+
+from ibpipeline.flex.dates import (
+    DateFormat,
+    DateParseError,
+    candidate_formats,
+    narrow_formats,
+    parse_date,
+    parse_datetime_utc,
+    to_date32,
+    to_utc_timestamp,
+)
+from ibpipeline.flex.errors import FlexError
+from ibpipeline.flex.schema import (
+    DECIMAL,
+    EXTRA_TYPE,
+    KNOWN_ATTRIBUTES,
+    NULL_TOKENS,
+    SCHEMAS,
+    TABLES,
+    TableSpec,
+)
+from ibpipeline.storage import atomic_write_with
+
+CHUNK_BYTES = 1 << 20
+FLUSH_ROWS = 50_000
+_NULL_SET = pa.array(NULL_TOKENS, pa.string())
+_NULL_STR = pa.scalar(None, pa.string())
+_KIND_ORDER = ("str", "dec", "int", "date", "ts")
+_SECTION_TABLES = {s.section: s for s in TABLES.values() if s.section}
+_SINGLE_ROW_TABLES = {tag: s for s in TABLES.values() if not s.section for tag in s.row_tags}
+_EMPTY = {name: schema.empty_table() for name, schema in SCHEMAS.items()}
+_ROOT = "FlexQueryResponse"
+_ROW_DEPTH = 4  # FlexQueryResponse/FlexStatements/FlexStatement/<Section>/<Row>
+
+
+class FlexParseError(FlexError, ValueError):
+    """Input that is not a readable Activity Flex statement (invalid/truncated XML, wrong root,
+    a value that does not fit its column)."""
+
+
+@dataclass(frozen=True)
+class StatementInfo:
+    """One ``FlexStatement`` of a response. ``when_generated_at`` is UTC (IBKR writes New York time)."""
+
+    account_id: str
+    from_date: date
+    to_date: date
+    period: str
+    when_generated_at: datetime | None
+    base_currency: str | None
+    date_format: str
+
+
+@dataclass(frozen=True)
+class ParsedFlex:
+    """Every normalized table (all names of ``schema.TABLES``, empty when absent) and the statements.
+
+    ``skipped``: section (or ``Section/Row``) tag -> count of elements not read into a table.
+    ``warnings``: e.g. a date format assumed month-first because every date fit both orders.
+    """
+
+    tables: Mapping[str, pa.Table]
+    statements: tuple[StatementInfo, ...]
+    source_sha256: str
+    query_name: str | None
+    query_type: str | None
+    skipped: Mapping[str, int]
+    warnings: tuple[str, ...]
+
+    def __getitem__(self, name: str) -> pa.Table:
+        return self.tables[name]
+
+
+class _Plan:
+    """Rows of one tag with one attribute-name tuple, and where each column sits in them."""
+
+    __slots__ = ("rows", "positions", "default_lod", "extra")
+
+    def __init__(self, positions: list[int | None], default_lod: str | None, extra) -> None:
+        self.rows: list[tuple[str, ...]] = []
+        self.positions = positions  # per spec column: index in the attribute tuple, or None
+        self.default_lod = default_lod
+        self.extra = extra  # ((name, index), ...) of unknown attributes
+
+
+class _Buffer:
+    """Rows of one table collected since the last flush (attribute values still strings)."""
+
+    def __init__(self, spec: TableSpec) -> None:
+        self.spec = spec
+        self.known = KNOWN_ATTRIBUTES[spec.name]
+        # tag -> hash of the attribute-name tuple -> plan. Keyed by the hash, not the tuple, because
+        # comparing ~90 freshly created names per row costs more than the whole lookup; a 64-bit
+        # collision between two attribute lists of one table is not a practical concern.
+        self.plans: dict[str, dict[int, _Plan]] = {tag: {} for tag in spec.row_tags}
+        self.runs: list[tuple[_Plan, int]] = []  # (plan, its row count when it became current)
+        self.last: _Plan | None = None
+        self.marks: list[tuple[int, int]] = []  # (row number, statement index) where it starts
+        self.kind_columns = {
+            k: [i for i, c in enumerate(spec.columns) if c.kind == k] for k in _KIND_ORDER
+        }
+
+    def new_plan(self, tag: str, keys: tuple) -> _Plan:
+        pos = {k: i for i, k in enumerate(keys)}
+        positions = [pos.get(c.flex) if c.flex else None for c in self.spec.columns]
+        extra = tuple((k, i) for i, k in enumerate(keys) if k not in self.known)
+        plan = self.plans[tag][hash(keys)] = _Plan(positions, self.spec.row_tags[tag], extra)
+        return plan
+
+    def switch(self, plan: _Plan) -> None:
+        """Record that rows now go to ``plan`` (keeps document order across plans)."""
+        self.runs.append((plan, len(plan.rows)))
+        self.last = plan
+
+    def add(self, tag: str, attrib: dict) -> None:
+        keys = tuple(attrib)
+        plan = self.plans[tag].get(hash(keys)) or self.new_plan(tag, keys)
+        if plan is not self.last:
+            self.switch(plan)
+        plan.rows.append(tuple(attrib.values()))
+
+    def count(self) -> int:
+        return sum(len(p.rows) for plans in self.plans.values() for p in plans.values())
+
+    def segments(self) -> list[tuple[_Plan, int, int]]:
+        """(plan, first row, end row) slices in document order."""
+        ends: dict[int, int] = {}
+        out = []
+        for plan, start in reversed(self.runs):
+            end = ends.get(id(plan), len(plan.rows))
+            ends[id(plan)] = start
+            if end > start:
+                out.append((plan, start, end))
+        out.reverse()
+        return out
+
+    def clear(self, current_statement: int | None) -> None:
+        for plans in self.plans.values():
+            for plan in plans.values():
+                plan.rows = []
+        self.runs, self.last = [], None
+        self.marks = [] if current_statement is None else [(0, current_statement)]
+
+    def statement_index(self, n: int) -> np.ndarray:
+        """Statement index of each of the ``n`` buffered rows."""
+        starts = [m[0] for m in self.marks] + [n]
+        lengths = np.diff(np.asarray(starts, dtype=np.int64))
+        return np.repeat(np.asarray([m[1] for m in self.marks], dtype=np.int64), lengths)
+
+
+@dataclass
+class _Header:
+    """A FlexStatement's raw attributes until its date format is resolved."""
+
+    account_id: str
+    from_date: str
+    to_date: str
+    period: str
+    when_generated: str | None
+    base_currency: str | None = None
+    info: StatementInfo | None = None
+
+
+class _Target:
+    """lxml parser target: collects rows into buffers and flushes them into Arrow tables."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.container: _Buffer | None = None
+        self.statement: int | None = None
+        self.headers: list[_Header] = []
+        self.buffers = {name: _Buffer(spec) for name, spec in TABLES.items()}
+        self.results: dict[str, list[pa.Table]] = {name: [] for name in TABLES}
+        self.batch: list[int] = []  # statement indexes not yet flushed
+        self.candidates: tuple[DateFormat, ...] = ()
+        self.skipped: Counter[str] = Counter()
+        self.warnings: list[str] = []
+        self.query_name: str | None = None
+        self.query_type: str | None = None
+        self.declared_count: int | None = None
+        self.buffered = 0
+
+    # -- lxml callbacks ------------------------------------------------------------------------
+
+    def start(self, tag: str, attrib: dict) -> None:
+        depth = self.depth
+        self.depth = depth + 1
+        if depth == _ROW_DEPTH:
+            buf = self.container
+            if buf is None:
+                return
+            plans = buf.plans.get(tag)
+            if plans is None:
+                self.skipped[f"{buf.spec.section}/{tag}"] += 1
+                return
+            keys = tuple(attrib)
+            plan = plans.get(hash(keys)) or buf.new_plan(tag, keys)
+            if plan is not buf.last:
+                buf.switch(plan)
+            plan.rows.append(tuple(attrib.values()))
+            self.buffered += 1
+            if self.buffered >= FLUSH_ROWS:
+                self.flush()
+        elif depth == _ROW_DEPTH - 1 and self.statement is not None:
+            self._section(tag, attrib)
+        elif depth == 2 and tag == "FlexStatement":
+            self._statement_start(attrib)
+        elif depth == 0:
+            self._root(tag, attrib)
+        elif depth == 1 and tag == "FlexStatements":
+            count = attrib.get("count")
+            self.declared_count = int(count) if count and count.isdigit() else None
+        elif depth <= 2:
+            self.skipped[tag] += 1
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+        if self.depth == _ROW_DEPTH - 1:
+            self.container = None
+        elif self.depth == 2 and tag == "FlexStatement":
+            self.statement = None
+            if self.buffered >= FLUSH_ROWS:
+                self.flush()
+
+    def close(self) -> None:
+        return None
+
+    # -- structure -----------------------------------------------------------------------------
+
+    def _root(self, tag: str, attrib: dict) -> None:
+        if tag == "FlexStatementResponse":
+            raise FlexParseError(
+                "root element is <FlexStatementResponse>: a Flex Web Service status/error "
+                "envelope, not a statement"
+            )
+        if tag != _ROOT:
+            raise FlexParseError(f"root element is <{tag}>, expected <{_ROOT}>")
+        self.query_name = attrib.get("queryName")
+        self.query_type = attrib.get("type")
+
+    def _statement_start(self, attrib: dict) -> None:
+        header = _Header(
+            account_id=attrib.get("accountId", ""),
+            from_date=attrib.get("fromDate", ""),
+            to_date=attrib.get("toDate", ""),
+            period=attrib.get("period", ""),
+            when_generated=attrib.get("whenGenerated") or None,
+        )
+        index = len(self.headers)
+        cands = candidate_formats(header.from_date, header.to_date, header.when_generated)
+        if not cands:
+            raise FlexParseError(
+                f"FlexStatement #{index + 1} (account {header.account_id!r}): fromDate="
+                f"{header.from_date!r} toDate={header.to_date!r} whenGenerated="
+                f"{header.when_generated!r} fit no Flex date format"
+            )
+        common = tuple(f for f in self.candidates if f in cands)
+        if self.batch and not common:
+            self.flush()
+        self.candidates = common if self.batch else cands
+        self.headers.append(header)
+        self.batch.append(index)
+        self.statement = index
+        for buf in self.buffers.values():
+            buf.marks.append((buf.count(), index))
+
+    def _section(self, tag: str, attrib: dict) -> None:
+        buf_spec = _SECTION_TABLES.get(tag)
+        if buf_spec is not None:
+            self.container = self.buffers[buf_spec.name]
+            return
+        single = _SINGLE_ROW_TABLES.get(tag)
+        if single is None:
+            self.skipped[tag] += 1
+            return
+        if tag == "AccountInformation":
+            self.headers[self.statement].base_currency = attrib.get("currency") or None
+        self.buffers[single.name].add(tag, attrib)
+        self.buffered += 1
+
+    # -- conversion ----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Convert every buffered row into Arrow tables with the batch's resolved date format."""
+        staged = _Staged([buf for buf in self.buffers.values() if buf.runs])
+        fmt = self._resolve_format(staged)
+        for index in self.batch:
+            self._resolve_statement(index, fmt)
+        context = _StatementColumns(self.headers)
+        for name, table in staged.convert(fmt, context).items():
+            self.results[name].append(table)
+        current = self.statement
+        for buf in self.buffers.values():
+            buf.clear(current)
+        self.buffered = 0
+        self.batch = [current] if current is not None else []
+        self.candidates = (fmt,) if current is not None else ()
+
+    def _resolve_format(self, staged: _Staged) -> DateFormat:
+        cands = self.candidates
+        if len(cands) > 1:
+            for kind in ("date", "ts"):
+                if len(cands) > 1:
+                    cands = narrow_formats(cands, staged.blocks[kind])
+            if not cands:
+                raise FlexParseError(
+                    f"dates of statements {self._batch_label()} fit none of the formats "
+                    f"{[f.name for f in self.candidates]} allowed by their headers"
+                )
+            if len(cands) > 1:
+                self.warnings.append(
+                    f"statements {self._batch_label()}: every date fits "
+                    f"{' and '.join(f.name for f in cands)}; assumed {cands[0].name}"
+                )
+        return cands[0]
+
+    def _batch_label(self) -> str:
+        return ", ".join(self.headers[i].account_id for i in self.batch)
+
+    def _resolve_statement(self, index: int, fmt: DateFormat) -> None:
+        header = self.headers[index]
+        if header.info is not None:
+            return
+        generated = header.when_generated
+        header.info = StatementInfo(
+            account_id=header.account_id,
+            from_date=parse_date(header.from_date, fmt),
+            to_date=parse_date(header.to_date, fmt),
+            period=header.period,
+            when_generated_at=parse_datetime_utc(generated, fmt) if generated else None,
+            base_currency=header.base_currency,
+            date_format=fmt.name,
+        )
+
+    def result(self, sha256: str) -> ParsedFlex:
+        if self.batch or any(buf.runs for buf in self.buffers.values()):
+            self.flush()
+        if self.declared_count is not None and self.declared_count != len(self.headers):
+            raise FlexParseError(
+                f"FlexStatements count={self.declared_count} but {len(self.headers)} "
+                "FlexStatement elements found"
+            )
+        tables = {
+            name: _with_sha(parts[0] if len(parts) == 1 else pa.concat_tables(parts), sha256)
+            if parts
+            else _EMPTY[name]
+            for name, parts in self.results.items()
+        }
+        return ParsedFlex(
+            tables=MappingProxyType(tables),
+            statements=tuple(h.info for h in self.headers if h.info is not None),
+            source_sha256=sha256,
+            query_name=self.query_name,
+            query_type=self.query_type,
+            skipped=MappingProxyType(dict(self.skipped)),
+            warnings=tuple(self.warnings),
+        )
+
+
+def _with_sha(table: pa.Table, sha256: str) -> pa.Table:
+    i = table.schema.get_field_index("statement_sha256")
+    column = pa.repeat(pa.scalar(sha256, pa.string()), table.num_rows)
+    return table.set_column(i, table.schema.field(i), column)
+
+
+class _StatementColumns:
+    """Per-statement values as Arrow arrays, taken by row statement index to fill gaps."""
+
+    def __init__(self, headers: list[_Header]) -> None:
+        infos = [h.info for h in headers]
+        self.account_id = pa.array([h.account_id for h in headers], pa.string())
+        self.base_currency = pa.array([h.base_currency for h in headers], pa.string())
+        self.from_date = pa.array([i.from_date if i else None for i in infos], pa.date32())
+        self.to_date = pa.array([i.to_date if i else None for i in infos], pa.date32())
+        self.infos = infos
+
+
+def _column_pieces(buf: _Buffer, segments: list, zipped: dict, column: int) -> Iterator[Iterable]:
+    """The values of one spec column over all segments (None or the row tag's default if absent)."""
+    is_lod = buf.spec.columns[column].name == "level_of_detail"
+    for plan, start, end in segments:
+        pos = plan.positions[column]
+        default = plan.default_lod if is_lod else None
+        if pos is None:
+            yield repeat(default, end - start)
+        else:
+            values = zipped[id(plan)][pos][start:end]
+            yield (v or default for v in values) if default and "" in values else values
+
+
+def _extra_column(segments: list, n: int) -> pa.Array:
+    """``extra`` maps: the unknown non-empty attributes of each row."""
+    if not any(plan.extra for plan, _, _ in segments):
+        return pa.MapArray.from_arrays(
+            pa.array(np.zeros(n + 1, np.int32)),
+            pa.array([], pa.string()),
+            pa.array([], pa.string()),
+            type=EXTRA_TYPE,
+        )
+    maps: list[list[tuple[str, str]]] = []
+    for plan, start, end in segments:
+        for row in plan.rows[start:end]:
+            maps.append([(k, row[i]) for k, i in plan.extra if row[i]])
+    return pa.array(maps, EXTRA_TYPE)
+
+
+class _Staged:
+    """The buffered rows of every table as one Arrow string array (null tokens nulled), laid out
+    kind by kind, so each kind is converted with one vectorized call for all tables."""
+
+    def __init__(self, buffers: list[_Buffer]) -> None:
+        self.buffers = buffers
+        self.n: dict[str, int] = {}
+        self.statements: dict[str, np.ndarray] = {}
+        self.extra: dict[str, pa.Array] = {}
+        self.layout: dict[str, list[tuple[int, str, int]]] = {k: [] for k in _KIND_ORDER}
+        pieces: dict[str, list[Iterable]] = {k: [] for k in _KIND_ORDER}
+        for buf in buffers:
+            name = buf.spec.name
+            segments = buf.segments()
+            n = self.n[name] = sum(end - start for _, start, end in segments)
+            self.statements[name] = buf.statement_index(n)
+            self.extra[name] = _extra_column(segments, n)
+            plans = {id(p): p for p, _, _ in segments}
+            zipped = {key: list(zip(*p.rows, strict=True)) for key, p in plans.items()}
+            for kind in _KIND_ORDER:
+                for i in buf.kind_columns[kind]:
+                    self.layout[kind].append((i, name, n))
+                    pieces[kind].extend(_column_pieces(buf, segments, zipped, i))
+        sizes = {k: sum(n for _, _, n in self.layout[k]) for k in _KIND_ORDER}
+        flat = list(chain.from_iterable(chain.from_iterable(pieces[k] for k in _KIND_ORDER)))
+        values = pa.array(flat, pa.string())
+        values = pc.if_else(pc.is_in(values, value_set=_NULL_SET), _NULL_STR, values)
+        self.blocks: dict[str, pa.Array] = {}
+        offset = 0
+        for kind in _KIND_ORDER:
+            self.blocks[kind] = values.slice(offset, sizes[kind])
+            offset += sizes[kind]
+
+    def _typed(self, fmt: DateFormat) -> dict[str, dict[str, pa.Array]]:
+        """table -> column -> converted array."""
+        out: dict[str, dict[str, pa.Array]] = {b.spec.name: {} for b in self.buffers}
+        specs = {b.spec.name: b.spec for b in self.buffers}
+        for kind in _KIND_ORDER:
+            block = self.blocks[kind]
+            if len(block) == 0:
+                continue
+            try:
+                typed = _convert_block(kind, block, fmt)
+            except (pa.ArrowInvalid, DateParseError) as exc:
+                raise self._locate_error(kind, fmt, specs, exc) from None
+            offset = 0
+            for i, name, n in self.layout[kind]:
+                out[name][specs[name].columns[i].name] = typed.slice(offset, n)
+                offset += n
+        return out
+
+    def _locate_error(self, kind: str, fmt: DateFormat, specs: dict, exc: Exception):
+        offset = 0
+        for i, name, n in self.layout[kind]:
+            column = self.blocks[kind].slice(offset, n)
+            offset += n
+            try:
+                _convert_block(kind, column, fmt)
+            except (pa.ArrowInvalid, DateParseError) as col_exc:
+                return _column_error(specs[name], specs[name].columns[i].name, kind, column, col_exc)
+        return FlexParseError(str(exc))
+
+    def convert(self, fmt: DateFormat, ctx: _StatementColumns) -> dict[str, pa.Table]:
+        typed = self._typed(fmt)
+        return {
+            b.spec.name: _assemble(b.spec, typed[b.spec.name], self, ctx) for b in self.buffers
+        }
+
+
+def _convert_block(kind: str, block: pa.Array, fmt: DateFormat) -> pa.Array:
+    """Strings (nulls already nulled) -> the kind's Arrow type; raises ArrowInvalid/DateParseError."""
+    if kind == "str":
+        return block
+    if kind == "dec":
+        try:
+            return pc.cast(block, DECIMAL)
+        except pa.ArrowInvalid:  # thousands separators, which IBKR does not normally write
+            return pc.cast(pc.replace_substring(block, ",", ""), DECIMAL)
+    if kind == "int":
+        return pc.cast(block, pa.int64())
+    if kind == "ts":
+        return to_utc_timestamp(block, fmt)
+    encoded = pc.dictionary_encode(block)  # dates repeat a lot: convert each distinct value once
+    return to_date32(encoded.dictionary, fmt).take(encoded.indices)
+
+
+def _decimal_problem(value: str) -> str:
+    try:
+        d = Decimal(value.replace(",", ""))
+    except InvalidOperation:
+        return "is not a number"
+    if not d.is_finite():
+        return "is not a finite number"
+    if d.as_tuple().exponent < -10:
+        return "has more than 10 decimal places; decimal128(38, 10) would lose digits"
+    return "has more than 28 integer digits"
+
+
+def _column_error(
+    spec: TableSpec, col_name: str, kind: str, column: pa.Array, exc: Exception
+) -> FlexParseError:
+    """A FlexParseError naming the table, column and offending value."""
+    if isinstance(exc, DateParseError):
+        return FlexParseError(f"{spec.name}.{col_name}: {exc}")
+    for value in column.drop_null().to_pylist():
+        try:
+            pc.cast(pa.array([value]), DECIMAL if kind == "dec" else pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            problem = _decimal_problem(value) if kind == "dec" else "is not an integer"
+            return FlexParseError(f"{spec.name}.{col_name}: {value!r} {problem}")
+    return FlexParseError(f"{spec.name}.{col_name}: {exc}")
+
+
+def _assemble(spec: TableSpec, cols: dict, staged: _Staged, ctx: _StatementColumns) -> pa.Table:
+    """One table of the spec's schema (``statement_sha256`` still null)."""
+    n = staged.n[spec.name]
+    stmt_np = staged.statements[spec.name]
+    stmt = pa.array(stmt_np)
+    cols["account_id"] = pc.coalesce(cols["account_id"], ctx.account_id.take(stmt))
+    fallback = ctx.to_date.take(stmt)
+    cols["date"] = pc.coalesce(*(cols[c] for c in spec.date_from), fallback)
+    fix = _FIXUPS.get(spec.name)
+    if fix is not None:
+        fix(cols, ctx, stmt)
+    cols["statement_sha256"] = pa.nulls(n, pa.string())
+    cols["extra"] = staged.extra[spec.name]
+    schema = SCHEMAS[spec.name]
+    table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+    if spec.name == "account_info":
+        return _expand_days(table, stmt_np, ctx)
+    return table
+
+
+def _fill_base_currency(cols: dict, ctx: _StatementColumns, stmt: pa.Array) -> None:
+    cols["base_currency"] = pc.coalesce(cols["base_currency"], ctx.base_currency.take(stmt))
+
+
+def _fix_change_in_nav(cols: dict, ctx: _StatementColumns, stmt: pa.Array) -> None:
+    _fill_base_currency(cols, ctx, stmt)
+    cols["from_date"] = pc.coalesce(cols["from_date"], ctx.from_date.take(stmt))
+    cols["to_date"] = pc.coalesce(cols["to_date"], ctx.to_date.take(stmt))
+
+
+def _fix_cash_balances(cols: dict, ctx: _StatementColumns, stmt: pa.Array) -> None:
+    is_base = pc.fill_null(pc.equal(cols["currency"], "BASE_SUMMARY"), False)
+    default = pc.if_else(is_base, "BaseCurrency", "Currency")
+    cols["level_of_detail"] = pc.coalesce(cols["level_of_detail"], default)
+    cols["from_date"] = pc.coalesce(cols["from_date"], ctx.from_date.take(stmt))
+    cols["to_date"] = pc.coalesce(cols["to_date"], ctx.to_date.take(stmt))
+
+
+def _fix_fx_rates(cols: dict, ctx: _StatementColumns, stmt: pa.Array) -> None:
+    rate = cols["rate"]
+    missing = pc.fill_null(pc.equal(rate, pa.scalar(Decimal(-1), DECIMAL)), False)
+    cols["rate"] = pc.if_else(missing, pa.scalar(None, DECIMAL), rate)
+
+
+_FIXUPS = {
+    "nav_daily": _fill_base_currency,
+    "change_in_nav": _fix_change_in_nav,
+    "cash_balances": _fix_cash_balances,
+    "fx_rates": _fix_fx_rates,
+}
+
+
+def _expand_days(table: pa.Table, stmt: np.ndarray, ctx: _StatementColumns) -> pa.Table:
+    """One AccountInformation row per calendar day fromDate..toDate of its statement."""
+    first = ctx.from_date.cast(pa.int32()).to_numpy(zero_copy_only=False)[stmt]
+    last = ctx.to_date.cast(pa.int32()).to_numpy(zero_copy_only=False)[stmt]
+    n_days = last - first + 1
+    rows = np.repeat(np.arange(len(stmt)), n_days)
+    offsets = np.arange(len(rows)) - np.repeat(np.cumsum(n_days) - n_days, n_days)
+    days = pa.array((first[rows] + offsets).astype(np.int32)).cast(pa.date32())
+    out = table.take(pa.array(rows))
+    i = out.schema.get_field_index("date")
+    return out.set_column(i, out.schema.field(i), days)
+
+
+# -- entry points ---------------------------------------------------------------------------------
+
+
+def _chunks(data: bytes | bytearray | memoryview | str | os.PathLike) -> Iterator[bytes]:
+    if isinstance(data, bytes | bytearray | memoryview):
+        view = bytes(data) if not isinstance(data, bytes) else data
+        for i in range(0, len(view), CHUNK_BYTES):
+            yield view[i : i + CHUNK_BYTES]
+        return
+    with open(data, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            yield chunk
+
+
+def parse_statement(
+    data: bytes | bytearray | memoryview | str | os.PathLike, *, source_sha256: str | None = None
+) -> ParsedFlex:
+    """Parse an Activity Flex XML response (bytes, or a path to read in chunks).
+
+    ``source_sha256`` goes into every row's ``statement_sha256``; when None it is computed from the
+    bytes. Raises FlexParseError for empty, invalid or truncated XML, a root other than
+    ``FlexQueryResponse``, undetectable date formats, or a value that does not fit its column.
+    """
+    hasher = hashlib.sha256() if source_sha256 is None else None
+    target = _Target()
+    parser = etree.XMLParser(
+        target=target, huge_tree=True, resolve_entities=False, no_network=True
+    )
+    size = 0
+    try:
+        for chunk in _chunks(data):
+            size += len(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+            parser.feed(chunk)
+        if size == 0:
+            raise FlexParseError("empty input: 0 bytes")
+        parser.close()
+    except etree.XMLSyntaxError as exc:
+        line, column = exc.position if exc.position else (0, 0)
+        raise FlexParseError(
+            f"invalid or truncated Flex XML at line {line}, column {column} "
+            f"({size} bytes read): {exc.msg}"
+        ) from None
+    return target.result(source_sha256 or hasher.hexdigest())
+
+
+def parse_to_parquet(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, int]:
+    """Parse each Flex file and write ``out_dir/<table>/<file stem>.parquet`` per non-empty table.
+
+    Files are replaced atomically. Returns the number of rows written per table (every table name,
+    0 when no file had rows for it).
+    """
+    out = Path(out_dir)
+    totals = dict.fromkeys(TABLES, 0)
+    for path in map(Path, paths):
+        parsed = parse_statement(path)
+        for name, table in parsed.tables.items():
+            if table.num_rows == 0:
+                continue
+            target = out / name / f"{path.stem}.parquet"
+            atomic_write_with(target, lambda tmp, t=table: pq.write_table(t, tmp))
+            totals[name] += table.num_rows
+    return totals

@@ -1,0 +1,25 @@
+"""IB Gateway snapshots: the ib_async collector and the snapshot table schemas."""
+
+from ibpipeline.gateway.collector import (
+    CollectionResult,
+    GatewayAddress,
+    GatewayCollectionError,
+    GatewayConfigError,
+    GatewayOutcome,
+    collect_snapshots,
+    collect_snapshots_async,
+    parse_gateways,
+    to_jsonl,
+)
+
+__all__ = [
+    "CollectionResult",
+    "GatewayAddress",
+    "GatewayCollectionError",
+    "GatewayConfigError",
+    "GatewayOutcome",
+    "collect_snapshots",
+    "collect_snapshots_async",
+    "parse_gateways",
+    "to_jsonl",
+]

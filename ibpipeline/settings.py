@@ -1,0 +1,166 @@
+"""Every environment variable ibpipeline reads, in one place.
+
+Plain settings are read when called (so tests and the demo can change them). The Flex token is a
+secret: it is only ever handed to Dagster as ``dg.EnvVar(FLEX_TOKEN_ENV)`` and resolved at run time,
+never read here, logged, or put into run config.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, time
+from pathlib import Path
+
+import dagster as dg
+
+DATA_DIR_ENV = "IBPIPELINE_DATA_DIR"
+START_DATE_ENV = "IBPIPELINE_START_DATE"
+FLEX_TOKEN_ENV = "IBKR_FLEX_TOKEN"
+FLEX_QUERY_ID_ENV = "IBKR_FLEX_QUERY_ID"
+FLEX_BASE_URL_ENV = "IBKR_FLEX_BASE_URL"
+GATEWAYS_ENV = "IB_GATEWAYS"
+GATEWAY_CLIENT_ID_ENV = "IB_CLIENT_ID"
+GATEWAY_SNAPSHOT_INTERVAL_ENV = "IB_SNAPSHOT_INTERVAL_MINUTES"
+GATEWAY_SNAPSHOT_HOURS_ENV = "IB_SNAPSHOT_HOURS"
+
+DEFAULT_DATA_DIR = "data"
+DEFAULT_START_DATE = "2024-01-01"
+DEFAULT_GATEWAY_CLIENT_ID = 17
+DEFAULT_GATEWAY_SNAPSHOT_INTERVAL = 15
+DEFAULT_GATEWAY_SNAPSHOT_HOURS = "09:30-16:00"
+
+
+def data_dir() -> Path:
+    """Root folder of raw and normalized data (``$IBPIPELINE_DATA_DIR``, default ``./data``)."""
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def start_date() -> str:
+    """First partition date, ``YYYY-MM-DD`` (``$IBPIPELINE_START_DATE``, default 2024-01-01).
+
+    Raises ValueError naming the variable when the value is not an ISO date.
+    """
+    raw = os.environ.get(START_DATE_ENV) or DEFAULT_START_DATE
+    try:
+        return date.fromisoformat(raw).isoformat()
+    except ValueError as exc:
+        raise ValueError(f"{START_DATE_ENV} must be a YYYY-MM-DD date, got {raw!r}") from exc
+
+
+def flex_token() -> dg.EnvVar:
+    """The Flex Web Service token as a Dagster ``EnvVar`` (resolved at run time, never displayed)."""
+    return dg.EnvVar(FLEX_TOKEN_ENV)
+
+
+def flex_query_id() -> str:
+    """The Flex query id (``$IBKR_FLEX_QUERY_ID``, not secret); empty when unset."""
+    return os.environ.get(FLEX_QUERY_ID_ENV, "")
+
+
+def flex_base_url() -> str | None:
+    """Optional base URL override of the Flex Web Service (e.g. the local simulator)."""
+    return os.environ.get(FLEX_BASE_URL_ENV) or None
+
+
+def gateways() -> list[str]:
+    """``host:port`` endpoints of IB Gateways from comma-separated ``$IB_GATEWAYS``."""
+    raw = os.environ.get(GATEWAYS_ENV, "")
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def gateway_client_id() -> int:
+    """API client id used when connecting to gateways (``$IB_CLIENT_ID``, default 17)."""
+    raw = os.environ.get(GATEWAY_CLIENT_ID_ENV) or str(DEFAULT_GATEWAY_CLIENT_ID)
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{GATEWAY_CLIENT_ID_ENV} must be an integer, got {raw!r}") from exc
+
+
+def gateway_snapshot_interval_minutes() -> int:
+    """Minutes between scheduled gateway snapshots (``$IB_SNAPSHOT_INTERVAL_MINUTES``, default 15)."""
+    raw = os.environ.get(GATEWAY_SNAPSHOT_INTERVAL_ENV) or str(DEFAULT_GATEWAY_SNAPSHOT_INTERVAL)
+    if not raw.isdigit() or not 1 <= int(raw) <= 1440:
+        raise ValueError(f"{GATEWAY_SNAPSHOT_INTERVAL_ENV} must be minutes in 1..1440, got {raw!r}")
+    return int(raw)
+
+
+def gateway_snapshot_hours() -> tuple[time, time]:
+    """First and last snapshot time of a trading day, New York time (``$IB_SNAPSHOT_HOURS``,
+    ``HH:MM-HH:MM``, default 09:30-16:00, both ends included)."""
+    raw = os.environ.get(GATEWAY_SNAPSHOT_HOURS_ENV) or DEFAULT_GATEWAY_SNAPSHOT_HOURS
+    try:
+        first, last = (time.fromisoformat(part.strip()) for part in raw.split("-"))
+    except ValueError as exc:
+        raise ValueError(f"{GATEWAY_SNAPSHOT_HOURS_ENV} must be HH:MM-HH:MM, got {raw!r}") from exc
+    if last < first:
+        raise ValueError(f"{GATEWAY_SNAPSHOT_HOURS_ENV} ends before it starts: {raw!r}")
+    return first, last
+
+
+# Orchestration (schedules, sensors, Postgres marts) ----------------------------------------------
+
+HISTORY_START_ENV = "IBPIPELINE_HISTORY_START"
+FLEX_SCHEDULE_TIME_ENV = "IBPIPELINE_FLEX_SCHEDULE_TIME"
+SCHEDULE_TIMEZONE_ENV = "IBPIPELINE_SCHEDULE_TIMEZONE"
+INBOX_DIR_ENV = "IBPIPELINE_INBOX_DIR"
+POSTGRES_DSN_ENV = "IBPIPELINE_POSTGRES_DSN"
+POSTGRES_SCHEMA_ENV = "IBPIPELINE_POSTGRES_SCHEMA"
+
+DEFAULT_FLEX_SCHEDULE_TIME = "06:00"
+DEFAULT_SCHEDULE_TIMEZONE = "US/Eastern"
+DEFAULT_POSTGRES_SCHEMA = "marts"
+
+
+def history_start() -> date:
+    """First report date fetched for a newly discovered account (``$IBPIPELINE_HISTORY_START``,
+    default the partitions' start date). Raises ValueError naming the variable when malformed."""
+    raw = os.environ.get(HISTORY_START_ENV) or start_date()
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValueError(f"{HISTORY_START_ENV} must be a YYYY-MM-DD date, got {raw!r}") from exc
+
+
+def flex_schedule_time() -> tuple[int, int]:
+    """``(hour, minute)`` of the daily Flex run (``$IBPIPELINE_FLEX_SCHEDULE_TIME``, ``HH:MM``,
+    default 06:00). Raises ValueError naming the variable when malformed."""
+    raw = os.environ.get(FLEX_SCHEDULE_TIME_ENV) or DEFAULT_FLEX_SCHEDULE_TIME
+    hour, _, minute = raw.partition(":")
+    if not (hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60):
+        raise ValueError(f"{FLEX_SCHEDULE_TIME_ENV} must be HH:MM (24h), got {raw!r}")
+    return int(hour), int(minute)
+
+
+def schedule_timezone() -> str:
+    """IANA timezone of the schedules (``$IBPIPELINE_SCHEDULE_TIMEZONE``, default US/Eastern).
+    Raises ValueError naming the variable when the zone is unknown."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    raw = os.environ.get(SCHEDULE_TIMEZONE_ENV) or DEFAULT_SCHEDULE_TIMEZONE
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{SCHEDULE_TIMEZONE_ENV} is not a known timezone: {raw!r}") from exc
+    return raw
+
+
+def inbox_dir() -> Path | None:
+    """Folder the inbox sensor watches (``$IBPIPELINE_INBOX_DIR``); None = ``<data dir>/inbox``."""
+    raw = os.environ.get(INBOX_DIR_ENV)
+    return Path(raw) if raw else None
+
+
+def postgres_dsn_configured() -> bool:
+    """Whether ``$IBPIPELINE_POSTGRES_DSN`` is set (then ``postgres_marts`` is registered)."""
+    return bool(os.environ.get(POSTGRES_DSN_ENV))
+
+
+def postgres_dsn() -> dg.EnvVar:
+    """The Postgres DSN of the marts target as an ``EnvVar`` (it may hold a password)."""
+    return dg.EnvVar(POSTGRES_DSN_ENV)
+
+
+def postgres_schema() -> str:
+    """Postgres schema the marts are copied into (``$IBPIPELINE_POSTGRES_SCHEMA``, default marts)."""
+    return os.environ.get(POSTGRES_SCHEMA_ENV) or DEFAULT_POSTGRES_SCHEMA

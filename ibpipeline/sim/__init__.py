@@ -1,0 +1,1 @@
+"""Simulators of the IBKR services the pipeline reads (Flex Web Service, IB Gateway)."""

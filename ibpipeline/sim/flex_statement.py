@@ -1,0 +1,616 @@
+"""Render the simulated world as an IBKR Activity Flex statement (``FlexQueryResponse type="AF"``).
+
+One ``FlexStatement`` per account with, in IBKR's order: AccountInformation, EquitySummaryInBase,
+ChangeInNAV, CashReport, OpenPositions, FxPositions, Trades, TransactionTaxes, OptionEAE,
+PendingExcercises (sic), PriorPeriodPositions, CorporateActions, CashTransactions,
+InterestAccruals, Transfers, ConversionRates. Attribute names are those of real statements;
+numbers are plain decimals, missing values empty strings, date-times New York local time.
+
+Figures (all reproduce the world exactly):
+- EquitySummaryByReportDateInBase: one row per business day of the window plus the business day
+  before ``from_date``; days before the world's inception are all-zero rows.
+- ChangeInNAV: base currency. ``realized`` and ``changeInUnrealized`` are 0 and ``fxTranslation``
+  0, as in IBKR's MTM presentation; ``mtm`` is ending - starting - the listed flows, so the
+  attributes add up exactly. ``twr`` = 100 * (prod(1 + daily_return) - 1), 9 decimals.
+- CashReport: per currency, starting + deposits + withdrawals + dividends + brokerInterest +
+  bondInterest + withholdingTax + commissions + otherFees + advisorFees + netTradesSales +
+  netTradesPurchases + cashSettlingMtm (futures variation) = endingCash. BASE_SUMMARY converts each
+  flow at its day's rate and start/end cash at their days' rates; fxTranslationGainLoss closes it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ibpipeline.world import AccountDay, Instrument, Trade, World
+
+NEW_YORK = ZoneInfo("America/New_York")
+ZERO = Decimal(0)
+_DATE_FORMATS = {  # date setting -> (strftime date, strftime time) as IBKR pairs them
+    "yyyyMMdd": ("%Y%m%d", "%H%M%S"),
+    "yyyy-MM-dd": ("%Y-%m-%d", "%H:%M:%S"),
+    "MM/dd/yyyy": ("%m/%d/%Y", "%H:%M:%S"),
+}
+_TWR_PLACES = Decimal("1E-9")
+_PCT_PLACES = Decimal("0.01")
+_PRICE_PLACES = Decimal("1E-9")
+
+_EQUITY_FIELDS = (
+    "cash", "brokerCashComponent", "fdicInsuredBankSweepAccountCashComponent",
+    "slbCashCollateral", "stock", "ipoSubscription", "slbDirectSecuritiesBorrowed",
+    "slbDirectSecuritiesLent", "options", "bonds", "commodities", "notes", "funds", "crypto",
+    "dividendAccruals", "interestAccruals", "brokerInterestAccrualsComponent",
+    "fdicInsuredAccountInterestAccrualsComponent", "softDollars", "forexCfdUnrealizedPl",
+    "cfdUnrealizedPl", "total",
+)  # fmt: skip
+_CNAV_FIELDS = (
+    "startingValue", "mtm", "realized", "changeInUnrealized", "costAdjustments",
+    "transferredPnlAdjustments", "depositsWithdrawals", "internalCashTransfers", "excessFundSweep",
+    "assetTransfers", "debitCardActivity", "billPay", "grantActivity", "dividends",
+    "withholdingTax", "withholding871m", "withholdingTaxCollected", "changeInDividendAccruals",
+    "interest", "changeInInterestAccruals", "advisorFees", "clientFees", "otherFees",
+    "feesReceivables", "commissions", "commissionCreditsRedemption", "commissionReceivables",
+    "forexCommissions", "transactionTax", "taxReceivables", "salesTax", "billableSalesTax",
+    "softDollars", "netFxTrading", "fxTranslation", "linkingAdjustments", "other", "endingValue",
+    "twr", "corporateActionProceeds",
+)  # fmt: skip
+_CASH_FIELDS = (
+    "startingCash", "clientFees", "commissions", "referralFee", "commissionCreditsRedemption",
+    "billableCommissions", "depositWithdrawals", "deposits", "withdrawals", "carbonCredits",
+    "donations", "accountTransfers", "linkingAdjustments", "internalTransfers", "paxosTransfers",
+    "excessFundSweep", "debitCardActivity", "billPay", "dividends", "insuredDepositInterest",
+    "brokerInterest", "brokerFees", "bondInterest", "cashSettlingMtm", "realizedVm",
+    "realizedForexVm", "cfdCharges", "netTradesSales", "netTradesPurchases", "advisorFees",
+    "feesReceivables", "paymentInLieu", "transactionTax", "taxReceivables", "withholdingTax",
+    "withholding871m", "withholdingCollectedTax", "salesTax", "billableSalesTax",
+    "ipoSubscription", "fxTranslationGainLoss", "otherFees", "otherIncome", "other", "endingCash",
+    "endingSettledCash", "slbStartingCashCollateral", "slbNetSecuritiesLentActivity",
+    "slbEndingCashCollateral", "slbNetCash", "slbNetSettledCash",
+)  # fmt: skip
+_CASH_TYPE_FIELD = {
+    "Deposits/Withdrawals": "depositWithdrawals",
+    "Dividends": "dividends",
+    "Withholding Tax": "withholdingTax",
+    "Broker Interest Received": "brokerInterest",
+    "Broker Interest Paid": "brokerInterest",
+    "Bond Interest Received": "bondInterest",
+    "Other Fees": "otherFees",
+    "Advisor Fees": "advisorFees",
+}
+_CNAV_TYPE_FIELD = {
+    "Deposits/Withdrawals": "depositsWithdrawals",
+    "Dividends": "dividends",
+    "Withholding Tax": "withholdingTax",
+    "Broker Interest Received": "interest",
+    "Broker Interest Paid": "interest",
+    "Bond Interest Received": "interest",
+    "Other Fees": "otherFees",
+    "Advisor Fees": "advisorFees",
+}
+_CASH_FLOW_FIELDS = (
+    "deposits", "withdrawals", "dividends", "brokerInterest", "bondInterest", "withholdingTax",
+    "commissions", "otherFees", "advisorFees", "netTradesSales", "netTradesPurchases",
+    "cashSettlingMtm",
+)  # fmt: skip
+_EMPTY_BEFORE_TRADES = ("FxPositions",)
+_EMPTY_AFTER_TRADES = ("TransactionTaxes", "OptionEAE", "PendingExcercises")
+_EMPTY_AFTER_CASH = ("InterestAccruals", "Transfers")
+
+
+def num(value: Decimal | int) -> str:
+    """A plain decimal without exponent or trailing zeros (``-0`` becomes ``0``)."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def esc(text: str) -> str:
+    """Escape text for a double-quoted XML attribute."""
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+class _Fmt:
+    """Date and date-time formatting for one statement (cached per date)."""
+
+    def __init__(self, date_format: str) -> None:
+        if date_format not in _DATE_FORMATS:
+            raise ValueError(
+                f"unsupported date_format {date_format!r}; use one of {', '.join(_DATE_FORMATS)}"
+            )
+        self._date, self._time = _DATE_FORMATS[date_format]
+        self._cache: dict[date, str] = {}
+
+    def d(self, day: date | None) -> str:
+        """A date in the statement's format ("" for None)."""
+        if day is None:
+            return ""
+        text = self._cache.get(day)
+        if text is None:
+            text = self._cache[day] = day.strftime(self._date)
+        return text
+
+    def dt(self, at: datetime | None) -> str:
+        """A UTC instant as New York local ``<date>;<time>`` ("" for None)."""
+        if at is None:
+            return ""
+        local = at.astimezone(NEW_YORK)
+        return f"{self.d(local.date())};{local.strftime(self._time)}"
+
+
+def _instrument_block(inst: Instrument, fmt: _Fmt) -> tuple[str, str]:
+    """The security attributes shared by position, trade and cash rows, split around the value of
+    ``description`` (cash transactions describe themselves)."""
+    cusip = inst.isin[2:11] if inst.isin.startswith("US") else ""
+    under = inst.underlying_symbol or inst.symbol
+    before = (
+        f' assetCategory="{inst.asset_category}" subCategory="{esc(inst.sub_category)}"'
+        f' symbol="{esc(inst.symbol)}" description="'
+    )
+    after = (
+        f'" conid="{inst.conid}" securityID="{inst.isin}" securityIDType="{"ISIN" if inst.isin else ""}"'
+        f' cusip="{cusip}" isin="{inst.isin}" figi="" listingExchange="{inst.listing_exchange}"'
+        f' underlyingConid="{inst.underlying_conid or ""}" underlyingSymbol="{esc(under)}"'
+        f' underlyingSecurityID="" underlyingListingExchange="" issuer=""'
+        f' issuerCountryCode="{inst.isin[:2]}" multiplier="{num(inst.multiplier)}"'
+        f' strike="{num(inst.strike) if inst.strike is not None else ""}"'
+        f' expiry="{fmt.d(inst.expiry)}" putCall="{inst.put_call}" principalAdjustFactor=""'
+    )
+    return before, after
+
+
+def _fx_block(symbol: str) -> str:
+    return (
+        f' assetCategory="CASH" subCategory="" symbol="{symbol}" description="{symbol}" conid=""'
+        ' securityID="" securityIDType="" cusip="" isin="" figi="" listingExchange=""'
+        ' underlyingConid="" underlyingSymbol="" underlyingSecurityID=""'
+        ' underlyingListingExchange="" issuer="" issuerCountryCode="" multiplier="1" strike=""'
+        ' expiry="" putCall="" principalAdjustFactor=""'
+    )
+
+
+_NO_INSTRUMENT = (
+    ' assetCategory="" subCategory="" symbol="" description="{}" conid="" securityID=""'
+    ' securityIDType="" cusip="" isin="" figi="" listingExchange="" underlyingConid=""'
+    ' underlyingSymbol="" underlyingSecurityID="" underlyingListingExchange="" issuer=""'
+    ' issuerCountryCode="" multiplier="0" strike="" expiry="" putCall="" principalAdjustFactor=""'
+)
+
+
+def _section(name: str, rows: Iterable[str]) -> str:
+    """``<name>`` rows ``</name>``; an empty section as IBKR writes it (open, newline, close)."""
+    body = "".join(rows)
+    return f"<{name}>\n{body}</{name}>\n"
+
+
+def _settle_date(world: World, trade: Trade, inst: Instrument | None) -> date:
+    """T+1 for derivatives, US bonds and US stocks from 2024-05-28, else T+2 (business days)."""
+    one_day = trade.asset_category in ("OPT", "FUT") or (
+        inst is not None
+        and inst.currency == "USD"
+        and (inst.asset_category == "BOND" or trade.trade_date >= date(2024, 5, 28))
+    )
+    days = world.business_days(
+        trade.trade_date + timedelta(days=1), trade.trade_date + timedelta(7)
+    )
+    return days[0] if one_day else days[1]
+
+
+class _Statement:
+    """Renders one account's FlexStatement."""
+
+    def __init__(self, world: World, account_id: str, from_date: date, to_date: date, fmt: _Fmt,
+                 period: str, generated: str, described: dict[int, tuple[str, str]]) -> None:  # fmt: skip
+        self.world = world
+        self.account = world.account(account_id)
+        self.base = self.account.base_currency
+        self.fmt = fmt
+        self.period = period
+        self.generated = generated
+        self.from_date, self.to_date = from_date, to_date
+        self.described = described
+        self.blocks = {
+            c: f"{before}{esc(world.instruments[c].description)}{after}"
+            for c, (before, after) in described.items()
+        }
+        self.head = f'accountId="{account_id}" acctAlias="{esc(self.account.alias)}" model=""'
+        inception = world.inception
+        self.prev_date = world.previous_business_day(from_date)
+        self.all_dates = [self.prev_date, *world.business_days(from_date, to_date)]
+        self.states: list[AccountDay | None] = [
+            world.day(account_id, d) if d >= inception else None for d in self.all_dates
+        ]
+        self.prev = self.states[0]
+        self.window = [s for s in self.states[1:] if s is not None]
+        self.last = self.window[-1] if self.window else self.prev
+
+    def render(self) -> list[str]:
+        a, f = self.account, self.fmt
+        parts = [
+            f'<FlexStatement accountId="{a.account_id}" fromDate="{f.d(self.from_date)}"'
+            f' toDate="{f.d(self.to_date)}" period="{esc(self.period)}"'
+            f' whenGenerated="{self.generated}">\n',
+            self.account_information(),
+            _section("EquitySummaryInBase", self.equity_summary()),
+            self.change_in_nav(),
+            _section("CashReport", self.cash_report()),
+            _section("OpenPositions", self.open_positions()),
+            *(_section(name, ()) for name in _EMPTY_BEFORE_TRADES),
+            _section("Trades", self.trades()),
+            *(_section(name, ()) for name in _EMPTY_AFTER_TRADES),
+            _section("PriorPeriodPositions", self.prior_period_positions()),
+            _section("CorporateActions", ()),
+            _section("CashTransactions", self.cash_transactions()),
+            *(_section(name, ()) for name in _EMPTY_AFTER_CASH),
+            _section("ConversionRates", self.conversion_rates()),
+            "</FlexStatement>\n",
+        ]
+        return parts
+
+    # ---------------------------------------------------------------------------------------------
+
+    def account_information(self) -> str:
+        a, f = self.account, self.fmt
+        traded = [s.date for s in self.window if s.trades]
+        return (
+            f'<AccountInformation {self.head} currency="{a.base_currency}" name="{esc(a.name)}"'
+            f' accountType="{esc(a.account_type)}" customerType="{esc(a.customer_type)}"'
+            ' accountCapabilities="Margin" tradingPermissions="Stocks,Options,Futures,Bonds,Forex"'
+            f' accountRepName="" accountRepPhone="" dateOpened="{f.d(a.opened)}"'
+            f' dateFunded="{f.d(self.world.inception)}" dateClosed=""'
+            f' lastTradedDate="{f.d(traded[-1]) if traded else ""}" street="" street2="" city=""'
+            ' state="" country="" postalCode="" streetResidentialAddress=""'
+            ' street2ResidentialAddress="" cityResidentialAddress="" stateResidentialAddress=""'
+            ' countryResidentialAddress="" postalCodeResidentialAddress=""'
+            f' masterName="{a.master_id or ""}" ibEntity="IB-LLC" primaryEmail="" />\n'
+        )
+
+    def equity_summary(self) -> Iterable[str]:
+        zero_fields = {
+            name: f' {name}="0" {name}Long="0" {name}Short="0"' for name in _EQUITY_FIELDS
+        }
+        for d, state in zip(self.all_dates, self.states, strict=True):
+            values: dict[str, tuple[Decimal, Decimal]] = {}
+            if state is not None:
+                n = state.nav
+                cash = (n.cash_long_base, n.cash_short_base)
+                values = {
+                    "cash": cash,
+                    "brokerCashComponent": cash,
+                    "stock": (n.stock_long_base, n.stock_short_base),
+                    "options": (n.options_long_base, n.options_short_base),
+                    "bonds": (n.bonds_long_base, n.bonds_short_base),
+                    "total": (n.total_long_base, n.total_short_base),
+                }
+            attrs = []
+            for name in _EQUITY_FIELDS:
+                pair = values.get(name)
+                if pair is None:
+                    attrs.append(zero_fields[name])
+                else:
+                    lo, sh = pair
+                    attrs.append(
+                        f' {name}="{num(lo + sh)}" {name}Long="{num(lo)}" {name}Short="{num(sh)}"'
+                    )
+            yield (
+                f'<EquitySummaryByReportDateInBase {self.head} currency="{self.base}"'
+                f' reportDate="{self.fmt.d(d)}"{"".join(attrs)} />\n'
+            )
+
+    def change_in_nav(self) -> str:
+        starting = self.prev.nav.total_base if self.prev else ZERO
+        ending = self.last.nav.total_base if self.last else ZERO
+        v: dict[str, Decimal] = defaultdict(Decimal)
+        growth = Decimal(1)
+        for state in self.window:
+            growth *= 1 + state.daily_return
+            for txn in state.cash_transactions:
+                v[_CNAV_TYPE_FIELD[txn.type]] += txn.amount * txn.fx_rate_to_base
+            for trade in state.trades:
+                v["commissions"] += trade.commission * trade.fx_rate_to_base
+        flows = sum(v.values(), ZERO)
+        v["startingValue"] = starting
+        v["endingValue"] = ending
+        v["mtm"] = ending - starting - flows
+        v["twr"] = ((growth - 1) * 100).quantize(_TWR_PLACES)
+        attrs = "".join(f' {name}="{num(v.get(name, ZERO))}"' for name in _CNAV_FIELDS)
+        f = self.fmt
+        return (
+            f'<ChangeInNAV {self.head} currency="{self.base}" fromDate="{f.d(self.from_date)}"'
+            f' toDate="{f.d(self.to_date)}"{attrs} />\n'
+        )
+
+    def _cash_flows(self) -> tuple[dict[str, dict[str, Decimal]], dict[str, Decimal]]:
+        """Per-currency local cash flows by CashReport field, and the same converted to base."""
+        local: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        base: dict[str, Decimal] = defaultdict(Decimal)
+
+        def add(ccy: str, field: str, amount: Decimal, rate: Decimal) -> None:
+            if field == "depositWithdrawals":
+                field = "deposits" if amount > 0 else "withdrawals"
+            elif field in ("netTrades",):
+                field = "netTradesSales" if amount > 0 else "netTradesPurchases"
+            local[ccy][field] += amount
+            base[field] += amount * rate
+
+        for state in self.window:
+            fx = state.fx_to_base
+            for txn in state.cash_transactions:
+                add(txn.currency, _CASH_TYPE_FIELD[txn.type], txn.amount, fx[txn.currency])
+            for t in state.trades:
+                add(t.currency, "commissions", t.commission, fx[t.currency])
+                if t.asset_category == "FUT":
+                    add(t.currency, "cashSettlingMtm", t.net_cash - t.commission, fx[t.currency])
+                elif t.asset_category == "CASH":
+                    first = t.symbol.split(".")[0]
+                    add(first, "netTrades", t.quantity, fx[first])
+                    add(t.currency, "netTrades", t.proceeds, fx[t.currency])
+                else:
+                    add(t.currency, "netTrades", t.proceeds, fx[t.currency])
+            for ccy, amount in state.variation.items():
+                add(ccy, "cashSettlingMtm", amount, fx[ccy])
+        return local, base
+
+    def cash_report(self) -> Iterable[str]:
+        local, base = self._cash_flows()
+        start = self.prev.cash if self.prev else {}
+        end = self.last.cash if self.last else {}
+        start_base = self.prev.nav.cash_base if self.prev else ZERO
+        end_base = self.last.nav.cash_base if self.last else ZERO
+        yield self._cash_row("BASE_SUMMARY", "BaseCurrency", start_base, end_base, base)
+        for ccy in sorted(set(start) | set(end) | set(local)):
+            yield self._cash_row(
+                ccy, "Currency", start.get(ccy, ZERO), end.get(ccy, ZERO), local.get(ccy, {})
+            )
+
+    def _cash_row(self, ccy: str, level: str, start: Decimal, end: Decimal,
+                  flows: dict[str, Decimal]) -> str:  # fmt: skip
+        v = {name: flows.get(name, ZERO) for name in _CASH_FLOW_FIELDS}
+        v["depositWithdrawals"] = v["deposits"] + v["withdrawals"]
+        v["startingCash"] = start
+        v["endingCash"] = v["endingSettledCash"] = v["slbNetCash"] = v["slbNetSettledCash"] = end
+        v["fxTranslationGainLoss"] = (
+            end - start - sum(flows.get(n, ZERO) for n in _CASH_FLOW_FIELDS)
+        )
+        attrs = []
+        for name in _CASH_FIELDS:
+            value = num(v.get(name, ZERO))
+            attrs.append(f' {name}="{value}" {name}Sec="{value}" {name}Com="0"')
+        f = self.fmt
+        return (
+            f'<CashReportCurrency {self.head} currency="{ccy}" levelOfDetail="{level}"'
+            f' fromDate="{f.d(self.from_date)}" toDate="{f.d(self.to_date)}"{"".join(attrs)} />\n'
+        )
+
+    def open_positions(self) -> Iterable[str]:
+        state = self.last
+        if state is None:
+            return
+        f = self.fmt
+        nav = state.nav.total_base
+        for conid, pos in sorted(state.positions.items()):
+            inst = self.world.instruments[conid]
+            fx = state.fx_to_base[inst.currency]
+            pct = (pos.position_value * fx * 100 / nav).quantize(_PCT_PLACES) if nav else ZERO
+            yield self._position_row(inst, pos.quantity, pos.mark_price, pos.position_value,
+                                     pos.cost_basis_money, fx, num(pct), "SUMMARY", "", state.date)  # fmt: skip
+            for lot in pos.lots:
+                value = inst.value(lot.quantity, pos.mark_price)
+                yield self._position_row(inst, lot.quantity, pos.mark_price, value,
+                                         lot.cost_basis_money, fx, "", "LOT",
+                                         f.dt(lot.open_at), state.date)  # fmt: skip
+
+    def _position_row(self, inst: Instrument, qty: Decimal, mark: Decimal, value: Decimal,
+                      cost: Decimal, fx: Decimal, pct: str, level: str, opened: str,
+                      d: date) -> str:  # fmt: skip
+        unit = inst.value(qty, Decimal(1)) if inst.asset_category != "BOND" else qty / 100
+        cost_price = num((cost / unit).quantize(_PRICE_PLACES))
+        return (
+            f'<OpenPosition {self.head} currency="{inst.currency}" fxRateToBase="{num(fx)}"'
+            f'{self.blocks[inst.conid]} reportDate="{self.fmt.d(d)}" position="{num(qty)}"'
+            f' markPrice="{num(mark)}" positionValue="{num(value)}" openPrice="{cost_price}"'
+            f' costBasisPrice="{cost_price}" costBasisMoney="{num(cost)}" percentOfNAV="{pct}"'
+            f' fifoPnlUnrealized="{num(value - cost)}" side="{"Long" if qty > 0 else "Short"}"'
+            f' levelOfDetail="{level}" openDateTime="{opened}" holdingPeriodDateTime="{opened}"'
+            ' vestingDate="" code="" originatingOrderID="" originatingTransactionID=""'
+            ' accruedInt="" serialNumber="" deliveryType="" commodityType="" fineness="0.0"'
+            ' weight="0.0" />\n'
+        )
+
+    def prior_period_positions(self) -> Iterable[str]:
+        f = self.fmt
+        previous = self.prev
+        for state in self.window:
+            if previous is not None:
+                d = f.d(state.date)
+                for conid, pos in sorted(previous.positions.items()):
+                    inst = self.world.instruments[conid]
+                    price = self.world.price(conid, state.date)
+                    pnl = inst.value(pos.quantity, price) - pos.position_value
+                    yield (
+                        f'<PriorPeriodPosition {self.head} currency="{inst.currency}"'
+                        f' fxRateToBase="{num(state.fx_to_base[inst.currency])}"'
+                        f'{self.blocks[conid]} date="{d}" price="{num(price)}"'
+                        f' priorMtmPnl="{num(pnl)}" />\n'
+                    )
+            previous = state
+
+    def trades(self) -> Iterable[str]:
+        for state in self.window:
+            orders: dict[str, list[Trade]] = {}
+            for trade in state.trades:
+                orders.setdefault(trade.ib_order_id, []).append(trade)
+            for fills in orders.values():
+                yield self._order_row(fills)
+                for trade in fills:
+                    yield self._trade_row("Trade", "EXECUTION", trade, trade.quantity,
+                                          trade.trade_price, trade.commission,
+                                          trade.realized_pnl, trade.cost_basis)  # fmt: skip
+                    yield from self._closed_lot_rows(trade)
+
+    def _order_row(self, fills: list[Trade]) -> str:
+        qty = sum((t.quantity for t in fills), ZERO)
+        price = fills[0].trade_price
+        if len(fills) > 1:
+            price = (sum(t.quantity * t.trade_price for t in fills) / qty).quantize(_PRICE_PLACES)
+        commission = sum((t.commission for t in fills), ZERO)
+        realized = sum((t.realized_pnl for t in fills), ZERO)
+        cost = sum((t.cost_basis for t in fills), ZERO)
+        return self._trade_row("Order", "ORDER", fills[0], qty, price, commission, realized, cost,
+                               fills=fills)  # fmt: skip
+
+    def _closed_lot_rows(self, trade: Trade) -> Iterable[str]:
+        """CLOSED_LOT rows: each consumed lot with its share of the trade's realized P&L."""
+        remaining = trade.realized_pnl
+        gross = trade.proceeds + trade.commission
+        for i, lot in enumerate(trade.closed_lots):
+            if i == len(trade.closed_lots) - 1:
+                pnl = remaining
+            else:
+                pnl = (gross * abs(lot.quantity) / abs(trade.quantity)).quantize(Decimal("0.01"))
+                pnl -= lot.cost_basis_money
+            remaining -= pnl
+            yield self._trade_row("Lot", "CLOSED_LOT", trade, -lot.quantity, lot.open_price,
+                                  ZERO, pnl, -lot.cost_basis_money, lot_open=lot.open_at)  # fmt: skip
+
+    def _trade_row(self, tag: str, level: str, t: Trade, qty: Decimal, price: Decimal,
+                   commission: Decimal, realized: Decimal, cost: Decimal,
+                   fills: Sequence[Trade] = (), lot_open: datetime | None = None) -> str:  # fmt: skip
+        f = self.fmt
+        inst = self.world.instruments[t.conid] if t.conid is not None else None
+        block = self.blocks[t.conid] if inst else _fx_block(t.symbol)
+        execution = level == "EXECUTION"
+        money = qty * price if inst is None else inst.value(qty, price)
+        if fills:
+            proceeds = sum((x.proceeds for x in fills), ZERO)
+            net_cash = sum((x.net_cash for x in fills), ZERO)
+            mtm = sum((self._mtm(x) for x in fills), ZERO)
+        elif execution:
+            proceeds, net_cash, mtm = t.proceeds, t.net_cash, self._mtm(t)
+        else:  # a closed lot: cost and P&L only
+            proceeds, net_cash, mtm = ZERO, ZERO, ZERO
+        opened = f.dt(lot_open)
+        return (
+            f'<{tag} {self.head} currency="{t.currency}" fxRateToBase="{num(t.fx_rate_to_base)}"'
+            f'{block} tradeID="{t.trade_id if execution else ""}" relatedTradeID=""'
+            f' reportDate="{f.d(t.trade_date)}" dateTime="{f.dt(t.executed_at)}"'
+            f' tradeDate="{f.d(t.trade_date)}"'
+            f' settleDateTarget="{f.d(_settle_date(self.world, t, inst))}"'
+            f' transactionType="ExchTrade" exchange="{t.exchange}" quantity="{num(qty)}"'
+            f' tradePrice="{num(price)}" tradeMoney="{num(money)}" proceeds="{num(proceeds)}"'
+            f' taxes="0" ibCommission="{num(commission)}"'
+            f' ibCommissionCurrency="{t.commission_currency}" netCash="{num(net_cash)}"'
+            f' closePrice="{num(t.close_price)}" openCloseIndicator="{t.open_close}" notes=""'
+            f' cost="{num(cost)}" fifoPnlRealized="{num(realized)}" fxPnl="0"'
+            f' mtmPnl="{num(mtm)}" origTradePrice="0" origTradeDate="" origTradeID=""'
+            f' origOrderID="0" origTransactionID="0" buySell="{"BUY" if qty > 0 else "SELL"}"'
+            f' clearingFirmID="" ibOrderID="{t.ib_order_id}"'
+            f' transactionID="{t.transaction_id if execution else ""}"'
+            f' ibExecID="{t.ib_exec_id if execution else ""}" relatedTransactionID="" rtn=""'
+            ' brokerageOrderID="" orderReference="" volatilityOrderLink="" exchOrderId="N/A"'
+            f' extExecID="" orderTime="{f.dt(t.executed_at)}" openDateTime="{opened}"'
+            f' holdingPeriodDateTime="{opened}"'
+            f' whenRealized="{f.dt(t.executed_at) if lot_open else ""}" whenReopened=""'
+            f' levelOfDetail="{level}" changeInPrice="0" changeInQuantity="0" orderType="LMT"'
+            ' traderID="" isAPIOrder="N" accruedInt="0" initialInvestment=""'
+            ' positionActionID="" serialNumber="" deliveryType="" commodityType=""'
+            ' fineness="0.0" weight="0.0" />\n'
+        )
+
+    def _mtm(self, t: Trade) -> Decimal:
+        """Mark-to-market of an execution to the day's close (local currency)."""
+        if t.conid is None:
+            return ZERO
+        inst = self.world.instruments[t.conid]
+        return inst.value(t.quantity, t.close_price) - inst.value(t.quantity, t.trade_price)
+
+    def cash_transactions(self) -> Iterable[str]:
+        f = self.fmt
+        details: dict[tuple[str, str], list[tuple[AccountDay, Any]]] = {}
+        for state in self.window:
+            for txn in state.cash_transactions:
+                details.setdefault((txn.type, txn.currency), []).append((state, txn))
+        for rows in details.values():
+            summary: dict[tuple[date, int | None, str], list[Any]] = {}
+            for _, txn in rows:
+                yield self._cash_txn_row(txn, self.head, f.dt(txn.at), txn.amount,
+                                         txn.transaction_id, "DETAIL")  # fmt: skip
+                key = (txn.report_date, txn.conid, txn.description)
+                summary.setdefault(key, []).append(txn)
+            for (report_date, _, _), txns in summary.items():
+                amount = sum((t.amount for t in txns), ZERO)
+                yield self._cash_txn_row(txns[0], 'accountId="-" acctAlias="-" model=""',
+                                         f.d(report_date), amount, "", "SUMMARY")  # fmt: skip
+
+    def _cash_txn_row(self, txn: Any, head: str, when: str, amount: Decimal, txn_id: str,
+                      level: str) -> str:  # fmt: skip
+        if txn.conid is None:
+            block = _NO_INSTRUMENT.format(esc(txn.description))
+        else:
+            before, after = self.described[txn.conid]
+            block = f"{before}{esc(txn.description)}{after}"
+        d = self.fmt.d(txn.report_date)
+        return (
+            f'<CashTransaction {head} currency="{txn.currency}"'
+            f' fxRateToBase="{num(txn.fx_rate_to_base)}"{block} dateTime="{when}"'
+            f' settleDate="{d}" availableForTradingDate="" amount="{num(amount)}"'
+            f' type="{esc(txn.type)}" tradeID="" code="" transactionID="{txn_id}"'
+            f' reportDate="{d}" exDate="" clientReference="" actionID=""'
+            f' levelOfDetail="{level}" serialNumber="" deliveryType="" commodityType=""'
+            ' fineness="0.0" weight="0.0" />\n'
+        )
+
+    def conversion_rates(self) -> Iterable[str]:
+        for state in self.window:
+            d = self.fmt.d(state.date)
+            for ccy, rate in sorted(state.fx_to_base.items()):
+                yield (
+                    f'<ConversionRate reportDate="{d}" fromCurrency="{ccy}"'
+                    f' toCurrency="{self.base}" rate="{num(rate)}" />\n'
+                )
+
+
+def render_statement(
+    world: World,
+    account_ids: Sequence[str],
+    from_date: date,
+    to_date: date,
+    *,
+    date_format: str = "yyyyMMdd",
+    period: str = "",
+    query_name: str = "ibpipeline",
+    when_generated: datetime | None = None,
+) -> bytes:
+    """An Activity Flex ``FlexQueryResponse`` (UTF-8 bytes) for ``account_ids`` over
+    [``from_date``, ``to_date``] (report dates, inclusive).
+
+    ``date_format`` is one of ``yyyyMMdd`` (times ``HHmmss``), ``yyyy-MM-dd`` or ``MM/dd/yyyy``
+    (times ``HH:mm:ss``); ``when_generated`` (UTC, default now) is written in New York time.
+    Raises ValueError for an empty account list, ``from_date > to_date`` or an unknown format,
+    KeyError for an unknown account.
+    """
+    if not account_ids:
+        raise ValueError("render_statement needs at least one account id")
+    if from_date > to_date:
+        raise ValueError(f"from_date {from_date} is after to_date {to_date}")
+    fmt = _Fmt(date_format)
+    generated = fmt.dt(when_generated or datetime.now(UTC))
+    blocks = {conid: _instrument_block(inst, fmt) for conid, inst in world.instruments.items()}
+    parts = [
+        f'<FlexQueryResponse queryName="{esc(query_name)}" type="AF">\n'
+        f'<FlexStatements count="{len(account_ids)}">\n'
+    ]
+    for account_id in account_ids:
+        statement = _Statement(
+            world, account_id, from_date, to_date, fmt, period, generated, blocks
+        )
+        parts.extend(statement.render())
+    parts.append("</FlexStatements>\n</FlexQueryResponse>\n")
+    return "".join(parts).encode()

@@ -1,0 +1,58 @@
+"""File storage: content-addressed raw statements, hive-partitioned Parquet, the DuckDB views.
+
+``atomic_write_bytes`` is the one way files are replaced: readers see the old file or the new one,
+never a partial write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+@contextlib.contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; on success fsync it and ``os.replace`` it onto ``path``.
+
+    The temp file lives in the same directory (same filesystem, so the rename is atomic) and is
+    named ``.<name>.<random>.tmp`` so globs like ``*.parquet`` never match it. On any exception the
+    temp file is removed and ``path`` is left as it was. The file's data is flushed before the
+    rename, so a crash leaves the old or the new content, never an empty or partial file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, ``os.replace``)."""
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> None:
+    """Let ``writer(tmp_path)`` produce the file, then replace ``path`` with it atomically."""
+    with atomic_target(path) as tmp:
+        writer(tmp)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

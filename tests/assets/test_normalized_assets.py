@@ -1,0 +1,179 @@
+from datetime import date, timedelta
+
+import dagster as dg
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from asset_helpers import files_containing, make_resources, range_tags, tree_digest
+
+import ibpipeline.assets.normalized as normalized
+from ibpipeline.assets import flex_assets
+from ibpipeline.definitions import flex_normalize_job, flex_raw_job
+from ibpipeline.flex.ratelimit import RateLimit
+from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
+from ibpipeline.storage import parquet
+from ibpipeline.world import World
+
+QUERY_ID = "800969"
+START, END = date(2024, 2, 1), date(2024, 3, 1)  # 30 days
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World(seed=11, n_accounts=3, inception=date(2024, 1, 2))
+
+
+@pytest.fixture
+def world_sim(world, flex_token):
+    sim = FlexSimulator(
+        world_statement_source(world), flex_token, {QUERY_ID}, rate_limits=(RateLimit(1000, 1.0),)
+    )
+    with sim:
+        yield sim
+
+
+@pytest.fixture
+def defs(world_sim, data_dir, flex_env):
+    return dg.Definitions(
+        assets=flex_assets,
+        jobs=[flex_raw_job, flex_normalize_job],
+        resources=make_resources(world_sim, QUERY_ID, data_dir),
+    )
+
+
+def account_ids(world) -> list[str]:
+    return sorted(a.account_id for a in world.accounts)
+
+
+def business_days(start: date, end: date) -> list[date]:
+    return [
+        start + timedelta(days=i)
+        for i in range((end - start).days + 1)
+        if (start + timedelta(days=i)).weekday() < 5
+    ]
+
+
+def run_raw(defs, instance, start: date, end: date):
+    job = defs.resolve_job_def("flex_raw_job")
+    return job.execute_in_process(
+        instance=instance, tags=range_tags(start.isoformat(), end.isoformat())
+    )
+
+
+def run_normalize(defs, instance, first: str, last: str, **kwargs):
+    job = defs.resolve_job_def("flex_normalize_job")
+    return job.execute_in_process(instance=instance, tags=range_tags(first, last), **kwargs)
+
+
+def test_single_partition(defs, world, instance, data_dir):
+    day = date(2024, 2, 5)
+    assert run_raw(defs, instance, day, day).success
+    account = account_ids(world)[1]
+    job = defs.resolve_job_def("flex_normalize_job")
+    result = job.execute_in_process(instance=instance, partition_key=f"{account}|{day}")
+    assert result.success
+    nav = parquet.read_table("nav_daily", data_dir=data_dir)
+    assert nav.select(["account_id", "date"]).to_pylist() == [{"account_id": account, "date": day}]
+    assert nav.column("total_base")[0].as_py() == world.day(account, day).nav.total_base
+    for table in normalized.NORMALIZED_TABLES:
+        parts = parquet.list_partitions(table, data_dir=data_dir)
+        assert [(p.account_id, p.date) for p in parts] == [(account, day)], table
+    positions = parquet.read_table("positions_daily", data_dir=data_dir)
+    summary = positions.filter(pc.equal(positions["level_of_detail"], "SUMMARY"))
+    assert sorted(summary.column("conid").to_pylist()) == sorted(world.day(account, day).positions)
+
+
+def test_range_run_parses_once_and_rerun_is_identical(defs, world, instance, data_dir, monkeypatch):
+    assert run_raw(defs, instance, START, END).success
+    accounts = instance.get_dynamic_partitions("account")
+    assert accounts == account_ids(world)
+    calls = []
+    real_parse = normalized.parse_statement
+    monkeypatch.setattr(
+        normalized, "parse_statement", lambda *a, **k: calls.append(1) or real_parse(*a, **k)
+    )
+
+    result = run_normalize(defs, instance, f"{accounts[0]}|{START}", f"{accounts[-1]}|{END}")
+    assert result.success
+    assert len(calls) == 1  # one statement for the whole range, parsed once
+    n_days = (END - START).days + 1
+    for table in normalized.NORMALIZED_TABLES:
+        assert len(parquet.list_partitions(table, data_dir=data_dir)) == 3 * n_days, table
+    nav = parquet.read_table("nav_daily", data_dir=data_dir)
+    bdays = business_days(START, END)
+    assert nav.num_rows == 3 * len(bdays)
+    expected = {(a, d): world.day(a, d).nav.total_base for a in accounts for d in bdays}
+    got = {(r["account_id"], r["date"]): r["total_base"] for r in nav.to_pylist()}
+    assert got == expected
+    meta = result.asset_materializations_for_node("normalized_flex")
+    nav_meta = next(m for m in meta if m.asset_key == dg.AssetKey("nav_daily")).metadata
+    assert nav_meta["dagster/row_count"].value == nav.num_rows
+    assert nav_meta["date_range"].value == f"{START}..{END}"
+    with duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True) as con:
+        assert (
+            con.execute("SELECT count(*) FROM normalized.nav_daily").fetchone()[0] == nav.num_rows
+        )
+
+    before = tree_digest(data_dir / "normalized")
+    assert run_normalize(defs, instance, f"{accounts[0]}|{START}", f"{accounts[-1]}|{END}").success
+    assert tree_digest(data_dir / "normalized") == before
+    assert parquet.read_table("nav_daily", data_dir=data_dir).num_rows == nav.num_rows
+
+
+def test_missing_raw_statement_fails_clearly(defs, world, instance, data_dir):
+    day = date(2024, 2, 5)
+    assert run_raw(defs, instance, day, day).success
+    account = account_ids(world)[0]
+    result = run_normalize(
+        defs,
+        instance,
+        f"{account}|{day}",
+        f"{account}|{day + timedelta(days=2)}",
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    assert error.cause.cls_name == "MissingRawStatementError"
+    assert "2024-02-06, 2024-02-07" in error.cause.message
+    assert not (data_dir / "normalized").exists()
+
+
+def test_refetch_with_failure_keeps_data_and_hides_token(
+    defs, world, world_sim, instance, data_dir, dagster_home, flex_token
+):
+    assert run_raw(defs, instance, START, START + timedelta(days=4)).success
+    accounts = instance.get_dynamic_partitions("account")
+    assert run_normalize(
+        defs, instance, f"{accounts[0]}|{START}", f"{accounts[-1]}|{START + timedelta(days=4)}"
+    ).success
+    before = tree_digest(data_dir)
+    world_sim.faults.fail_code = 1015
+    assert not run_raw(defs, instance, START, START + timedelta(days=4)).success
+    assert tree_digest(data_dir) == before
+    assert files_containing(dagster_home, flex_token.encode()) == []
+    assert files_containing(data_dir, flex_token.encode()) == []
+
+
+def test_split_by_partition_keeps_order_and_selection():
+    table = pa.table(
+        {
+            "account_id": ["U2222222", "U1111111", "U2222222", "U1111111"],
+            "date": pa.array(
+                [date(2024, 1, 3), date(2024, 1, 2), date(2024, 1, 3), date(2024, 1, 3)],
+                pa.date32(),
+            ),
+            "n": [1, 2, 3, 4],
+        }
+    )
+    wanted = {
+        ("U2222222", date(2024, 1, 3)),
+        ("U1111111", date(2024, 1, 2)),
+        ("U3333333", date(2024, 1, 2)),
+    }
+    groups = normalized.split_by_partition(table, wanted)
+    assert {k: v.column("n").to_pylist() for k, v in groups.items()} == {
+        ("U2222222", date(2024, 1, 3)): [1, 3],
+        ("U1111111", date(2024, 1, 2)): [2],
+    }

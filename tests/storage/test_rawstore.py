@@ -1,0 +1,79 @@
+from datetime import date, timedelta
+
+import pytest
+
+from ibpipeline.storage import rawstore
+
+XML = b"<FlexQueryResponse queryName='q' type='AF'><FlexStatements count='0'/></FlexQueryResponse>"
+
+
+def manifest(
+    sha: str, size: int, fetched_at: str = "2024-03-06T07:00:00+00:00"
+) -> rawstore.Manifest:
+    return rawstore.Manifest(
+        sha256=sha,
+        size=size,
+        from_date=date(2024, 3, 1),
+        to_date=date(2024, 3, 5),
+        accounts=("U1111111", "U2222222"),
+        fetched_at=fetched_at,
+    )
+
+
+def test_put_statement_is_content_addressed_and_deduplicated(tmp_path):
+    first = rawstore.put_statement(tmp_path, XML)
+    assert first.written
+    assert first.size == len(XML)
+    assert first.path == tmp_path / "raw/flex/statements" / first.sha256[:2] / f"{first.sha256}.xml"
+    mtime = first.path.stat().st_mtime_ns
+    again = rawstore.put_statement(tmp_path, XML)
+    assert not again.written
+    assert again.sha256 == first.sha256
+    assert first.path.stat().st_mtime_ns == mtime
+    other = rawstore.put_statement(tmp_path, XML + b"\n")
+    assert other.sha256 != first.sha256
+    assert len(list((tmp_path / "raw/flex/statements").rglob("*.xml"))) == 2
+    assert rawstore.read_statement(tmp_path, first.sha256) == XML
+
+
+def test_read_statement_detects_missing_and_corrupt(tmp_path):
+    stored = rawstore.put_statement(tmp_path, XML)
+    stored.path.write_bytes(b"tampered")
+    with pytest.raises(rawstore.RawStoreError, match="corrupt"):
+        rawstore.read_statement(tmp_path, stored.sha256)
+    with pytest.raises(rawstore.RawStoreError, match="not in the raw store"):
+        rawstore.read_statement(tmp_path, "0" * 64)
+    with pytest.raises(ValueError, match="sha256"):
+        rawstore.statement_path(tmp_path, "../x")
+
+
+def test_manifest_round_trip_and_idempotent_rewrite(tmp_path):
+    stored = rawstore.put_statement(tmp_path, XML)
+    m = manifest(stored.sha256, stored.size)
+    days = [date(2024, 3, 1) + timedelta(days=i) for i in range(5)]
+    assert rawstore.write_manifests(tmp_path, days, m) == 5
+    assert rawstore.read_manifest(tmp_path, date(2024, 3, 3)) == m
+    assert (tmp_path / "raw/flex/by_date/2024-03-03.json").exists()
+    # Same statement fetched again later: nothing rewritten, first fetched_at kept.
+    later = manifest(stored.sha256, stored.size, fetched_at="2024-03-07T07:00:00+00:00")
+    assert rawstore.write_manifests(tmp_path, days, later) == 0
+    assert rawstore.read_manifest(tmp_path, date(2024, 3, 3)).fetched_at == m.fetched_at
+    # A different statement re-points the date; the old bytes stay.
+    new = rawstore.put_statement(tmp_path, XML + b" ")
+    assert rawstore.write_manifest(tmp_path, date(2024, 3, 3), manifest(new.sha256, new.size))
+    assert rawstore.read_manifest(tmp_path, date(2024, 3, 3)).sha256 == new.sha256
+    assert rawstore.read_statement(tmp_path, stored.sha256) == XML
+    assert rawstore.read_manifest(tmp_path, date(2024, 2, 1)) is None
+
+
+def test_manifest_validation(tmp_path):
+    m = manifest("a" * 64, 10)
+    with pytest.raises(ValueError, match="outside the statement period"):
+        rawstore.write_manifest(tmp_path, date(2024, 3, 6), m)
+    with pytest.raises(ValueError, match="source"):
+        rawstore.Manifest("a" * 64, 1, date(2024, 1, 1), date(2024, 1, 1), (), "x", source="ftp")
+    bad = rawstore.manifest_path(tmp_path, date(2024, 3, 2))
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{}")
+    with pytest.raises(rawstore.RawStoreError, match="malformed manifest"):
+        rawstore.read_manifest(tmp_path, date(2024, 3, 2))

@@ -1,0 +1,79 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from ibpipeline.assets import NORMALIZED_TABLES
+from ibpipeline.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "402918375561029384756102"
+
+
+def test_dagster_validates_the_definitions():
+    env = {**os.environ, "IBKR_FLEX_TOKEN": TOKEN}
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "definitions",
+            "validate",
+            "-m",
+            "ibpipeline.definitions",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert TOKEN not in done.stdout + done.stderr
+
+
+def test_assets_groups_pools_and_jobs():
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert groups["raw_flex_statement"] == "raw"
+    assert groups["warehouse_views"] == "warehouse"
+    assert all(groups[name] == "normalized" for name in NORMALIZED_TABLES)
+    raw = defs.resolve_assets_def("raw_flex_statement")
+    assert raw.op.pool == "flex_api"
+    assert defs.resolve_assets_def("warehouse_views").op.pool == "duckdb_writer"
+    nav = defs.resolve_assets_def("nav_daily")
+    assert nav.backfill_policy == dg.BackfillPolicy.single_run()
+    assert set(nav.partitions_def.partition_dimension_names) == {"account", "date"}
+    assert graph.get(dg.AssetKey("nav_daily")).parent_keys == {dg.AssetKey("raw_flex_statement")}
+    assert defs.resolve_job_def("flex_raw_job").partitions_def == raw.partitions_def
+    assert defs.resolve_job_def("flex_normalize_job").partitions_def == nav.partitions_def
+
+
+def test_token_is_an_env_var():
+    flex = defs.resources["flex"]
+    assert isinstance(flex.token, dg.EnvVar)
+    assert flex.token.env_var_name == "IBKR_FLEX_TOKEN"
+
+
+def test_instance_config(tmp_path, monkeypatch):
+    (tmp_path / "dagster.yaml").write_bytes((ROOT / "dagster.yaml").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert (tmp_path / ".dagster_storage").is_dir()
+    finally:
+        instance.dispose()
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    assert config["storage"]["sqlite"]["base_dir"] == ".dagster_storage"
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["run_retries"] == {
+        "enabled": True,
+        "max_retries": 2,
+        "retry_on_asset_or_op_failure": False,
+    }
+    assert config["telemetry"] == {"enabled": False}
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
+    assert workspace["load_from"][0]["python_module"]["module_name"] == "ibpipeline.definitions"

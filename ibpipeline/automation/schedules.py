@@ -1,4 +1,5 @@
-"""The daily Flex schedule: yesterday's statement for every account, after IBKR publishes it.
+"""The daily Flex schedule: the previous business day's statement for every account, after IBKR
+publishes it (ticks Tuesday to Saturday, so every Monday-Friday report day is fetched once).
 
 Each tick requests ONE ``flex_raw_job`` run for the previous business day of the tick's local
 date (one Flex request covers every account of the query). Its success triggers
@@ -23,11 +24,11 @@ from ibpipeline.automation.ranges import (
 FLEX_DAILY_SCHEDULE = "flex_daily_schedule"
 
 
-def daily_cron(hour: int, minute: int) -> str:
-    """Cron string of a run every day at ``hour:minute``."""
+def after_business_days_cron(hour: int, minute: int) -> str:
+    """Cron string of ``hour:minute`` Tuesday to Saturday: once after each business day."""
     if not (0 <= hour < 24 and 0 <= minute < 60):
         raise ValueError(f"invalid time of day {hour:02d}:{minute:02d}")
-    return f"{minute} {hour} * * *"
+    return f"{minute} {hour} * * 2-6"
 
 
 def build_flex_daily_schedule(
@@ -37,12 +38,13 @@ def build_flex_daily_schedule(
 
     @dg.schedule(
         name=name,
-        cron_schedule=daily_cron(hour, minute),
+        cron_schedule=after_business_days_cron(hour, minute),
         execution_timezone=timezone,
         job=flex_raw_job,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=(
-            f"Every day at {hour:02d}:{minute:02d} {timezone}: fetch the previous business day's "
+            f"Tuesday-Saturday at {hour:02d}:{minute:02d} {timezone}: fetch the previous business "
+            "day's "
             "Flex statement (all accounts, one request); flex_normalize_after_raw then normalizes "
             "every account for that day in one run."
         ),

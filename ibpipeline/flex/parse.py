@@ -416,58 +416,79 @@ class _StatementColumns:
         self.infos = infos
 
 
-def _column_pieces(buf: _Buffer, segments: list, zipped: dict, column: int) -> Iterator[Iterable]:
-    """The values of one spec column over all segments (None or the row tag's default if absent)."""
+def _column_pieces(buf: _Buffer, plans: list[_Plan], zipped: dict, column: int) -> Iterator[Iterable]:
+    """One spec column's values, plan after plan (None or the row tag's default when absent)."""
     is_lod = buf.spec.columns[column].name == "level_of_detail"
-    for plan, start, end in segments:
+    for plan in plans:
         pos = plan.positions[column]
         default = plan.default_lod if is_lod else None
         if pos is None:
-            yield repeat(default, end - start)
+            yield repeat(default, len(plan.rows))
         else:
-            values = zipped[id(plan)][pos][start:end]
+            values = zipped[id(plan)][pos]
             yield (v or default for v in values) if default and "" in values else values
 
 
-def _extra_column(segments: list, n: int) -> pa.Array:
-    """``extra`` maps: the unknown non-empty attributes of each row."""
-    if not any(plan.extra for plan, _, _ in segments):
+def _extra_column(plans: list[_Plan], n: int) -> pa.Array:
+    """``extra`` maps, plan after plan: the unknown non-empty attributes of each row."""
+    if not any(plan.extra for plan in plans):
         return pa.MapArray.from_arrays(
             pa.array(np.zeros(n + 1, np.int32)),
             pa.array([], pa.string()),
             pa.array([], pa.string()),
             type=EXTRA_TYPE,
         )
-    maps: list[list[tuple[str, str]]] = []
-    for plan, start, end in segments:
-        for row in plan.rows[start:end]:
-            maps.append([(k, row[i]) for k, i in plan.extra if row[i]])
+    maps = [[(k, row[i]) for k, i in plan.extra if row[i]] for plan in plans for row in plan.rows]
     return pa.array(maps, EXTRA_TYPE)
+
+
+def _document_order(plans: list[_Plan], segments: list) -> np.ndarray | None:
+    """Permutation taking plan-after-plan rows to document order (None when they coincide)."""
+    if len(plans) == 1:
+        return None
+    first_row: dict[int, int] = {}
+    total = 0
+    for plan in plans:
+        first_row[id(plan)] = total
+        total += len(plan.rows)
+    starts = np.asarray([first_row[id(p)] + s for p, s, _ in segments], dtype=np.int64)
+    lengths = np.asarray([e - s for _, s, e in segments], dtype=np.int64)
+    run_start = np.cumsum(lengths) - lengths
+    return np.repeat(starts - run_start, lengths) + np.arange(total, dtype=np.int64)
 
 
 class _Staged:
     """The buffered rows of every table as one Arrow string array (null tokens nulled), laid out
-    kind by kind, so each kind is converted with one vectorized call for all tables."""
+    kind by kind, so each kind is converted with one vectorized call for all tables.
+
+    Rows are laid out plan after plan (each plan's columns come from one ``zip``); ``order[name]``
+    restores document order when a section interleaves row kinds (Trade/Order/Lot).
+    """
 
     def __init__(self, buffers: list[_Buffer]) -> None:
         self.buffers = buffers
         self.n: dict[str, int] = {}
         self.statements: dict[str, np.ndarray] = {}
         self.extra: dict[str, pa.Array] = {}
+        self.order: dict[str, np.ndarray | None] = {}
         self.layout: dict[str, list[tuple[int, str, int]]] = {k: [] for k in _KIND_ORDER}
         pieces: dict[str, list[Iterable]] = {k: [] for k in _KIND_ORDER}
         for buf in buffers:
             name = buf.spec.name
             segments = buf.segments()
-            n = self.n[name] = sum(end - start for _, start, end in segments)
-            self.statements[name] = buf.statement_index(n)
-            self.extra[name] = _extra_column(segments, n)
-            plans = {id(p): p for p, _, _ in segments}
-            zipped = {key: list(zip(*p.rows, strict=True)) for key, p in plans.items()}
+            plans = list({id(p): p for p, _, _ in segments}.values())
+            n = self.n[name] = sum(len(p.rows) for p in plans)
+            order = self.order[name] = _document_order(plans, segments)
+            statements = buf.statement_index(n)
+            if order is not None:
+                statements = statements[np.argsort(order)]
+            self.statements[name] = statements  # plan-after-plan, like the columns
+            self.extra[name] = _extra_column(plans, n)
+            zipped = {id(p): list(zip(*p.rows, strict=True)) for p in plans}
             for kind in _KIND_ORDER:
                 for i in buf.kind_columns[kind]:
                     self.layout[kind].append((i, name, n))
-                    pieces[kind].extend(_column_pieces(buf, segments, zipped, i))
+                    pieces[kind].extend(_column_pieces(buf, plans, zipped, i))
         sizes = {k: sum(n for _, _, n in self.layout[k]) for k in _KIND_ORDER}
         flat = list(chain.from_iterable(chain.from_iterable(pieces[k] for k in _KIND_ORDER)))
         values = pa.array(flat, pa.string())
@@ -573,6 +594,10 @@ def _assemble(spec: TableSpec, cols: dict, staged: _Staged, ctx: _StatementColum
     cols["extra"] = staged.extra[spec.name]
     schema = SCHEMAS[spec.name]
     table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+    order = staged.order[spec.name]
+    if order is not None:
+        table = table.take(pa.array(order))
+        stmt_np = stmt_np[order]
     if spec.name == "account_info":
         return _expand_days(table, stmt_np, ctx)
     return table

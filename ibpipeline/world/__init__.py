@@ -72,7 +72,9 @@ class World:
     derivatives' expiry, about six years after inception) are rejected.
     """
 
-    def __init__(self, seed: int = 7, n_accounts: int = 4, inception: date = date(2024, 1, 2)):
+    def __init__(
+        self, seed: int = 7, n_accounts: int = 4, inception: date = date(2024, 1, 2)
+    ) -> None:
         if n_accounts < 1:
             raise ValueError(f"n_accounts must be >= 1, got {n_accounts}")
         while not is_business_day(inception):

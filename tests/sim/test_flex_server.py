@@ -420,7 +420,6 @@ def test_client_fetches_world_statement_through_simulator(flex_token, flex_query
     }
 
 
-@pytest.mark.slow
 def test_run_flex_simulator_cli_entry(flex_token):
     pytest.importorskip("ibpipeline.world")
     pytest.importorskip("ibpipeline.sim.flex_statement")

@@ -196,7 +196,7 @@ def test_fifo_lots_and_realized_pnl(world: World, histories) -> None:
                     realized[t.conid] += t.realized_pnl
                     traded[t.conid] += t.proceeds + t.commission
             for conid, pos in day.positions.items():
-                assert pos.quantity != 0
+                assert pos.conid == conid and pos.quantity != 0
                 assert sum(lot.quantity for lot in pos.lots) == pos.quantity
                 assert sum(lot.cost_basis_money for lot in pos.lots) == pos.cost_basis_money
                 assert all((lot.quantity > 0) == (pos.quantity > 0) for lot in pos.lots)

@@ -1,0 +1,111 @@
+"""The dbt marts (``dbt_project/``) as Dagster assets, in two ``@dbt_assets``.
+
+- ``daily_marts`` (partitioned by ``daily``, single-run backfills): the staging and intermediate
+  views and the incremental marts (daily_nav, daily_returns, drawdowns, allocation_daily,
+  positions_history). A run over any date range passes ``min_date``/``max_date`` = its partition
+  time window (end exclusive), so the marts delete+insert exactly those days. The views are here
+  because the ``read_normalized`` macro fixes their columns when they are built: they must be
+  re-created with every build over new normalized data.
+- ``summary_marts`` (unpartitioned): the full-history tables (performance_summary,
+  drawdown_periods, pnl_by_symbol, trade_stats), rebuilt whole.
+
+Both write ``<data_dir>/ibpipeline.duckdb`` and run in pool ``duckdb_writer`` (one writer per
+file). dbt sources map onto the normalized assets (account x date -> date), so lineage reaches
+the raw Flex statements. dbt tests become asset checks.
+"""
+
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from ibpipeline import settings
+from ibpipeline.dbt import dbt_project
+from ibpipeline.partitions import DATE_DIMENSION, daily
+from ibpipeline.resources import DataDirResource
+
+MARTS_GROUP = "marts"
+DUCKDB_POOL = "duckdb_writer"
+DAILY_SELECT = "path:models/staging path:models/intermediate config.materialized:incremental"
+
+
+class MartsTranslator(DagsterDbtTranslator):
+    """dbt sources -> the normalized assets (``AssetKey(table)``); every model in group marts."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey(dbt_resource_props["name"])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return MARTS_GROUP
+
+    def get_partition_mapping(
+        self, dbt_resource_props: Mapping[str, Any], dbt_parent_resource_props: Mapping[str, Any]
+    ) -> dg.PartitionMapping | None:
+        # Normalized sources are account x date: day D of a mart reads every account's day D.
+        if dbt_parent_resource_props["resource_type"] == "source":
+            return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIMENSION)
+        return None
+
+
+TRANSLATOR = MartsTranslator()
+
+
+def window_vars(start: datetime, end: datetime) -> dict[str, str]:
+    """dbt vars rebuilding ``start <= date < end`` (a partition time window, end exclusive)."""
+    if end <= start:
+        raise ValueError(f"empty date window {start:%Y-%m-%d}..{end:%Y-%m-%d}")
+    return {"min_date": start.date().isoformat(), "max_date": end.date().isoformat()}
+
+
+def point_dbt_at(data_dir: Path) -> None:
+    """Make the dbt subprocess use ``data_dir``: its profile and sources read
+    ``$IBPIPELINE_DATA_DIR``, and ``DbtCliResource`` passes this process's environment on."""
+    os.environ[settings.DATA_DIR_ENV] = str(data_dir)
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=DAILY_SELECT,
+    name="daily_marts",
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=DUCKDB_POOL,
+    dagster_dbt_translator=TRANSLATOR,
+)
+def daily_marts(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, data_dir: DataDirResource
+) -> Iterator[Any]:
+    """``dbt build`` of the daily models over the run's partition window (one day or a range)."""
+    # partition_time_window spans a single key and a range alike; has_partition_key is False in
+    # range runs, so it must not decide whether to filter.
+    window = context.partition_time_window
+    dbt_vars = window_vars(window.start, window.end)
+    point_dbt_at(data_dir.root())
+    context.log.info(f"dbt build of {dbt_vars['min_date']} <= date < {dbt_vars['max_date']}")
+    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select="fqn:*",
+    exclude=DAILY_SELECT,
+    name="summary_marts",
+    pool=DUCKDB_POOL,
+    dagster_dbt_translator=TRANSLATOR,
+)
+def summary_marts(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, data_dir: DataDirResource
+) -> Iterator[Any]:
+    """``dbt build`` of the full-history summary tables."""
+    point_dbt_at(data_dir.root())
+    yield from dbt.cli(["build"], context=context).stream()

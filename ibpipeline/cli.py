@@ -84,6 +84,41 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from ibpipeline.inbox import import_statement
+
+    missing = [str(p) for p in args.files if not p.is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    rejected = 0
+    for path in args.files:
+        result = import_statement(args.data_dir, path)
+        rejected += result.status == "rejected"
+        print(result.summary(), file=sys.stderr if result.status == "rejected" else sys.stdout)
+    return 1 if rejected else 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from ibpipeline.automation.backfill import run_backfill
+    from ibpipeline.definitions import defs
+    from ibpipeline.demo import demo_instance
+
+    if not os.environ.get(settings.FLEX_TOKEN_ENV) or not settings.flex_query_id():
+        print(
+            f"error: set {settings.FLEX_TOKEN_ENV} and {settings.FLEX_QUERY_ID_ENV}",
+            file=sys.stderr,
+        )
+        return 2
+    with demo_instance(Path.cwd()) as instance:
+        result = run_backfill(defs, instance, args.start, args.end, args.accounts or None)
+    print(
+        f"backfilled {args.start}..{args.end}: raw run {result.raw_run_id}, normalized runs "
+        f"{list(result.normalize_run_ids)} over {len(result.accounts)} accounts"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ibpipeline``."""
     parser = argparse.ArgumentParser(prog="ibpipeline", description=__doc__)
@@ -118,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("files", nargs="+", type=Path, metavar="FILE")
     parse.add_argument("--out", type=Path, required=True, metavar="DIR")
     parse.set_defaults(func=_parse)
+
+    imp = commands.add_parser(
+        "import",
+        help="ingest hand-downloaded Flex XML files (raw store + normalized Parquet); the files "
+        "are left in place",
+    )
+    imp.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    imp.add_argument("--data-dir", type=Path, default=settings.data_dir())
+    imp.set_defaults(func=_import)
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="fetch a date range (one Flex request per 365 days) and normalize it for every "
+        "account, in the local Dagster instance",
+    )
+    backfill.add_argument("--start", type=_date, required=True)
+    backfill.add_argument("--end", type=_date, required=True)
+    backfill.add_argument("--accounts", nargs="*", metavar="ID", help="default: all accounts")
+    backfill.set_defaults(func=_backfill)
 
     demo = commands.add_parser(
         "demo", help="simulated Flex -> raw -> normalized -> DuckDB in the local Dagster instance"

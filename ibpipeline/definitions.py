@@ -2,9 +2,9 @@
 
 Adding a layer is one line in the matching list below (assets, checks, jobs, schedules, sensors).
 The raw asset (daily) and the normalized assets (account x daily) have different partitions
-definitions, so Dagster cannot put them in one job: ``flex_raw_job`` fetches statements for a
-date range; ``flex_normalize_job`` rebuilds the normalized partitions of an account x date range
-and refreshes the DuckDB views.
+definitions, so Dagster cannot put them in one job (``ibpipeline.automation.jobs``):
+``flex_raw_job`` fetches statements for a date range; ``flex_normalize_job`` rebuilds the
+normalized partitions of an account x date range and refreshes the DuckDB views.
 """
 
 from __future__ import annotations
@@ -12,41 +12,49 @@ from __future__ import annotations
 import dagster as dg
 
 from ibpipeline import settings
-from ibpipeline.assets import flex_assets, normalized_flex, raw_flex_statement, warehouse_views
-from ibpipeline.partitions import account_daily, daily
-from ibpipeline.resources import DataDirResource, FlexResource
+from ibpipeline.assets import flex_assets
+from ibpipeline.assets.gateway import gateway_assets, gateway_checks
+from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts
+from ibpipeline.automation.gateway_schedule import gateway_snapshot_job, gateway_snapshot_schedule
+from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job, inbox_import_job
+from ibpipeline.automation.schedules import flex_daily_schedule_from_env
+from ibpipeline.automation.sensors import (
+    account_discovery_sensor,
+    flex_normalize_after_raw,
+    inbox_sensor,
+)
+from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment; the token stays an ``EnvVar`` resolved at run time."""
-    return {
+    resources: dict[str, dg.ConfigurableResource] = {
         "flex": FlexResource(
             token=settings.flex_token(),
             query_id=settings.flex_query_id(),
             base_url=settings.flex_base_url(),
         ),
         "data_dir": DataDirResource(path=str(settings.data_dir())),
+        "gateway": GatewayResource(
+            gateways=settings.gateways(), client_id=settings.gateway_client_id()
+        ),
     }
+    if settings.postgres_dsn_configured():
+        resources["postgres_warehouse"] = PostgresWarehouseResource(
+            dsn=settings.postgres_dsn(), schema_name=settings.postgres_schema()
+        )
+    return resources
 
 
-flex_raw_job = dg.define_asset_job(
-    "flex_raw_job",
-    selection=dg.AssetSelection.assets(raw_flex_statement),
-    partitions_def=daily,
-    description="Fetch the Flex statements of a date range (one request per <= 365 days).",
-)
-flex_normalize_job = dg.define_asset_job(
-    "flex_normalize_job",
-    selection=dg.AssetSelection.assets(normalized_flex, warehouse_views),
-    partitions_def=account_daily,
-    description="Parse stored statements into the normalized tables, then refresh DuckDB views.",
-)
-
-ASSETS = [*flex_assets]
-ASSET_CHECKS: list[dg.AssetChecksDefinition] = []
-JOBS = [flex_raw_job, flex_normalize_job]
-SCHEDULES: list[dg.ScheduleDefinition] = []
-SENSORS: list[dg.SensorDefinition] = []
+ASSETS = [*flex_assets, *gateway_assets, *([postgres_marts] if settings.postgres_dsn_configured() else [])]
+ASSET_CHECKS: list[dg.AssetChecksDefinition] = [*gateway_checks]
+JOBS = [flex_raw_job, flex_normalize_job, inbox_import_job, gateway_snapshot_job]
+SCHEDULES: list[dg.ScheduleDefinition] = [flex_daily_schedule_from_env(), gateway_snapshot_schedule]
+SENSORS: list[dg.SensorDefinition] = [
+    account_discovery_sensor,
+    flex_normalize_after_raw,
+    inbox_sensor,
+]
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -19,7 +19,7 @@ import dagster as dg
 
 from ibpipeline import settings
 from ibpipeline.assets import NORMALIZED_TABLES, flex_assets
-from ibpipeline.definitions import flex_normalize_job, flex_raw_job
+from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job
 from ibpipeline.partitions import ACCOUNT_DIMENSION, account_date_key
 from ibpipeline.resources import DataDirResource, FlexResource
 from ibpipeline.storage import parquet, warehouse
@@ -96,9 +96,9 @@ def materialize_range(
     )
 
 
-def summarize(data_dir: Path, account_ids: list[str], start: date, end: date) -> tuple[
-    dict[str, int], dict[str, tuple[date, str, object]]
-]:
+def summarize(
+    data_dir: Path, account_ids: list[str], start: date, end: date
+) -> tuple[dict[str, int], dict[str, tuple[date, str, object]]]:
     """Row counts per normalized table and each account's last NAV in ``start..end``."""
     counts = {
         name: parquet.read_table(

@@ -35,8 +35,6 @@ Partitioning choice (tested with dagster 1.13.27)
   ``take_snapshot`` in ``ibpipeline.automation.gateway_schedule`` registers first, then launches.
 """
 
-from __future__ import annotations
-
 import json
 import re
 from collections import defaultdict

@@ -14,7 +14,6 @@ file). dbt sources map onto the normalized assets (account x date -> date), so l
 the raw Flex statements. dbt tests become asset checks.
 """
 
-
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -51,7 +50,9 @@ class MartsTranslator(DagsterDbtTranslator):
     ) -> dg.PartitionMapping | None:
         # Normalized sources are account x date: day D of a mart reads every account's day D.
         if dbt_parent_resource_props["resource_type"] == "source":
-            return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=DATE_DIMENSION)
+            return dg.MultiToSingleDimensionPartitionMapping(
+                partition_dimension_name=DATE_DIMENSION
+            )
         return None
 
 

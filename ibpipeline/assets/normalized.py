@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ibpipeline.assets.raw import raw_flex_statement
-from ibpipeline.flex.parse import parse_statement
+from ibpipeline.flex.parse import ParsedFlex, parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions
 from ibpipeline.partitions import account_daily, split_account_date_key
 from ibpipeline.resources import DataDirResource
@@ -76,7 +76,9 @@ def split_by_partition(table: pa.Table, wanted: set[PartitionId]) -> dict[Partit
     if table.num_rows == 0 or not wanted:
         return {}
     order = pc.sort_indices(
-        pa.table({"a": table["account_id"], "d": table["date"], "i": pa.array(range(table.num_rows))}),
+        pa.table(
+            {"a": table["account_id"], "d": table["date"], "i": pa.array(range(table.num_rows))}
+        ),
         sort_keys=[("a", "ascending"), ("d", "ascending"), ("i", "ascending")],
     )
     ordered = table.take(order)
@@ -93,12 +95,16 @@ def split_by_partition(table: pa.Table, wanted: set[PartitionId]) -> dict[Partit
     return out
 
 
-def statement_tables(content: bytes, sha256: str) -> dict[str, pa.Table]:
-    """Every normalized table of one stored statement (parsed once)."""
-    parsed = parse_statement(content, source_sha256=sha256)
+def parsed_tables(parsed: ParsedFlex) -> dict[str, pa.Table]:
+    """Every normalized table of a parsed statement (positions reconstructed per day)."""
     tables = {name: parsed.tables[name] for name in PARSED_TABLES}
     tables["positions_daily"] = reconstruct_daily_positions(parsed)
     return tables
+
+
+def statement_tables(content: bytes, sha256: str) -> dict[str, pa.Table]:
+    """Every normalized table of one stored statement (parsed once)."""
+    return parsed_tables(parse_statement(content, source_sha256=sha256))
 
 
 def preview_markdown(table: pa.Table, rows: int = PREVIEW_ROWS) -> str:

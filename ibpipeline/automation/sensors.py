@@ -128,7 +128,7 @@ def discover(
     state: DiscoveryState,
     observed: Mapping[str, Sequence[str]],
     closed_on: Mapping[str, date],
-    today: date,
+    as_of: date,
     has_history: Callable[[str], bool],
     history: str | None,
 ) -> Discovery:
@@ -137,7 +137,7 @@ def discover(
     ``observed``: source name -> ids it reports (only sources that answered); ``closed_on``:
     account -> dateClosed reported by its latest statement; ``has_history``: whether an account's
     history is already normalized (then it is adopted without a backfill); ``history``: the range
-    label recorded for new accounts. An open known account absent from every answering source is
+    label recorded for new accounts; ``as_of``: the report date the sources describe. An open known account absent from every answering source is
     closed; a closed one that reappears is reopened. Invalid ids are rejected once.
     """
     known = dict(state.accounts)
@@ -159,10 +159,10 @@ def discover(
         if record is None:
             if has_history(account_id):
                 adopted.append(account_id)
-                known[account_id] = AccountRecord(today.isoformat(), history="adopted")
+                known[account_id] = AccountRecord(as_of.isoformat(), history="adopted")
             else:
                 new.append(account_id)
-                known[account_id] = AccountRecord(today.isoformat(), history=history)
+                known[account_id] = AccountRecord(as_of.isoformat(), history=history)
         elif record.status == "closed" and account_id not in closed_on:
             reopened.append(account_id)
             known[account_id] = replace(record, status="open", closed_on=None, closed_reason=None)
@@ -174,8 +174,8 @@ def discover(
             reason = f"dateClosed {closed_on[account_id].isoformat()} in its latest statement"
             day = closed_on[account_id]
         elif observed and account_id not in seen:
-            reason = f"absent from {', '.join(sorted(observed))} as of {today.isoformat()}"
-            day = today
+            reason = f"absent from {', '.join(sorted(observed))} as of {as_of.isoformat()}"
+            day = as_of
         else:
             continue
         closed[account_id] = reason
@@ -284,8 +284,7 @@ def build_account_discovery_sensor(
         window = history_window(today, settings.history_start())
         label = f"{window[0]}..{window[1]}" if window else None
         observed = {"flex": list(manifest.accounts)}
-        valid_ids = [a for a in manifest.accounts if a not in state.rejected]
-        closing = closed_dates(root, [a for a in valid_ids if _is_valid(a)], as_of)
+        closing = closed_dates(root, [a for a in manifest.accounts if _is_valid(a)], as_of)
         found = discover(
             state,
             observed,
@@ -449,4 +448,4 @@ def build_inbox_sensor(
 
 account_discovery_sensor = build_account_discovery_sensor()
 inbox_sensor = build_inbox_sensor()
-SENSORS = [account_discovery_sensor, flex_normalize_after_raw, inbox_sensor]
+

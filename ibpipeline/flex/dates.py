@@ -191,7 +191,5 @@ def to_utc_timestamp(values: pa.Array, fmt: DateFormat) -> pa.Array:
     except pa.ArrowInvalid:
         bad = _first_bad(values, iso, fmt, with_time=True)
         raise DateParseError(f"{bad!r} is not a {fmt.name} date-time") from None
-    local = pc.assume_timezone(
-        naive, IBKR_TZ_NAME, ambiguous="earliest", nonexistent="latest"
-    )
+    local = pc.assume_timezone(naive, IBKR_TZ_NAME, ambiguous="earliest", nonexistent="latest")
     return local.cast(pa.timestamp("us", tz="UTC"))

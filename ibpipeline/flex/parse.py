@@ -1,24 +1,25 @@
 """Streaming Activity Flex XML parser: statement bytes -> one Arrow table per normalized table.
 
 The XML is fed in 1 MiB chunks to an lxml parser with a *target* (SAX-style callbacks): no element
-tree is ever built, so memory holds only the current rows' attribute strings (flushed to Arrow
-every :data:`FLUSH_ROWS` rows) and the output tables. This is faster than ``iterparse`` with
-``clear()`` (which still creates an element proxy per row) and about as fast as a bare
-``lxml.etree.fromstring`` of the same bytes.
+tree is ever built, so memory holds only the buffered rows' column strings (converted to Arrow
+every :data:`FLUSH_ROWS` rows) and the output tables. This measured faster than ``iterparse`` with
+``clear()`` (an element proxy per row) and than ``el.values()``/XPath/expat; see
+``bench/README.md``.
 
-Each row's attributes are mapped by a plan cached per (row tag, attribute-name tuple): one
-``itemgetter`` call picks the column values, another the ``extra`` values. At a flush the values
-of all rows and columns become one Arrow string array; null tokens are nulled and each kind is
-converted in one vectorized call (decimal cast, date/time regex rewrite + strict cast); see
+Per row the only Python work is: the attribute-name tuple selects a cached plan (per row tag and
+attribute list), and one ``itemgetter`` keeps the values of the columns and of unknown attributes.
+At a flush each plan's rows are ``zip``-ped into columns, all tables' values become one Arrow
+string array, null tokens (``""``, ``-``, ``--``, ``N/A``, ``MULTI``) are nulled, and each kind is
+converted with one vectorized call (decimal cast, date/time regex rewrite + strict cast); see
 :mod:`ibpipeline.flex.schema` for kinds and units, :mod:`ibpipeline.flex.dates` for date formats.
 
 Rules: SUMMARY rows' ``accountId="-"`` and rows without ``accountId`` (ConversionRate) take the
-enclosing FlexStatement's account; a missing ``levelOfDetail`` takes the row tag's default
-(``DETAIL`` for CashTransaction, ``SUMMARY`` for OpenPosition, ``EXECUTION``/``ORDER``/... for
-Trades rows, ``BaseCurrency``/``Currency`` from the currency for CashReportCurrency); unknown
+enclosing FlexStatement's account; a missing or empty ``levelOfDetail`` takes the row tag's
+default (``DETAIL`` for CashTransaction, ``SUMMARY`` for OpenPosition, ``EXECUTION``/``ORDER``/...
+for Trades rows, ``BaseCurrency``/``Currency`` from the currency for CashReportCurrency); unknown
 sections and unknown row elements are counted in :attr:`ParsedFlex.skipped`; unknown enum values
 are kept as strings; a decimal with more than 10 places raises :class:`FlexParseError` (money is
-never rounded).
+never rounded; the public fixtures have at most 9).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from itertools import chain, repeat
+from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
 
@@ -115,13 +117,19 @@ class ParsedFlex:
 class _Plan:
     """Rows of one tag with one attribute-name tuple, and where each column sits in them."""
 
-    __slots__ = ("rows", "positions", "default_lod", "extra")
+    __slots__ = ("rows", "pick", "positions", "default_lod", "extra")
 
-    def __init__(self, positions: list[int | None], default_lod: str | None, extra) -> None:
-        self.rows: list[tuple[str, ...]] = []
-        self.positions = positions  # per spec column: index in the attribute tuple, or None
+    def __init__(self, keys: tuple, spec: TableSpec, known: frozenset, default_lod: str | None):
+        by_name = {k: i for i, k in enumerate(keys)}
+        kept = [by_name[c.flex] for c in spec.columns if c.flex in by_name]
+        extra = [(k, i) for i, k in enumerate(keys) if k not in known]
+        kept += [i for _, i in extra]
+        slot = {i: j for j, i in enumerate(kept)}  # attribute index -> index in a kept row
+        self.rows: list[tuple[str, ...]] = []  # only the kept attribute values of each row
+        self.pick = itemgetter(*kept) if len(kept) > 1 else lambda v: tuple(v[i] for i in kept)
+        self.positions = [slot.get(by_name.get(c.flex, -1)) for c in spec.columns]
         self.default_lod = default_lod
-        self.extra = extra  # ((name, index), ...) of unknown attributes
+        self.extra = tuple((k, slot[i]) for k, i in extra)  # unknown attributes: (name, slot)
 
 
 class _Buffer:
@@ -142,10 +150,8 @@ class _Buffer:
         }
 
     def new_plan(self, tag: str, keys: tuple) -> _Plan:
-        pos = {k: i for i, k in enumerate(keys)}
-        positions = [pos.get(c.flex) if c.flex else None for c in self.spec.columns]
-        extra = tuple((k, i) for i, k in enumerate(keys) if k not in self.known)
-        plan = self.plans[tag][hash(keys)] = _Plan(positions, self.spec.row_tags[tag], extra)
+        plan = _Plan(keys, self.spec, self.known, self.spec.row_tags[tag])
+        self.plans[tag][hash(keys)] = plan
         return plan
 
     def switch(self, plan: _Plan) -> None:
@@ -158,7 +164,7 @@ class _Buffer:
         plan = self.plans[tag].get(hash(keys)) or self.new_plan(tag, keys)
         if plan is not self.last:
             self.switch(plan)
-        plan.rows.append(tuple(attrib.values()))
+        plan.rows.append(plan.pick(tuple(attrib.values())))
 
     def count(self) -> int:
         return sum(len(p.rows) for plans in self.plans.values() for p in plans.values())
@@ -238,7 +244,7 @@ class _Target:
             plan = plans.get(hash(keys)) or buf.new_plan(tag, keys)
             if plan is not buf.last:
                 buf.switch(plan)
-            plan.rows.append(tuple(attrib.values()))
+            plan.rows.append(plan.pick(tuple(attrib.values())))
             self.buffered += 1
             if self.buffered >= FLUSH_ROWS:
                 self.flush()
@@ -416,7 +422,9 @@ class _StatementColumns:
         self.infos = infos
 
 
-def _column_pieces(buf: _Buffer, plans: list[_Plan], zipped: dict, column: int) -> Iterator[Iterable]:
+def _column_pieces(
+    buf: _Buffer, plans: list[_Plan], zipped: dict, column: int
+) -> Iterator[Iterable]:
     """One spec column's values, plan after plan (None or the row tag's default when absent)."""
     is_lod = buf.spec.columns[column].name == "level_of_detail"
     for plan in plans:
@@ -525,14 +533,14 @@ class _Staged:
             try:
                 _convert_block(kind, column, fmt)
             except (pa.ArrowInvalid, DateParseError) as col_exc:
-                return _column_error(specs[name], specs[name].columns[i].name, kind, column, col_exc)
+                return _column_error(
+                    specs[name], specs[name].columns[i].name, kind, column, col_exc
+                )
         return FlexParseError(str(exc))
 
     def convert(self, fmt: DateFormat, ctx: _StatementColumns) -> dict[str, pa.Table]:
         typed = self._typed(fmt)
-        return {
-            b.spec.name: _assemble(b.spec, typed[b.spec.name], self, ctx) for b in self.buffers
-        }
+        return {b.spec.name: _assemble(b.spec, typed[b.spec.name], self, ctx) for b in self.buffers}
 
 
 def _convert_block(kind: str, block: pa.Array, fmt: DateFormat) -> pa.Array:
@@ -673,9 +681,7 @@ def parse_statement(
     """
     hasher = hashlib.sha256() if source_sha256 is None else None
     target = _Target()
-    parser = etree.XMLParser(
-        target=target, huge_tree=True, resolve_entities=False, no_network=True
-    )
+    parser = etree.XMLParser(target=target, huge_tree=True, resolve_entities=False, no_network=True)
     size = 0
     try:
         for chunk in _chunks(data):
@@ -695,7 +701,9 @@ def parse_statement(
     return target.result(source_sha256 or hasher.hexdigest())
 
 
-def parse_to_parquet(paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, int]:
+def parse_to_parquet(
+    paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike
+) -> dict[str, int]:
     """Parse each Flex file and write ``out_dir/<table>/<file stem>.parquet`` per non-empty table.
 
     Files are replaced atomically. Returns the number of rows written per table (every table name,

@@ -61,7 +61,9 @@ class Column:
         meta = {"doc": self.doc, "unit": self.unit}
         if self.flex:
             meta["flex"] = self.flex
-        return pa.field(self.name, KIND_TYPES[self.kind], metadata={k: v for k, v in meta.items() if v})
+        return pa.field(
+            self.name, KIND_TYPES[self.kind], metadata={k: v for k, v in meta.items() if v}
+        )
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,18 @@ class TableSpec:
         return pa.schema(fields, metadata={"doc": self.doc, "key": ",".join(self.key)})
 
 
-ACCOUNT_ID = Column("account_id", "str", "accountId", "IBKR account id; '-' on SUMMARY rows is replaced by the statement's account")
-DATE_FIELD = pa.field("date", pa.date32(), metadata={"doc": "report date of the row (account's business day)"})
-SHA_FIELD = pa.field("statement_sha256", pa.string(), metadata={"doc": "sha256 of the raw statement bytes"})
+ACCOUNT_ID = Column(
+    "account_id",
+    "str",
+    "accountId",
+    "IBKR account id; '-' on SUMMARY rows is replaced by the statement's account",
+)
+DATE_FIELD = pa.field(
+    "date", pa.date32(), metadata={"doc": "report date of the row (account's business day)"}
+)
+SHA_FIELD = pa.field(
+    "statement_sha256", pa.string(), metadata={"doc": "sha256 of the raw statement bytes"}
+)
 EXTRA_FIELD = pa.field("extra", EXTRA_TYPE, metadata={"doc": "unknown non-empty Flex attributes"})
 
 
@@ -127,7 +138,9 @@ LEVEL = _s("level_of_detail", "levelOfDetail", "row kind; never sum rows of diff
 CURRENCY = _s("currency", "currency", "ISO currency of the row's money columns")
 FX_TO_BASE = Column("fx_rate_to_base", "dec", "fxRateToBase", "rate to base", "base per 1 currency")
 MULTIPLIER = Column("multiplier", "dec", "multiplier", "contract multiplier", "units per contract")
-QUANTITY = Column("quantity", "dec", "quantity", "signed; sells/shorts negative", "shares/contracts/face")
+QUANTITY = Column(
+    "quantity", "dec", "quantity", "signed; sells/shorts negative", "shares/contracts/face"
+)
 _REPORT_DATE = _d("_report_date", "reportDate")
 
 INSTRUMENT: tuple[Column, ...] = (
@@ -228,7 +241,9 @@ CHANGE_IN_NAV = _spec(
         _base("fx_translation_base", "fxTranslation"),
         _base("other_base", "other"),
         _base("ending_value_base", "endingValue"),
-        Column("twr_pct", "dec", "twr", "time-weighted return of the window", "percent (0.05 = 0.05 %)"),
+        Column(
+            "twr_pct", "dec", "twr", "time-weighted return of the window", "percent (0.05 = 0.05 %)"
+        ),
     ),
     ("to_date",),
     ("account_id", "from_date", "to_date"),
@@ -241,7 +256,11 @@ CASH_BALANCES = _spec(
     {"CashReportCurrency": None},
     (
         _s("currency", "currency", "ISO currency, or BASE_SUMMARY (the base-currency total)"),
-        _s("level_of_detail", "levelOfDetail", "Currency per currency, BaseCurrency for BASE_SUMMARY"),
+        _s(
+            "level_of_detail",
+            "levelOfDetail",
+            "Currency per currency, BaseCurrency for BASE_SUMMARY",
+        ),
         _d("from_date", "fromDate"),
         _d("to_date", "toDate"),
         _money("starting_cash", "startingCash"),
@@ -279,8 +298,12 @@ OPEN_POSITIONS = _spec(
         _s("level_of_detail", "levelOfDetail", "SUMMARY (one per conid) or LOT (one per open lot)"),
         _ts("lot_open_at", "openDateTime", "LOT rows: when the lot was opened"),
         Column("quantity", "dec", "position", "signed; shorts negative", "shares/contracts/face"),
-        Column("mark_price", "dec", "markPrice", "closing price", "price in currency (BOND: % of face)"),
-        _money("position_value", "positionValue", "quantity x mark x multiplier (notional for FUT)"),
+        Column(
+            "mark_price", "dec", "markPrice", "closing price", "price in currency (BOND: % of face)"
+        ),
+        _money(
+            "position_value", "positionValue", "quantity x mark x multiplier (notional for FUT)"
+        ),
         Column("open_price", "dec", "openPrice", "", "price in currency"),
         Column("cost_basis_price", "dec", "costBasisPrice", "", "price in currency"),
         _money("cost_basis_money", "costBasisMoney"),
@@ -393,7 +416,9 @@ FX_RATES = _spec(
         _REPORT_DATE,
         _s("from_currency", "fromCurrency"),
         _s("to_currency", "toCurrency", "the base currency"),
-        Column("rate", "dec", "rate", "null where IBKR writes -1", "to_currency per 1 from_currency"),
+        Column(
+            "rate", "dec", "rate", "null where IBKR writes -1", "to_currency per 1 from_currency"
+        ),
     ),
     ("_report_date",),
     ("account_id", "date", "from_currency", "to_currency"),

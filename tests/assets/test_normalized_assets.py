@@ -5,11 +5,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from asset_helpers import files_containing, make_resources, range_tags, tree_digest
+from asset_helpers import files_containing, flex_jobs, make_resources, range_tags, tree_digest
 
 import ibpipeline.assets.normalized as normalized
 from ibpipeline.assets import flex_assets
-from ibpipeline.definitions import flex_normalize_job, flex_raw_job
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
 from ibpipeline.storage import parquet
@@ -37,7 +36,7 @@ def world_sim(world, flex_token):
 def defs(world_sim, data_dir, flex_env):
     return dg.Definitions(
         assets=flex_assets,
-        jobs=[flex_raw_job, flex_normalize_job],
+        jobs=flex_jobs(),
         resources=make_resources(world_sim, QUERY_ID, data_dir),
     )
 

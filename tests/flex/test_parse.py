@@ -59,13 +59,41 @@ def trades_of(*rows: str, **stmt) -> list[dict]:
 @pytest.mark.parametrize(
     ("name", "from_date", "to_date", "generated", "trade_date", "date_time"),
     [
-        ("yyyyMMdd", "20250303", "20250307", "20250308;101500", "20250304", "20250304;093015"),
-        ("yyyy-MM-dd", "2025-03-03", "2025-03-07", "2025-03-08;10:15:00", "2025-03-04", "2025-03-04, 09:30:15"),
-        ("MM/dd/yyyy", "03/03/2025", "03/17/2025", "03/18/2025 101500", "03/04/2025", "03/04/2025 09:30:15"),
+        ("yyyyMMdd", "20250303", "20250317", "20250318;101500", "20250304", "20250304;093015"),
+        (
+            "yyyy-MM-dd",
+            "2025-03-03",
+            "2025-03-17",
+            "2025-03-18;10:15:00",
+            "2025-03-04",
+            "2025-03-04, 09:30:15",
+        ),
+        (
+            "MM/dd/yyyy",
+            "03/03/2025",
+            "03/17/2025",
+            "03/18/2025 101500",
+            "03/04/2025",
+            "03/04/2025 09:30:15",
+        ),
         ("MM/dd/yy", "03/03/25", "03/17/25", "03/18/25;10:15:00", "03/04/25", "03/04/25093015"),
-        ("dd/MM/yyyy", "03/03/2025", "17/03/2025", "18/03/2025;101500", "04/03/2025", "04/03/2025;093015"),
+        (
+            "dd/MM/yyyy",
+            "03/03/2025",
+            "17/03/2025",
+            "18/03/2025;101500",
+            "04/03/2025",
+            "04/03/2025;093015",
+        ),
         ("dd/MM/yy", "03/03/25", "17/03/25", "18/03/25;101500", "04/03/25", "04/03/25T09:30:15"),
-        ("dd-MMM-yy", "03-Mar-25", "17-MAR-25", "18-Mar-25;101500", "04-mar-25", "04-Mar-25;093015"),
+        (
+            "dd-MMM-yy",
+            "03-Mar-25",
+            "17-MAR-25",
+            "18-Mar-25;101500",
+            "04-mar-25",
+            "04-Mar-25;093015",
+        ),
     ],
 )
 def test_each_date_format_and_separator(name, from_date, to_date, generated, trade_date, date_time):
@@ -80,8 +108,8 @@ def test_each_date_format_and_separator(name, from_date, to_date, generated, tra
     result = parse_statement(xml)
     (stmt,) = result.statements
     assert stmt.date_format == name and result.warnings == ()
-    assert stmt.from_date == date(2025, 3, 3)
-    assert stmt.when_generated_at == datetime(2025, 3, 18 if "17" in to_date else 8, 10, 15, tzinfo=NY).astimezone(UTC)
+    assert (stmt.from_date, stmt.to_date) == (date(2025, 3, 3), date(2025, 3, 17))
+    assert stmt.when_generated_at == datetime(2025, 3, 18, 14, 15, tzinfo=UTC)  # 10:15 EDT
     (row,) = result["trades"].to_pylist()
     assert row["trade_date"] == row["date"] == date(2025, 3, 4)
     assert row["executed_at"] == datetime(2025, 3, 4, 14, 30, 15, tzinfo=UTC)  # 09:30:15 EST
@@ -148,10 +176,10 @@ def test_null_tokens_become_null():
 
 def test_bom_unknown_section_unknown_row_and_unknown_enum():
     body = (
-        "<BrandNewSection>\n<BrandNewRow a=\"1\" />\n</BrandNewSection>\n"
+        '<BrandNewSection>\n<BrandNewRow a="1" />\n</BrandNewSection>\n'
         "<Trades>\n"
         + trade(assetCategory="QUANTUMFUT", buySell="BUY (Ca.)", shinyNewAttr="42")
-        + "\n<WashSale accountId=\"U1234567\" />\n"
+        + '\n<WashSale accountId="U1234567" />\n'
         + '<Order accountId="U1234567" symbol="AAPL" quantity="10" tradeDate="MULTI" />'
         + "\n</Trades>"
     )
@@ -214,14 +242,18 @@ def test_decimals_are_exact_and_too_many_places_raise():
     (row,) = trades_of(trade(quantity="0.0000000001", tradePrice="12345678901234567.123456789"))
     assert row["quantity"] == Decimal("1E-10")
     assert row["trade_price"] == Decimal("12345678901234567.123456789")
-    with pytest.raises(FlexParseError, match=r"trades\.trade_price: '1\.12345678901' has more than 10"):
+    with pytest.raises(
+        FlexParseError, match=r"trades\.trade_price: '1\.12345678901' has more than 10"
+    ):
         trades_of(trade(tradePrice="1.12345678901"))
     with pytest.raises(FlexParseError, match=r"trades\.quantity: 'ten' is not a number"):
         trades_of(trade(quantity="ten"))
 
 
 def test_impossible_dates_raise_with_the_column():
-    with pytest.raises(FlexParseError, match=r"trades\.trade_date: '20250230' is not a yyyyMMdd date"):
+    with pytest.raises(
+        FlexParseError, match=r"trades\.trade_date: '20250230' is not a yyyyMMdd date"
+    ):
         trades_of(trade(tradeDate="20250230"))
     with pytest.raises(FlexParseError, match=r"trades\.executed_at: '20250304;253000'"):
         trades_of(trade(dateTime="20250304;253000"))
@@ -231,7 +263,9 @@ def test_impossible_dates_raise_with_the_column():
 
 def test_truncated_input_raises_with_position():
     xml = flex(statement("<Trades>\n" + trade() + "\n</Trades>"))
-    with pytest.raises(FlexParseError, match=r"invalid or truncated Flex XML at line \d+, column \d+"):
+    with pytest.raises(
+        FlexParseError, match=r"invalid or truncated Flex XML at line \d+, column \d+"
+    ):
         parse_statement(xml[: len(xml) // 2])
 
 

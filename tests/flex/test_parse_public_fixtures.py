@@ -155,7 +155,9 @@ def test_file26_two_statements_with_their_base_currencies(parsed) -> None:
     )
     assert trade["executed_at"] == datetime(2025, 9, 12, 13, 44, 50, tzinfo=UTC)  # 09:44:50 EDT
     assert trade["settle_date"] == date(2025, 9, 15)
-    assert trade["extra"] == []  # every attribute is documented (figi, orderTime, ...): none unknown
+    assert (
+        trade["extra"] == []
+    )  # every attribute is documented (figi, orderTime, ...): none unknown
     tx = r["cash_transactions"]
     assert [(t["account_id"], t["amount"]) for t in tx.to_pylist()] == [
         ("U1234567", Decimal("13.90")),

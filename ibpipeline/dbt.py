@@ -9,8 +9,10 @@ runs ``dbt parse``, ``dagster dev`` re-parses on start (``prepare_if_dev``), tes
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
@@ -45,23 +47,35 @@ def manifest_is_stale(project: DbtProject = dbt_project) -> bool:
 def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     """Run ``dbt parse`` when the manifest is stale; return its path.
 
-    Raises ``RuntimeError`` with dbt's output when parsing fails.
+    dbt writes into a temporary target folder and the manifest is then moved into place, so a
+    concurrent reader sees the old or the new file, never a partial one. Raises ``RuntimeError``
+    with dbt's output when parsing fails.
     """
+    manifest = project.manifest_path
     if manifest_is_stale(project):
-        done = subprocess.run(
-            [
-                DBT_EXECUTABLE,
-                "parse",
-                "--quiet",
-                "--project-dir",
-                str(project.project_dir),
-                "--profiles-dir",
-                str(project.profiles_dir),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"dbt parse failed:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
-    return project.manifest_path
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=manifest.parent, prefix=".parse-") as tmp:
+            done = subprocess.run(
+                [
+                    DBT_EXECUTABLE,
+                    "parse",
+                    "--quiet",
+                    "--project-dir",
+                    str(project.project_dir),
+                    "--profiles-dir",
+                    str(project.profiles_dir),
+                    "--target-path",
+                    tmp,
+                    "--log-path",
+                    tmp,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"dbt parse failed:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}"
+                )
+            os.replace(Path(tmp) / manifest.name, manifest)
+    return manifest

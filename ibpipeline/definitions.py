@@ -13,8 +13,11 @@ import dagster as dg
 
 from ibpipeline import settings
 from ibpipeline.assets import flex_assets
+from ibpipeline.assets.checks import mart_checks
 from ibpipeline.assets.gateway import gateway_assets, gateway_checks
+from ibpipeline.assets.marts import dbt_mart_assets, marts_job
 from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts
+from ibpipeline.assets.tearsheets import tearsheets
 from ibpipeline.automation.gateway_schedule import gateway_snapshot_job, gateway_snapshot_schedule
 from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job, inbox_import_job
 from ibpipeline.automation.schedules import flex_daily_schedule_from_env
@@ -23,6 +26,7 @@ from ibpipeline.automation.sensors import (
     flex_normalize_after_raw,
     inbox_sensor,
 )
+from ibpipeline.dbt import dbt_resource
 from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 
 
@@ -35,6 +39,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             base_url=settings.flex_base_url(),
         ),
         "data_dir": DataDirResource(path=str(settings.data_dir())),
+        "dbt": dbt_resource(),
         "gateway": GatewayResource(
             gateways=settings.gateways(), client_id=settings.gateway_client_id()
         ),
@@ -46,9 +51,15 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     return resources
 
 
-ASSETS = [*flex_assets, *gateway_assets, *([postgres_marts] if settings.postgres_dsn_configured() else [])]
-ASSET_CHECKS: list[dg.AssetChecksDefinition] = [*gateway_checks]
-JOBS = [flex_raw_job, flex_normalize_job, inbox_import_job, gateway_snapshot_job]
+ASSETS = [
+    *flex_assets,
+    *gateway_assets,
+    *dbt_mart_assets,
+    tearsheets,
+    *([postgres_marts] if settings.postgres_dsn_configured() else []),
+]
+ASSET_CHECKS: list[dg.AssetChecksDefinition] = [*gateway_checks, *mart_checks]
+JOBS = [flex_raw_job, flex_normalize_job, inbox_import_job, gateway_snapshot_job, marts_job]
 SCHEDULES: list[dg.ScheduleDefinition] = [flex_daily_schedule_from_env(), gateway_snapshot_schedule]
 SENSORS: list[dg.SensorDefinition] = [
     account_discovery_sensor,

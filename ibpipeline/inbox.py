@@ -116,15 +116,15 @@ def _parse(content: bytes, sha256: str) -> tuple[dict, list[tuple[str, date, dat
             raise InboxRejection("no FlexStatement element: not an Activity Flex statement")
         for account_id, first, last in statements:
             if first > last:
-                raise InboxRejection(f"statement of {account_id} ends {last} before it starts {first}")
+                raise InboxRejection(
+                    f"statement of {account_id} ends {last} before it starts {first}"
+                )
         return parsed_tables(parsed), statements
     except (FlexParseError, InvalidAccountIdError) as exc:
         raise InboxRejection(str(exc)) from exc
 
 
-def _write_partitions(
-    data_dir: Path, tables: dict, wanted: list[tuple[str, date]]
-) -> None:
+def _write_partitions(data_dir: Path, tables: dict, wanted: list[tuple[str, date]]) -> None:
     """Replace every wanted (table, account, day) partition (empty when the file has no rows)."""
     wanted_set = set(wanted)
     for name in NORMALIZED_TABLES:
@@ -159,7 +159,9 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
     first, last = min(covered), max(covered)
     claimed, kept = [], []
     for day in sorted(covered):
-        (claimed if claimable(covered[day], rawstore.read_manifest(data_dir, day)) else kept).append(day)
+        (
+            claimed if claimable(covered[day], rawstore.read_manifest(data_dir, day)) else kept
+        ).append(day)
 
     stored = rawstore.put_statement(data_dir, content)
     moment = (now or datetime.now(UTC)).astimezone(UTC)

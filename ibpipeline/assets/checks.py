@@ -32,7 +32,7 @@ DAILY_NAV = dg.AssetKey("daily_nav")
 
 _RECONCILE_SQL = """
 with positions as (
-  select account_id, date, sum(value_base) as positions_base, count(*) as n_positions
+  select account_id, date, sum(value) as positions_base, count(*) as n_positions
   from positions_history
   where account_id <> 'ALL'
   group by account_id, date

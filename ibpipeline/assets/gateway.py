@@ -78,6 +78,7 @@ GATEWAY_TABLES: tuple[str, ...] = tuple(TABLE_SCHEMAS)
 SNAPSHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 NAV_KEY = "NetLiquidation"
 NAV_TOLERANCE_BASE = Decimal("0.01")
+MAX_LISTED_DIFFERENCES = 200
 
 gateway_daily = dg.DailyPartitionsDefinition(
     start_date=settings.start_date(), timezone=str(EASTERN), end_offset=1
@@ -354,7 +355,10 @@ def last_net_liquidation(table: pa.Table) -> dict[str, Any] | None:
     rows = [r for r in table.to_pylist() if r["key"] == NAV_KEY and r["value_decimal"] is not None]
     if not rows:
         return None
-    return max(rows, key=lambda r: (r["captured_at"], r["snapshot_id"], r["source"]))
+    return max(
+        rows,
+        key=lambda r: (r["captured_at"], r["snapshot_id"], r["source"] == "account_summary"),
+    )
 
 
 def compare_nav(
@@ -388,9 +392,14 @@ def nav_check_result(
     comparisons: Sequence[NavComparison], skipped: Sequence[str], tolerance: Decimal
 ) -> dg.AssetCheckResult:
     """WARN when any compared account-day differs by more than ``tolerance`` (or in currency);
-    pass otherwise, including when nothing could be compared (reasons in ``skipped``)."""
+    pass otherwise, including when nothing could be compared (reasons in ``skipped``).
+
+    Metadata ``differences`` lists the comparisons largest ``|difference_base|`` first (at most
+    ``MAX_LISTED_DIFFERENCES``), exact decimals as strings.
+    """
     off = [c for c in comparisons if not c.within(tolerance)]
-    worst = max((abs(c.difference_base) for c in comparisons), default=Decimal(0))
+    largest_first = sorted(comparisons, key=lambda c: -abs(c.difference_base))
+    worst = abs(largest_first[0].difference_base) if comparisons else Decimal(0)
     if not comparisons:
         description = "nothing compared: " + "; ".join(skipped[:5])
     elif off:
@@ -410,7 +419,9 @@ def nav_check_result(
             "above_tolerance": len(off),
             "tolerance_base": str(tolerance),
             "max_abs_difference_base": str(worst),
-            "differences": dg.MetadataValue.json([c.as_json() for c in comparisons]),
+            "differences": dg.MetadataValue.json(
+                [c.as_json() for c in largest_first[:MAX_LISTED_DIFFERENCES]]
+            ),
             "skipped": dg.MetadataValue.json(list(skipped)),
         },
     )

@@ -110,3 +110,14 @@ def summary_marts(
     """``dbt build`` of the full-history summary tables."""
     point_dbt_at(data_dir.root())
     yield from dbt.cli(["build"], context=context).stream()
+
+
+dbt_mart_assets = [daily_marts, summary_marts]
+
+marts_job = dg.define_asset_job(
+    "marts_job",
+    selection=dg.AssetSelection.groups(MARTS_GROUP),
+    partitions_def=daily,
+    description="dbt build of the daily marts over a date range (one run), the summary marts and "
+    "the tearsheets, with their checks.",
+)

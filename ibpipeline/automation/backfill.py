@@ -79,4 +79,6 @@ def run_backfill(
             instance=instance, tags={**(tags or {}), **account_range_tags(first, last, start, end)}
         )
         run_ids.append(result.run_id)
-    return BackfillResult(raw.run_id, tuple(run_ids), tuple(a for a in registered if a in set(wanted)))
+    return BackfillResult(
+        raw.run_id, tuple(run_ids), tuple(a for a in registered if a in set(wanted))
+    )

@@ -13,8 +13,6 @@
   so accounts first seen by this snapshot are included).
 """
 
-from __future__ import annotations
-
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

@@ -7,8 +7,6 @@ account x date range (each statement parsed once per run) and refreshes the Duck
 ``inbox_import_job`` ingests one hand-downloaded file from the inbox folder.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -16,8 +14,12 @@ from pathlib import Path
 import dagster as dg
 
 from ibpipeline import inbox
-from ibpipeline.assets import NORMALIZED_TABLES, normalized_flex, raw_flex_statement
-from ibpipeline.assets import warehouse_views
+from ibpipeline.assets import (
+    NORMALIZED_TABLES,
+    normalized_flex,
+    raw_flex_statement,
+    warehouse_views,
+)
 from ibpipeline.partitions import account_daily, account_date_key, daily, register_accounts
 from ibpipeline.resources import DataDirResource
 

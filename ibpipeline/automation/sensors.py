@@ -448,4 +448,3 @@ def build_inbox_sensor(
 
 account_discovery_sensor = build_account_discovery_sensor()
 inbox_sensor = build_inbox_sensor()
-

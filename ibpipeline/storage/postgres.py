@@ -121,13 +121,13 @@ def copy_table(
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staged))
         cur.execute(sql.SQL("CREATE TABLE {} ({})").format(staged, column_sql))
         cur.copy_expert(
-            sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv, HEADER true)").format(staged).as_string(pg),
+            sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv, HEADER true)")
+            .format(staged)
+            .as_string(pg),
             io.BytesIO(_csv(con, source_schema, table, columns)),
         )
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target))
-        cur.execute(
-            sql.SQL("ALTER TABLE {} RENAME TO {}").format(staged, sql.Identifier(table))
-        )
+        cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(staged, sql.Identifier(table)))
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(target))
         return cur.fetchone()[0]
 

@@ -3,6 +3,9 @@ Flex simulator on loopback (the token reaches the resource only through ``dg.Env
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +14,23 @@ import pytest
 
 
 @pytest.fixture
-def dagster_home(tmp_path: Path) -> Path:
-    return tmp_path / "dagster_home"
+def work_dir(tmp_path: Path) -> Iterator[Path]:
+    """A scratch folder on tmpfs when available: Dagster's SQLite storage commits every event,
+    which is slow on a busy disk."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(dir=shm, prefix="ibpipeline-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def dagster_home(work_dir: Path) -> Path:
+    return work_dir / "dagster_home"
 
 
 @pytest.fixture
@@ -24,8 +42,8 @@ def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+def data_dir(work_dir: Path) -> Path:
+    return work_dir / "data"
 
 
 @pytest.fixture

@@ -17,9 +17,12 @@ import pytest
 
 from ibpipeline.assets.gateway import (
     GATEWAY_TABLES,
+    RawSnapshotError,
+    gateway_daily,
     gateway_snapshot_raw,
     gateway_tables,
     gateway_vs_flex_nav,
+    read_day_snapshots,
     snapshots_tables,
 )
 from ibpipeline.assets.normalized import split_by_partition
@@ -31,8 +34,8 @@ from ibpipeline.automation.gateway_schedule import (
 )
 from ibpipeline.automation.ranges import account_range_tags
 from ibpipeline.flex.parse import parse_statement
-from ibpipeline.gateway import GatewayAddress, collect_snapshots, to_jsonl
-from ibpipeline.partitions import ACCOUNT_DIMENSION, register_accounts
+from ibpipeline.gateway import GatewayAddress, GatewayConfigError, collect_snapshots, to_jsonl
+from ibpipeline.partitions import ACCOUNT_DIMENSION, daily, register_accounts
 from ibpipeline.resources import DataDirResource, GatewayResource
 from ibpipeline.sim.flex_statement import render_statement
 from ibpipeline.sim.gateway_server import GatewayFaults, GatewaySimulatorThread
@@ -329,7 +332,9 @@ def test_nav_check_warns_with_the_difference_when_gateway_and_flex_disagree(
     )
 
 
-def test_nav_check_skips_account_days_without_flex_data(ids, start_sims, instance, data_dir):
+def test_nav_check_skips_account_days_without_flex_data_until_flex_arrives(
+    world, ids, start_sims, instance, data_dir
+):
     sims = start_sims({})
     runs = take_snapshot(instance, resources(sims, data_dir, CLOSE))
 
@@ -338,6 +343,18 @@ def test_nav_check_skips_account_days_without_flex_data(ids, start_sims, instanc
     assert check.metadata["compared"].value == 0
     skipped = check.metadata["skipped"].value
     assert skipped == [f"{a} {DAY}: no Flex nav_daily (total_base) for that day yet" for a in ids]
+
+    # Flex arrives the next day: the check run on its own covers every stored gateway account-day
+    write_flex_nav(world, data_dir, DAY)
+    later = dg.materialize(
+        [gateway_tables, gateway_vs_flex_nav],
+        instance=instance,
+        resources=resources(sims, data_dir, CLOSE),
+        selection=dg.AssetSelection.checks(gateway_vs_flex_nav),
+    )
+    assert later.get_asset_materialization_events() == []
+    check = nav_check(later)
+    assert check.passed and check.metadata["compared"].value == len(ids)
 
 
 def test_schedule_fires_in_trading_hours_and_targets_every_account_today(instance, ids):
@@ -365,3 +382,32 @@ def test_schedule_fires_in_trading_hours_and_targets_every_account_today(instanc
     assert after.asset_selection is None
     assert after.tags["dagster/asset_partition_range_start"] == f"{first}|2024-03-15"
     assert after.tags["dagster/asset_partition_range_end"] == f"{last}|2024-03-15"
+
+
+def test_todays_new_york_date_is_a_gateway_partition_but_not_yet_a_daily_one():
+    ten_am_new_york = datetime(2024, 3, 15, 14, 0, tzinfo=UTC)
+    with dg.partition_loading_context(effective_dt=ten_am_new_york):
+        assert gateway_daily.get_last_partition_key() == "2024-03-15"
+        assert daily.get_last_partition_key() == "2024-03-14"
+
+
+def test_resource_rejects_bad_configuration():
+    with pytest.raises(GatewayConfigError, match="IB_GATEWAYS is empty"):
+        GatewayResource(gateways=[]).addresses()
+    with pytest.raises(GatewayConfigError, match="invalid port"):
+        GatewayResource(gateways=["127.0.0.1:99999"]).addresses()
+    with pytest.raises(ValueError, match="must carry a UTC offset"):
+        GatewayResource(gateways=["h:1"], as_of="2024-03-15T16:00:00").capture_instant()
+
+
+def test_malformed_or_misplaced_raw_files_are_named(tmp_path):
+    folder = tmp_path / "raw" / "gateway" / "date=2024-03-15"
+    folder.mkdir(parents=True)
+    stamp = {"snapshot_id": "s1", "captured_at": CLOSE.isoformat(), "gateway": "h:1"}
+    (folder / "s1.jsonl").write_text(json.dumps(stamp | {"kind": "gateway"}) + "\n{oops\n")
+    with pytest.raises(RawSnapshotError, match=r"s1\.jsonl:2: not JSON"):
+        read_day_snapshots(tmp_path, DAY)
+    next_day = stamp | {"captured_at": "2024-03-16T14:00:00+00:00", "kind": "gateway"}
+    (folder / "s1.jsonl").write_text(json.dumps(next_day) + "\n")
+    with pytest.raises(RawSnapshotError, match="captured on 2024-03-16"):
+        read_day_snapshots(tmp_path, DAY)

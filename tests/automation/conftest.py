@@ -69,9 +69,7 @@ def source(world, world_accounts) -> WorldSource:
 
 @pytest.fixture
 def sim(source, flex_token) -> Iterator[FlexSimulator]:
-    simulator = FlexSimulator(
-        source, flex_token, {QUERY_ID}, rate_limits=(RateLimit(1000, 1.0),)
-    )
+    simulator = FlexSimulator(source, flex_token, {QUERY_ID}, rate_limits=(RateLimit(1000, 1.0),))
     with simulator:
         yield simulator
 
@@ -95,12 +93,13 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
         yield inst
 
 
-def make_resources(sim: FlexSimulator, data_dir: Path) -> dict:
+def make_resources(sim: FlexSimulator | None, data_dir: Path) -> dict:
+    """Resources pointing at ``sim`` (None: a closed loopback port, for runs that never fetch)."""
     return {
         "flex": FlexResource(
             token=dg.EnvVar(settings.FLEX_TOKEN_ENV),
             query_id=QUERY_ID,
-            base_url=sim.base_url,
+            base_url=sim.base_url if sim is not None else "http://127.0.0.1:9",
             first_poll_delay_s=0.0,
             poll_interval_s=0.01,
             client_rate_limit=False,
@@ -109,14 +108,12 @@ def make_resources(sim: FlexSimulator, data_dir: Path) -> dict:
     }
 
 
-def make_defs(sim: FlexSimulator | None, data_dir: Path, schedules=(), sensors=()) -> dg.Definitions:
+def make_defs(
+    sim: FlexSimulator | None, data_dir: Path, schedules=(), sensors=()
+) -> dg.Definitions:
     from ibpipeline.assets import flex_assets
 
-    resources = (
-        make_resources(sim, data_dir)
-        if sim is not None
-        else {"data_dir": DataDirResource(path=str(data_dir))}
-    )
+    resources = make_resources(sim, data_dir)
     return dg.Definitions(
         assets=flex_assets,
         jobs=[flex_raw_job, flex_normalize_job, inbox_import_job],

@@ -1,7 +1,9 @@
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import make_defs
 
 from ibpipeline.automation.ranges import (
     NORMALIZE_ACCOUNTS_TAG,
@@ -17,13 +19,31 @@ from ibpipeline.automation.schedules import build_flex_daily_schedule, flex_dail
 from ibpipeline.automation.sensors import normalize_requests_after
 
 
+def tick(schedule, moment):
+    """Evaluate one tick of ``schedule`` inside Definitions holding the project's Flex assets."""
+    defs = make_defs(None, Path("data"), schedules=[schedule])
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=moment,
+            repository_def=defs.get_repository_def(),
+        )
+        return defs.resolve_schedule_def(schedule.name).evaluate_tick(ctx).run_requests
+
+
 def test_ready_report_day_uses_local_date_and_skips_weekends():
     # Tuesday 2024-03-05 06:00 New York = 11:00 UTC -> Monday
-    assert ready_report_day(datetime(2024, 3, 5, 11, 0, tzinfo=UTC), "US/Eastern") == date(2024, 3, 4)
+    assert ready_report_day(datetime(2024, 3, 5, 11, 0, tzinfo=UTC), "US/Eastern") == date(
+        2024, 3, 4
+    )
     # Monday 01:00 UTC is still Sunday evening in New York -> Friday
-    assert ready_report_day(datetime(2024, 3, 4, 1, 0, tzinfo=UTC), "US/Eastern") == date(2024, 3, 1)
+    assert ready_report_day(datetime(2024, 3, 4, 1, 0, tzinfo=UTC), "US/Eastern") == date(
+        2024, 3, 1
+    )
     # Saturday morning -> Friday
-    assert ready_report_day(datetime(2024, 3, 9, 12, 0, tzinfo=UTC), "US/Eastern") == date(2024, 3, 8)
+    assert ready_report_day(datetime(2024, 3, 9, 12, 0, tzinfo=UTC), "US/Eastern") == date(
+        2024, 3, 8
+    )
     with pytest.raises(ValueError, match="timezone-aware"):
         ready_report_day(datetime(2024, 3, 5, 11, 0), "US/Eastern")
 
@@ -85,9 +105,7 @@ def test_schedule_tick_requests_one_raw_run_for_previous_business_day(tick_utc, 
     assert schedule.cron_schedule == "0 6 * * 2-6"
     assert schedule.execution_timezone == "US/Eastern"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick_utc)
-        requests = schedule.evaluate_tick(ctx).run_requests
+    requests = tick(schedule, tick_utc)
     assert len(requests) == 1
     (request,) = requests
     assert request.partition_key == day
@@ -98,11 +116,7 @@ def test_schedule_tick_requests_one_raw_run_for_previous_business_day(tick_utc, 
 def test_schedule_and_chain_cover_all_accounts_for_the_day_in_one_run():
     """The schedule's raw run, once successful, leads to ONE normalized run over every account."""
     schedule = build_flex_daily_schedule(6, 0, "US/Eastern")
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2024, 3, 5, 11, tzinfo=UTC)
-        )
-        (request,) = schedule.evaluate_tick(ctx).run_requests
+    (request,) = tick(schedule, datetime(2024, 3, 5, 11, tzinfo=UTC))
     run = dg.DagsterRun(
         job_name="flex_raw_job",
         run_id="r1",
@@ -118,7 +132,10 @@ def test_schedule_time_and_timezone_from_env(monkeypatch):
     monkeypatch.setenv("IBPIPELINE_FLEX_SCHEDULE_TIME", "07:45")
     monkeypatch.setenv("IBPIPELINE_SCHEDULE_TIMEZONE", "Europe/Zurich")
     schedule = flex_daily_schedule_from_env()
-    assert (schedule.cron_schedule, schedule.execution_timezone) == ("45 7 * * 2-6", "Europe/Zurich")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == (
+        "45 7 * * 2-6",
+        "Europe/Zurich",
+    )
     monkeypatch.setenv("IBPIPELINE_FLEX_SCHEDULE_TIME", "25:00")
     with pytest.raises(ValueError, match="IBPIPELINE_FLEX_SCHEDULE_TIME"):
         flex_daily_schedule_from_env()

@@ -1,0 +1,241 @@
+import json
+from datetime import UTC, date, datetime
+
+import dagster as dg
+import pytest
+from conftest import make_defs
+
+from ibpipeline.automation.ranges import NORMALIZE_ACCOUNTS_TAG, RANGE_END_TAG, RANGE_START_TAG
+from ibpipeline.automation.sensors import (
+    DiscoveryState,
+    build_account_discovery_sensor,
+    flex_normalize_after_raw,
+)
+from ibpipeline.resources import DataDirResource
+from ibpipeline.sim.flex_statement import render_statement
+from ibpipeline.storage import parquet, rawstore
+
+CLOCK = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)  # Wednesday -> report day Tuesday 2024-03-05
+HISTORY_START = date(2024, 1, 2)
+
+
+@pytest.fixture(autouse=True)
+def history_env(monkeypatch):
+    monkeypatch.setenv("IBPIPELINE_HISTORY_START", HISTORY_START.isoformat())
+
+
+@pytest.fixture
+def sensor():
+    return build_account_discovery_sensor(clock=lambda: CLOCK)
+
+
+def store(data_dir, world, day: date, account_ids, manifest_accounts=None) -> None:
+    """Store a real statement of ``account_ids`` for ``day`` with a Flex manifest."""
+    content = render_statement(world, account_ids, day, day)
+    stored = rawstore.put_statement(data_dir, content)
+    rawstore.write_manifest(
+        data_dir,
+        day,
+        rawstore.Manifest(
+            sha256=stored.sha256,
+            size=stored.size,
+            from_date=day,
+            to_date=day,
+            accounts=tuple(manifest_accounts or sorted(account_ids)),
+            fetched_at="2024-03-06T11:00:00+00:00",
+            source="flex",
+        ),
+    )
+
+
+def tick(sensor, instance, data_dir, cursor=None, apply=True):
+    defs = make_defs(None, data_dir, sensors=[sensor])
+    ctx = dg.build_sensor_context(
+        instance=instance,
+        definitions=defs,
+        cursor=cursor,
+        resources={"data_dir": DataDirResource(path=str(data_dir))},
+    )
+    result = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx)
+    if apply:  # what the daemon does before launching the runs
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+    return result
+
+
+def test_skips_without_any_flex_statement(sensor, instance, data_dir):
+    result = tick(sensor, instance, data_dir)
+    assert result.run_requests == []
+    assert "no stored Flex statement" in result.skip_message
+
+
+def test_new_accounts_no_change_new_again_and_closed(
+    sensor, instance, data_dir, world_accounts, world
+):
+    first_two = sorted(world_accounts[:2])
+    store(data_dir, world, date(2024, 3, 5), first_two)
+
+    result = tick(sensor, instance, data_dir)
+    (add,) = result.dynamic_partitions_requests
+    assert (add.partitions_def_name, sorted(add.partition_keys)) == ("account", first_two)
+    (request,) = result.run_requests
+    assert request.job_name in (None, "flex_raw_job")
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
+        "2024-01-02",
+        "2024-03-05",
+    )
+    assert request.tags[NORMALIZE_ACCOUNTS_TAG].split() == first_two
+    state = DiscoveryState.from_cursor(result.cursor)
+    assert {a: r.status for a, r in state.accounts.items()} == dict.fromkeys(first_two, "open")
+    assert state.accounts[first_two[0]].history == "2024-01-02..2024-03-05"
+    on_disk = json.loads((data_dir / "state" / "accounts.json").read_text())
+    assert sorted(on_disk["accounts"]) == first_two
+    assert instance.get_dynamic_partitions("account") == first_two
+
+    # no change: nothing requested, cursor stable
+    again = tick(sensor, instance, data_dir, cursor=result.cursor)
+    assert again.run_requests == [] and not again.dynamic_partitions_requests
+    assert again.cursor == result.cursor
+
+    # a third account appears in a newer statement: only it is added and backfilled
+    third = world_accounts[2]
+    store(data_dir, world, date(2024, 3, 6), world_accounts)
+    newer = tick(sensor, instance, data_dir, cursor=again.cursor)
+    (add,) = newer.dynamic_partitions_requests
+    assert list(add.partition_keys) == [third]
+    (request,) = newer.run_requests
+    assert request.tags[NORMALIZE_ACCOUNTS_TAG] == third
+    assert request.run_key != result.run_requests[0].run_key
+
+    # one account disappears from the newest statement: closed, never removed
+    gone = first_two[0]
+    store(data_dir, world, date(2024, 3, 7), [a for a in world_accounts if a != gone])
+    closing = tick(sensor, instance, data_dir, cursor=newer.cursor)
+    assert closing.run_requests == [] and not closing.dynamic_partitions_requests
+    record = DiscoveryState.from_cursor(closing.cursor).accounts[gone]
+    assert (record.status, record.closed_on) == ("closed", "2024-03-07")
+    assert "absent from flex" in record.closed_reason
+    assert gone in instance.get_dynamic_partitions("account")
+    on_disk = json.loads((data_dir / "state" / "accounts.json").read_text())
+    assert on_disk["accounts"][gone]["status"] == "closed"
+
+    # it comes back: reopened, no second history backfill
+    store(data_dir, world, date(2024, 3, 8), world_accounts)
+    back = tick(sensor, instance, data_dir, cursor=closing.cursor)
+    assert back.run_requests == []
+    assert DiscoveryState.from_cursor(back.cursor).accounts[gone].status == "open"
+
+
+def test_invalid_ids_are_rejected_once(sensor, instance, data_dir, world, world_accounts):
+    good = world_accounts[0]
+    store(data_dir, world, date(2024, 3, 5), [good], manifest_accounts=[good, "bad|id", "u123"])
+    result = tick(sensor, instance, data_dir)
+    (add,) = result.dynamic_partitions_requests
+    assert list(add.partition_keys) == [good]
+    assert result.run_requests[0].tags[NORMALIZE_ACCOUNTS_TAG] == good
+    state = DiscoveryState.from_cursor(result.cursor)
+    assert set(state.rejected) == {"bad|id", "u123"}
+    assert "invalid account id" in state.rejected["bad|id"]
+    assert instance.get_dynamic_partitions("account") == [good]
+    again = tick(sensor, instance, data_dir, cursor=result.cursor)
+    assert again.run_requests == [] and again.cursor == result.cursor
+
+
+def test_account_with_normalized_history_is_adopted(
+    sensor, instance, data_dir, world, world_accounts
+):
+    account = world_accounts[0]
+    store(data_dir, world, date(2024, 3, 5), [account])
+    empty = parquet.partition_path(data_dir, "nav_daily", account, HISTORY_START)
+    empty.parent.mkdir(parents=True)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"account_id": pa.array([], pa.string())}), empty)
+    result = tick(sensor, instance, data_dir)
+    assert result.run_requests == []
+    assert DiscoveryState.from_cursor(result.cursor).accounts[account].history == "adopted"
+    assert instance.get_dynamic_partitions("account") == [account]
+
+
+def test_unreadable_cursor_fails_clearly():
+    with pytest.raises(ValueError, match="unreadable account_discovery_sensor cursor"):
+        DiscoveryState.from_cursor("{not json")
+
+
+def run_status_context(instance, run_id, defs):
+    run = instance.get_run_by_id(run_id)
+    event = next(
+        r.event_log_entry.dagster_event
+        for r in instance.get_records_for_run(run_id).records
+        if r.event_log_entry.dagster_event
+        and r.event_log_entry.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+    )
+    return dg.build_run_status_sensor_context(
+        sensor_name="flex_normalize_after_raw",
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=run,
+        repository_def=defs.get_repository_def(),
+    )
+
+
+@pytest.mark.slow
+def test_discovered_account_gets_raw_then_normalized_history(
+    sensor, instance, data_dir, world, world_accounts, source, sim, flex_env
+):
+    """End to end through Dagster: daily raw + normalize for two accounts, a third joins the
+    query (with dateClosed on another), discovery re-fetches raw over the history in one run, and
+    the chained normalized run fills the third account's history."""
+    defs = make_defs(sim, data_dir, sensors=[sensor])
+    day = date(2024, 3, 5)
+    source.account_ids = sorted(world_accounts[:2])
+    raw = defs.resolve_job_def("flex_raw_job").execute_in_process(
+        instance=instance, partition_key=day.isoformat()
+    )
+    first = tick(sensor, instance, data_dir)
+    assert len(first.run_requests) == 1  # history of the first two accounts
+
+    source.account_ids = list(world_accounts)
+    closed = sorted(world_accounts[:2])[1]
+    source.date_closed[closed] = "20240305"
+    raw = defs.resolve_job_def("flex_raw_job").execute_in_process(
+        instance=instance, partition_key=day.isoformat()
+    )
+    for request in flex_normalize_after_raw(run_status_context(instance, raw.run_id, defs)):
+        assert (
+            defs.resolve_job_def(request.job_name)
+            .execute_in_process(instance=instance, tags=request.tags)
+            .success
+        )
+    assert parquet.read_table("account_info", data_dir=data_dir, start=day, end=day).num_rows == 3
+
+    found = tick(sensor, instance, data_dir, cursor=first.cursor)
+    third = world_accounts[2]
+    (request,) = found.run_requests
+    assert request.tags[NORMALIZE_ACCOUNTS_TAG] == third
+    state = DiscoveryState.from_cursor(found.cursor)
+    assert state.accounts[closed].status == "closed"
+    assert state.accounts[closed].closed_on == "2024-03-05"
+    assert "dateClosed" in state.accounts[closed].closed_reason
+
+    sends_before = sim.count("SendRequest")
+    history = defs.resolve_job_def("flex_raw_job").execute_in_process(
+        instance=instance, tags=request.tags
+    )
+    assert history.success
+    assert sim.count("SendRequest") - sends_before == 1  # 64 days: one window
+    follow = flex_normalize_after_raw(run_status_context(instance, history.run_id, defs))
+    assert [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in follow] == [
+        (f"{third}|2024-01-02", f"{third}|2024-03-05")
+    ]
+    (run_request,) = follow
+    assert (
+        defs.resolve_job_def(run_request.job_name)
+        .execute_in_process(instance=instance, tags=run_request.tags)
+        .success
+    )
+    nav = parquet.read_table("nav_daily", data_dir=data_dir, account_ids=[third])
+    days = world.business_days(HISTORY_START, day)
+    got = {r["date"]: r["total_base"] for r in nav.to_pylist()}
+    assert got == {d: world.day(third, d).nav.total_base for d in days}

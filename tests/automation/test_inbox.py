@@ -1,0 +1,184 @@
+import os
+import time
+from datetime import date
+
+import dagster as dg
+import pytest
+from conftest import make_defs
+
+from ibpipeline import inbox
+from ibpipeline.automation.sensors import build_inbox_sensor
+from ibpipeline.cli import main
+from ibpipeline.resources import DataDirResource
+from ibpipeline.sim.flex_statement import render_statement
+from ibpipeline.storage import parquet, rawstore
+
+START, END = date(2024, 2, 5), date(2024, 2, 9)  # Mon..Fri
+
+
+def tree(root):
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def statement(world, world_accounts) -> bytes:
+    return render_statement(world, world_accounts[:2], START, END)
+
+
+@pytest.fixture
+def inbox_dir(data_dir):
+    folder = data_dir / "inbox"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def drop(folder, name, content, age_s=60.0):
+    path = folder / name
+    path.write_bytes(content)
+    old = time.time() - age_s
+    os.utime(path, (old, old))
+    return path
+
+
+def test_ingest_then_same_bytes_again_is_a_duplicate(
+    data_dir, inbox_dir, statement, world, world_accounts
+):
+    accounts = sorted(world_accounts[:2])
+    first = inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "a.xml", statement))
+    assert first.status == "ingested"
+    assert first.accounts == tuple(accounts)
+    assert first.days_claimed == tuple(date(2024, 2, d) for d in range(5, 10))
+    assert first.moved_to == inbox_dir / "processed" / "a.xml"
+    assert not (inbox_dir / "a.xml").exists()
+    manifest = rawstore.read_manifest(data_dir, START)
+    assert (manifest.source, manifest.sha256) == ("inbox", first.sha256)
+    assert rawstore.read_statement(data_dir, first.sha256) == statement
+    nav = parquet.read_table("nav_daily", data_dir=data_dir)
+    expected = {
+        (a, d): world.day(a, d).nav.total_base
+        for a in accounts
+        for d in world.business_days(START, END)
+    }
+    assert {(r["account_id"], r["date"]): r["total_base"] for r in nav.to_pylist()} == expected
+    before = tree(data_dir / "raw") | tree(data_dir / "normalized")
+
+    # the same content dropped again under another name: moved, nothing written
+    second = inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "copy.xml", statement))
+    assert second.status == "duplicate" and second.partitions == ()
+    assert second.moved_to == inbox_dir / "processed" / "copy.xml"
+    assert tree(data_dir / "raw") | tree(data_dir / "normalized") == before
+    # and again under the first name: kept beside the first copy
+    third = inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "a.xml", statement))
+    assert third.status == "duplicate"
+    assert third.moved_to == inbox_dir / "processed" / f"a.{first.sha256[:12]}.xml"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (lambda good: good[: len(good) // 2], "invalid or truncated"),
+        (lambda good: b"", "empty file"),
+        (lambda good: b"<html><body>not flex</body></html>", "FlexQueryResponse"),
+        (lambda good: good.replace(b'accountId="U', b'accountId="x', 1), "invalid account id"),
+    ],
+)
+def test_unparseable_file_is_rejected_and_nothing_else_touched(
+    data_dir, inbox_dir, statement, content, reason
+):
+    inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "good.xml", statement))
+    before = tree(data_dir / "raw") | tree(data_dir / "normalized")
+    content = content(statement)
+    result = inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "bad.xml", content))
+    assert result.status == "rejected"
+    assert reason in result.reason
+    assert (inbox_dir / "rejected" / "bad.xml").read_bytes() == content
+    assert reason in (inbox_dir / "rejected" / "bad.xml.reason.txt").read_text()
+    assert not (inbox_dir / "bad.xml").exists()
+    assert tree(data_dir / "raw") | tree(data_dir / "normalized") == before
+
+
+def test_file_never_hides_other_accounts(data_dir, inbox_dir, world, world_accounts):
+    """Days whose statement covers an account the file lacks keep their statement."""
+    a, b = sorted(world_accounts[:2])
+    both = inbox.process_inbox_file(
+        data_dir,
+        inbox_dir,
+        drop(inbox_dir, "both.xml", render_statement(world, [a, b], START, START)),
+    )
+    only_a = render_statement(world, [a], START, END)
+    result = inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "a.xml", only_a))
+    assert result.days_kept == (START,)
+    assert START not in result.days_claimed and len(result.days_claimed) == 4
+    assert rawstore.read_manifest(data_dir, START).sha256 == both.sha256
+    assert rawstore.read_manifest(data_dir, END).sha256 == result.sha256
+    assert parquet.read_table("nav_daily", data_dir=data_dir, account_ids=[b]).num_rows == 1
+
+
+def test_sensor_requests_one_run_per_settled_file(data_dir, inbox_dir, statement, instance):
+    sensor = build_inbox_sensor(settle_s=5.0)
+    defs = make_defs(None, data_dir, sensors=[sensor])
+    drop(inbox_dir, "a.xml", statement)
+    drop(inbox_dir, "fresh.xml", statement, age_s=0)  # still being written
+    drop(inbox_dir, ".hidden.xml", statement)
+    drop(inbox_dir, "b.xml.part", statement)
+    (inbox_dir / "processed").mkdir()
+    ctx = dg.build_sensor_context(
+        instance=instance,
+        definitions=defs,
+        resources={"data_dir": DataDirResource(path=str(data_dir))},
+    )
+    requests = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx).run_requests
+    assert len(requests) == 1
+    config = requests[0].run_config["ops"]["import_inbox_file"]["config"]
+    assert config["path"] == str((inbox_dir / "a.xml").resolve())
+
+    # the run ingests and moves the file; materializations are recorded
+    result = defs.resolve_job_def("inbox_import_job").execute_in_process(
+        instance=instance, run_config=requests[0].run_config
+    )
+    assert result.success
+    assert (inbox_dir / "processed" / "a.xml").is_file()
+    mats = result.asset_materializations_for_node("import_inbox_file")
+    raw_days = sorted(m.partition for m in mats if m.asset_key == dg.AssetKey("raw_flex_statement"))
+    assert raw_days == [f"2024-02-0{d}" for d in range(5, 10)]
+    assert len(instance.get_dynamic_partitions("account")) == 2
+    old = time.time() - 60
+    os.utime(inbox_dir / "fresh.xml", (old, old))  # fresh.xml has settled meanwhile
+    ctx = dg.build_sensor_context(
+        instance=instance,
+        definitions=defs,
+        resources={"data_dir": DataDirResource(path=str(data_dir))},
+    )
+    (later,) = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx).run_requests
+    assert later.run_config["ops"]["import_inbox_file"]["config"]["path"].endswith("/fresh.xml")
+    assert later.run_key != requests[0].run_key
+
+
+def test_rejected_run_fails_with_reason(data_dir, inbox_dir, instance):
+    defs = make_defs(None, data_dir)
+    path = drop(inbox_dir, "junk.xml", b"not xml at all")
+    result = defs.resolve_job_def("inbox_import_job").execute_in_process(
+        instance=instance,
+        run_config={"ops": {"import_inbox_file": {"config": {"path": str(path)}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "junk.xml rejected" in failure.step_failure_data.error.message
+    assert (inbox_dir / "rejected" / "junk.xml.reason.txt").is_file()
+
+
+def test_cli_import(data_dir, tmp_path, statement, capsys):
+    path = tmp_path / "dl.xml"
+    path.write_bytes(statement)
+    assert main(["import", str(path), "--data-dir", str(data_dir)]) == 0
+    assert "ingested" in capsys.readouterr().out
+    assert path.is_file()  # the CLI leaves the file where it is
+    assert main(["import", str(path), "--data-dir", str(data_dir)]) == 0
+    assert "duplicate" in capsys.readouterr().out
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(b"<nope")
+    assert main(["import", str(bad), "--data-dir", str(data_dir)]) == 1
+    assert "rejected" in capsys.readouterr().err

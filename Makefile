@@ -11,7 +11,15 @@ $(BIN)/ibpipeline: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(BIN)/ibpipeline
+# Dagster loads dbt_project/target/manifest.json when it imports the definitions (outside
+# `dagster dev`, which re-parses on start), so installing builds it; it is rebuilt when a model changes.
+MANIFEST    := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project -path dbt_project/target -prune -o \( -name '*.sql' -o -name '*.yml' \) -print)
+
+$(MANIFEST): $(BIN)/ibpipeline $(DBT_SOURCES)
+	$(BIN)/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project
+
+install: $(BIN)/ibpipeline $(MANIFEST)
 
 demo: install
 	$(BIN)/ibpipeline demo

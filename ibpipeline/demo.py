@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -19,7 +19,11 @@ import dagster as dg
 
 from ibpipeline import settings
 from ibpipeline.assets import NORMALIZED_TABLES, flex_assets
+from ibpipeline.assets.checks import mart_checks, open_marts
+from ibpipeline.assets.marts import dbt_mart_assets, marts_job
+from ibpipeline.assets.tearsheets import tearsheet_path, tearsheets
 from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job
+from ibpipeline.dbt import dbt_resource
 from ibpipeline.partitions import ACCOUNT_DIMENSION, account_date_key
 from ibpipeline.resources import DataDirResource, FlexResource
 from ibpipeline.storage import parquet, warehouse
@@ -27,6 +31,7 @@ from ibpipeline.storage import parquet, warehouse
 DEMO_QUERY_ID = "900001"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class DemoResult:
     row_counts: dict[str, int]
     last_nav: dict[str, tuple[date, str, object]]
     data_dir: Path
+    performance: dict[str, dict[str, object]] = field(default_factory=dict)
+    tearsheets: dict[str, Path] = field(default_factory=dict)
 
 
 def demo_instance(project_dir: Path) -> dg.DagsterInstance:
@@ -77,13 +84,13 @@ def materialize_range(
 ) -> None:
     """Raw over ``start..end`` as one run, then normalized + views over accounts x dates as one run.
 
-    Raises ``dg.DagsterExecutionStepExecutionError`` style failures from the runs unchanged.
+    A failing step raises (``execute_in_process`` re-raises the asset's error).
     """
     defs = dg.Definitions(
         assets=flex_assets, jobs=[flex_raw_job, flex_normalize_job], resources=resources
     )
     defs.resolve_job_def(flex_raw_job.name).execute_in_process(
-        instance=instance, tags=range_tags(start.isoformat(), end.isoformat())
+        instance=instance, tags=range_tags(start.isoformat(), end.isoformat()), run_config=QUIET
     )
     registered = instance.get_dynamic_partitions(ACCOUNT_DIMENSION)
     ordered = [a for a in registered if a in set(account_ids)]
@@ -93,7 +100,39 @@ def materialize_range(
         tags=range_tags(
             account_date_key(first, start.isoformat()), account_date_key(last, end.isoformat())
         ),
+        run_config=QUIET,
     )
+
+
+def materialize_marts(
+    instance: dg.DagsterInstance,
+    resources: dict[str, dg.ConfigurableResource],
+    start: date,
+    end: date,
+) -> None:
+    """``marts_job`` over ``start..end`` as one run: dbt marts, their checks, the tearsheets."""
+    defs = dg.Definitions(
+        assets=[*dbt_mart_assets, tearsheets],
+        asset_checks=mart_checks,
+        jobs=[marts_job],
+        resources={**resources, "dbt": dbt_resource()},
+    )
+    defs.resolve_job_def(marts_job.name).execute_in_process(
+        instance=instance, tags=range_tags(start.isoformat(), end.isoformat()), run_config=QUIET
+    )
+
+
+PERFORMANCE_COLUMNS = ("currency", "twr", "cagr", "volatility", "sharpe", "max_drawdown")
+
+
+def performance(data_dir: Path) -> dict[str, dict[str, object]]:
+    """Each account's (and ALL's) since-inception row of ``performance_summary``."""
+    with open_marts(data_dir) as con:
+        rows = con.execute(
+            f"select account_id, {', '.join(PERFORMANCE_COLUMNS)} from performance_summary "
+            "where period = 'ITD' order by account_id = 'ALL', account_id"
+        ).fetchall()
+    return {row[0]: dict(zip(PERFORMANCE_COLUMNS, row[1:], strict=True)) for row in rows}
 
 
 def summarize(
@@ -138,13 +177,15 @@ def run_demo(
         )
     project_dir = (project_dir or Path.cwd()).resolve()
     data_root = Path(data_dir).resolve()
-    instance = demo_instance(project_dir)
     world = World(seed=seed, n_accounts=accounts, inception=start)
     account_ids = [a.account_id for a in world.accounts]
     token = "".join(secrets.choice("0123456789") for _ in range(24))
     os.environ[settings.FLEX_TOKEN_ENV] = token
     source = world_statement_source(world, today=lambda: today)
-    with FlexSimulator(source, token, [DEMO_QUERY_ID], today=lambda: today) as simulator:
+    with (
+        demo_instance(project_dir) as instance,
+        FlexSimulator(source, token, [DEMO_QUERY_ID], today=lambda: today) as simulator,
+    ):
         resources = {
             "flex": FlexResource(
                 token=dg.EnvVar(settings.FLEX_TOKEN_ENV),
@@ -156,8 +197,11 @@ def run_demo(
             "data_dir": DataDirResource(path=str(data_root)),
         }
         materialize_range(instance, resources, start, end, account_ids)
+        materialize_marts(instance, resources, start, end)
     counts, last_nav = summarize(data_root, account_ids, start, end)
-    result = DemoResult(start, end, tuple(account_ids), counts, last_nav, data_root)
+    perf = performance(data_root)
+    sheets = {a: tearsheet_path(data_root, a) for a in perf}
+    result = DemoResult(start, end, tuple(account_ids), counts, last_nav, data_root, perf, sheets)
     if not quiet:
         print(report(result, project_dir))
     return result
@@ -181,6 +225,24 @@ def report(result: DemoResult, project_dir: Path) -> str:
         f"Parquet:        {result.data_dir / 'normalized'}",
         f"DuckDB:         {warehouse.warehouse_path(result.data_dir)} (schema normalized)",
         "",
+        "Performance since inception (TWR, CAGR, volatility, Sharpe, max drawdown):",
+        *(
+            f"  {a:<10} {p['currency']}  {_pct(p['twr'])}  {_pct(p['cagr'])}  "
+            f"{_pct(p['volatility'])}  {_num(p['sharpe'])}  {_pct(p['max_drawdown'])}"
+            for a, p in result.performance.items()
+        ),
+        "",
+        "Tearsheets:",
+        *(f"  {a:<10} {path}" for a, path in result.tearsheets.items()),
+        "",
         f"See the runs and assets: cd {project_dir} && dagster dev  (then http://127.0.0.1:3000)",
     ]
     return "\n".join(lines)
+
+
+def _pct(value: object) -> str:
+    return "n/a" if value is None else f"{value:>8.2%}"
+
+
+def _num(value: object) -> str:
+    return "n/a" if value is None else f"{value:>6.2f}"

@@ -17,6 +17,13 @@ FLEX_TOKEN = "731054826619374025548312"  # 24 digits like a real token; grep-abl
 FLEX_QUERY_ID = "800969"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Build the dbt manifest before collection: the definitions load it at import time."""
+    from ibpipeline.dbt import ensure_manifest
+
+    ensure_manifest()
+
+
 @pytest.fixture
 def public_flex_dir() -> Path:
     """Folder of the four real public Activity Flex XML statements."""

@@ -1,13 +1,20 @@
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
 from ibpipeline.cli import build_parser, main
+from ibpipeline.demo import report, run_demo
 
-PUBLIC = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "flex" / "public"
+ROOT = Path(__file__).resolve().parents[1]
+PUBLIC = ROOT / ".." / "shared" / "fixtures" / "flex" / "public"
 
 
 def test_parse_writes_tables(tmp_path, capsys):
@@ -45,3 +52,54 @@ def test_console_script_help():
     assert done.returncode == 0
     for command in ("sim", "parse", "demo"):
         assert command in done.stdout
+
+
+@pytest.mark.slow
+def test_demo_twice_gives_the_same_rows(monkeypatch):
+    shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
+    project = Path(tempfile.mkdtemp(dir=shm, prefix="ibpipeline-demo-"))
+    try:
+        (project / "dagster.yaml").write_bytes((ROOT / "dagster.yaml").read_bytes())
+        monkeypatch.chdir(project)
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        monkeypatch.setenv("IBKR_FLEX_TOKEN", "unused")  # restored after the test
+        today = date(2024, 3, 13)
+        kwargs = dict(
+            accounts=2,
+            days=5,
+            data_dir=project / "data",
+            project_dir=project,
+            today=today,
+            quiet=True,
+        )
+        first = run_demo(**kwargs)
+        token = os.environ["IBKR_FLEX_TOKEN"]
+        assert token != "unused" and len(token) == 24
+        files = sorted(
+            p.relative_to(project) for p in (project / "data" / "normalized").rglob("*.parquet")
+        )
+        second = run_demo(**kwargs)
+        assert (first.start, first.end) == (date(2024, 3, 8), date(2024, 3, 12))
+        assert second.row_counts == first.row_counts
+        assert first.row_counts["nav_daily"] == 2 * 3  # 2 accounts x Fri, Mon, Tue
+        assert second.last_nav == first.last_nav
+        assert {day for day, _, _ in first.last_nav.values()} == {date(2024, 3, 12)}
+        assert (
+            sorted(
+                p.relative_to(project) for p in (project / "data" / "normalized").rglob("*.parquet")
+            )
+            == files
+        )
+        assert len(files) == 2 * 5 * 8
+        with dg.DagsterInstance.from_config(str(project)) as instance:
+            runs = instance.get_runs()
+        assert (
+            sorted(r.job_name for r in runs)
+            == ["flex_normalize_job"] * 2 + ["flex_raw_job"] * 2 + ["marts_job"] * 2
+        )
+        assert all(r.is_success for r in runs)
+        leaks = [p for p in project.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+        assert leaks == []
+        assert token not in report(second, project)
+    finally:
+        shutil.rmtree(project, ignore_errors=True)

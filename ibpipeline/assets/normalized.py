@@ -7,6 +7,7 @@ and replaces every selected partition's Parquet file (an empty file when the par
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -121,14 +122,14 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
 
 
-class _TableStats:
-    """What one run wrote for one table (for metadata)."""
+@dataclass
+class TableStats:
+    """What one run wrote for one table: rows, partition files, schema, first non-empty part."""
 
-    def __init__(self) -> None:
-        self.rows = 0
-        self.partitions = 0
-        self.schema: pa.Schema | None = None
-        self.preview: pa.Table | None = None
+    rows: int = 0
+    partitions: int = 0
+    schema: pa.Schema | None = None
+    preview: pa.Table | None = None
 
     def add(self, table: pa.Table) -> None:
         self.rows += table.num_rows
@@ -140,7 +141,7 @@ class _TableStats:
 
 def normalize_partitions(
     data_dir: Path, partitions: list[PartitionId], tables: Iterable[str]
-) -> dict[str, _TableStats]:
+) -> dict[str, TableStats]:
     """Write every selected (table, account, date) partition from the stored statements.
 
     Each statement is read and parsed once; a date's rows come only from the statement its
@@ -152,7 +153,7 @@ def normalize_partitions(
     by_sha: dict[str, list[PartitionId]] = defaultdict(list)
     for account_id, day in partitions:
         by_sha[manifests[day].sha256].append((account_id, day))
-    stats = {name: _TableStats() for name in tables}
+    stats = {name: TableStats() for name in tables}
     for sha256, wanted in sorted(by_sha.items()):
         parsed = statement_tables(rawstore.read_statement(data_dir, sha256), sha256)
         for name in tables:
@@ -165,14 +166,18 @@ def normalize_partitions(
     return stats
 
 
-def _metadata(stats: _TableStats, partitions: list[PartitionId]) -> Mapping[str, object]:
+def _metadata(stats: TableStats, partitions: list[PartitionId]) -> Mapping[str, object]:
     days = [d for _, d in partitions]
+    # The same metadata lands on every partition of the run, so the standard row count is only
+    # set when the run wrote exactly one partition.
     metadata: dict[str, object] = {
-        "dagster/row_count": stats.rows,
-        "partitions_written": stats.partitions,
+        "rows_in_run": stats.rows,
+        "partitions_in_run": stats.partitions,
         "date_range": f"{min(days)}..{max(days)}",
         "accounts": sorted({a for a, _ in partitions}),
     }
+    if stats.partitions == 1:
+        metadata["dagster/row_count"] = stats.rows
     if stats.schema is not None:
         metadata["dagster/column_schema"] = column_schema(stats.schema)
     if stats.preview is not None:

@@ -499,6 +499,52 @@ TABLES: dict[str, TableSpec] = {
 }
 SCHEMAS: dict[str, pa.Schema] = {name: spec.schema for name, spec in TABLES.items()}
 
+# positions_daily is derived (ibpipeline.flex.positions), not parsed: no ``extra`` column. ``flex``
+# metadata names the OpenPosition attribute a column is copied from on the OpenPositions date.
+POSITIONS_DAILY_COLUMNS: tuple[Column, ...] = (
+    CONID,
+    _s("level_of_detail", "levelOfDetail", "SUMMARY (one per conid) or LOT (OpenPositions date)"),
+    _ts("lot_open_at", "openDateTime", "LOT rows: when the lot was opened (null for SUMMARY)"),
+    *INSTRUMENT,
+    Column(
+        "quantity",
+        "dec",
+        "position",
+        "end-of-day position; shorts negative",
+        "shares/contracts/face",
+    ),
+    Column(
+        "mark_price", "dec", "markPrice", "close on date", "price in currency (BOND: % of face)"
+    ),
+    _money(
+        "position_value",
+        "positionValue",
+        "quantity x mark x multiplier (BOND: quantity x mark / 100; FUT: notional)",
+    ),
+    FX_TO_BASE,
+    Column(
+        "value_base",
+        "dec",
+        None,
+        "NAV contribution: position_value x fx_rate_to_base (0 for FUT: variation margin "
+        "settles into cash daily); exact, rounded half-even only at the 10th decimal place",
+        "money in base currency",
+    ),
+    _money("cost_basis_money", "costBasisMoney", "null on reconstructed days"),
+    _money(
+        "unrealized_pnl", "fifoPnlUnrealized", "FIFO unrealized P/L; null on reconstructed days"
+    ),
+    Column("source", "str", None, "OpenPositions (as printed) or reconstructed"),
+)
+POSITIONS_DAILY: pa.Schema = pa.schema(
+    [ACCOUNT_ID.field(), DATE_FIELD, *(c.field() for c in POSITIONS_DAILY_COLUMNS), SHA_FIELD],
+    metadata={
+        "doc": "End-of-day positions per report date: OpenPositions at the statement's last "
+        "report date, earlier days reconstructed from trades, transfers and corporate actions.",
+        "key": "account_id,date,conid,level_of_detail,lot_open_at",
+    },
+)
+
 
 # Attributes IBKR documents (the fields of ibflex 1.1 ``Types.py``) that have no column: they are
 # dropped; any other attribute is unknown and kept in ``extra``. CashReportCurrency and

@@ -53,10 +53,10 @@ def business_days(start: date, end: date) -> list[date]:
     ]
 
 
-def run_raw(defs, instance, start: date, end: date):
+def run_raw(defs, instance, start: date, end: date, **kwargs):
     job = defs.resolve_job_def("flex_raw_job")
     return job.execute_in_process(
-        instance=instance, tags=range_tags(start.isoformat(), end.isoformat())
+        instance=instance, tags=range_tags(start.isoformat(), end.isoformat()), **kwargs
     )
 
 
@@ -75,6 +75,10 @@ def test_single_partition(defs, world, instance, data_dir):
     nav = parquet.read_table("nav_daily", data_dir=data_dir)
     assert nav.select(["account_id", "date"]).to_pylist() == [{"account_id": account, "date": day}]
     assert nav.column("total_base")[0].as_py() == world.day(account, day).nav.total_base
+    mats = result.asset_materializations_for_node("normalized_flex")
+    assert {m.partition for m in mats} == {f"{account}|{day}"}
+    nav_meta = next(m for m in mats if m.asset_key == dg.AssetKey("nav_daily")).metadata
+    assert nav_meta["dagster/row_count"].value == 1
     for table in normalized.NORMALIZED_TABLES:
         parts = parquet.list_partitions(table, data_dir=data_dir)
         assert [(p.account_id, p.date) for p in parts] == [(account, day)], table
@@ -116,7 +120,8 @@ def test_range_run_parses_once_and_rerun_is_identical(
     assert got == expected
     meta = result.asset_materializations_for_node("normalized_flex")
     nav_meta = next(m for m in meta if m.asset_key == dg.AssetKey("nav_daily")).metadata
-    assert nav_meta["dagster/row_count"].value == nav.num_rows
+    assert nav_meta["rows_in_run"].value == nav.num_rows
+    assert nav_meta["partitions_in_run"].value == 3 * n_days
     assert nav_meta["date_range"].value == f"{start}..{end}"
     with duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True) as con:
         assert (

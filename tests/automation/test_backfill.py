@@ -37,13 +37,13 @@ def test_cli_backfill_three_accounts_400_days(
     result = run_backfill(defs, instance, START, END)
     sends = [r for r in sim.requests if r.endpoint == "SendRequest"]
     assert [(r.fd, r.td) for r in sends] == [
-        ("20240102", "20241230"),
-        ("20241231", "20250204"),
+        ("20240102", "20241231"),
+        ("20250101", "20250204"),
     ]
     assert len(parse_calls) == 2  # each statement parsed once, for all accounts
     assert len(result.normalize_run_ids) == 1
     assert sorted(result.accounts) == sorted(world_accounts)
-    assert rawstore.read_manifest(data_dir, END).from_date == date(2024, 12, 31)
+    assert rawstore.read_manifest(data_dir, END).from_date == date(2025, 1, 1)
     assert_history_complete(data_dir, world, world_accounts)
 
 

@@ -1,0 +1,369 @@
+"""Daily positions of a window statement: ``positions_daily`` (see ``docs/architecture.md``).
+
+One-day Flex requests would cost a request per report date, so the end-of-day positions of every
+report date are reconstructed from one statement per account:
+
+- Report dates: the statement's EquitySummary (``nav_daily``) dates in [fromDate, toDate] (the row
+  of the day before fromDate is excluded); without EquitySummary, the weekdays of the window that
+  occur in any position, trade, transfer, corporate action, cash or rate row; always the
+  OpenPositions date (the *anchor*: toDate's report date; toDate when OpenPositions is empty).
+- Quantities: the anchor's OpenPositions SUMMARY quantity per conid (the sum of the LOT rows for a
+  conid printed only as lots), walked back day by day undoing the position changes dated after each
+  report date: EXECUTION trades with a conid (``CASH`` FX trades hold no position), and
+  non-SUMMARY transfers (signed by ``direction``) and corporate actions. Zero quantities are dropped.
+- Prices of a reconstructed day D: the PriorPeriodPositions price of D (close on D of a position
+  held at the previous close), else the ``close_price`` of an execution of the conid on D (opened
+  that day), else on the anchor the OpenPositions mark. No price raises
+  :class:`PositionReconstructionError` naming account, conid and date (never a silent 0).
+- position_value = quantity x price x multiplier (BOND: quantity x price / 100, price in percent of
+  face), in the instrument currency (a FUT's notional, as IBKR prints it).
+- fx_rate_to_base: ConversionRates ``currency -> base`` of that day, else the source row's
+  ``fxRateToBase``, else 1 for the base currency. value_base = position_value x fx_rate_to_base
+  (0 for FUT: variation margin settles into cash daily).
+- On the anchor the OpenPositions rows are copied as printed (SUMMARY and LOT rows, ``source =
+  "OpenPositions"``); reconstructed days have SUMMARY rows only, ``source = "reconstructed"`` and
+  null ``cost_basis_money`` / ``unrealized_pnl`` (FIFO lots are not replayed).
+
+Computed decimals are exact; only values with more than 10 decimal places (the storage scale of
+``decimal128(38, 10)``) are rounded half-even at the 10th place. When statements of one account
+overlap, the statement with the later toDate wins each report date.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+
+import pyarrow as pa
+
+from ibpipeline.flex.errors import FlexError
+from ibpipeline.flex.parse import ParsedFlex, StatementInfo
+from ibpipeline.flex.schema import INSTRUMENT, POSITIONS_DAILY
+
+ZERO = Decimal(0)
+ONE = Decimal(1)
+_SCALE = Decimal("1E-10")
+_CONTEXT = Context(prec=38, rounding=ROUND_HALF_EVEN)
+_INSTRUMENT_FIELDS: tuple[str, ...] = tuple(c.name for c in INSTRUMENT)
+_DATE_SOURCES = (
+    "open_positions",
+    "prior_period_positions",
+    "trades",
+    "transfers",
+    "corporate_actions",
+    "cash_transactions",
+    "fx_rates",
+)
+_INPUT_TABLES = ("nav_daily", *_DATE_SOURCES)
+SOURCE_OPEN_POSITIONS = "OpenPositions"
+SOURCE_RECONSTRUCTED = "reconstructed"
+
+Row = dict[str, object]
+
+
+class PositionReconstructionError(FlexError, ValueError):
+    """A statement whose daily positions cannot be reconstructed (e.g. a position without price)."""
+
+
+def _exact(value: Decimal) -> Decimal:
+    """``value`` at the storage scale: unchanged unless it has more than 10 decimal places."""
+    if value.as_tuple().exponent >= -10:  # type: ignore[operator]
+        return value
+    return value.quantize(_SCALE, context=_CONTEXT)
+
+
+def position_value(quantity: Decimal, price: Decimal, asset_category: str | None,
+                   multiplier: Decimal | None) -> Decimal:  # fmt: skip
+    """quantity x price x multiplier in the instrument currency; BOND: quantity (face) x price
+    (percent of face) / 100. A missing multiplier counts as 1."""
+    if asset_category == "BOND":
+        return _exact(_CONTEXT.divide(_CONTEXT.multiply(quantity, price), 100))
+    return _exact(_CONTEXT.multiply(_CONTEXT.multiply(quantity, price), multiplier or ONE))
+
+
+def value_in_base(value: Decimal | None, fx_rate: Decimal, asset_category: str | None) -> Decimal:
+    """NAV contribution in base: value x fx_rate, 0 for FUT (variation settles into cash)."""
+    if asset_category == "FUT" or value is None:
+        return ZERO
+    return _exact(_CONTEXT.multiply(value, fx_rate))
+
+
+@dataclass
+class _Window:
+    """One statement's rows (its account, dates in [from_date, to_date]), indexed for lookups."""
+
+    info: StatementInfo
+    nav_dates: set[date] = field(default_factory=set)
+    other_dates: set[date] = field(default_factory=set)
+    summary: dict[int, Row] = field(default_factory=dict)
+    lots: dict[int, list[Row]] = field(default_factory=lambda: defaultdict(list))
+    anchor_dates: set[date] = field(default_factory=set)
+    deltas: dict[date, dict[int, Decimal]] = field(default_factory=lambda: defaultdict(dict))
+    prior: dict[tuple[date, int], Row] = field(default_factory=dict)
+    traded: dict[tuple[date, int], Row] = field(default_factory=dict)
+    fx: dict[tuple[date, str], Decimal] = field(default_factory=dict)
+    instruments: dict[int, Row] = field(default_factory=dict)
+
+    def add_delta(self, day: date, conid: int, quantity: Decimal) -> None:
+        changes = self.deltas[day]
+        changes[conid] = changes.get(conid, ZERO) + quantity
+
+    def describe(self, conid: int, row: Row) -> None:
+        """Remember the instrument columns of the first row seen for ``conid``."""
+        self.instruments.setdefault(conid, {k: row.get(k) for k in _INSTRUMENT_FIELDS})
+
+
+def _rows_by_account(table: pa.Table) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = defaultdict(list)
+    for row in table.to_pylist():
+        out[row["account_id"]].append(row)
+    return out
+
+
+def _window(info: StatementInfo, rows: Mapping[str, list[Row]]) -> _Window:
+    """Index the rows of ``info``'s account dated inside its window."""
+    w = _Window(info)
+
+    def inside(name: str) -> Iterable[Row]:
+        return (r for r in rows.get(name, ()) if info.from_date <= r["date"] <= info.to_date)
+
+    w.nav_dates = {r["date"] for r in inside("nav_daily")}
+    for name in _DATE_SOURCES:
+        w.other_dates |= {r["date"] for r in inside(name) if r["date"].weekday() < 5}
+    for r in inside("open_positions"):
+        if r["conid"] is None:
+            continue
+        w.anchor_dates.add(r["date"])
+        if r["level_of_detail"] == "LOT":
+            w.lots[r["conid"]].append(r)
+        else:
+            w.summary[r["conid"]] = r
+        w.describe(r["conid"], r)
+    for r in inside("prior_period_positions"):
+        if r["conid"] is not None:
+            w.prior[(r["date"], r["conid"])] = r
+            w.describe(r["conid"], r)
+    for r in inside("trades"):
+        if (
+            r["level_of_detail"] != "EXECUTION"
+            or r["conid"] is None
+            or r["asset_category"] == "CASH"
+            or r["quantity"] is None
+        ):
+            continue
+        w.add_delta(r["date"], r["conid"], r["quantity"])
+        if r["close_price"] is not None:
+            w.traded.setdefault((r["date"], r["conid"]), r)
+        w.describe(r["conid"], r)
+    for r in inside("transfers"):
+        if _moves_position(r):
+            sign = {"IN": 1, "OUT": -1}.get((r["direction"] or "").upper())
+            qty = r["quantity"] if sign is None else sign * abs(r["quantity"])
+            w.add_delta(r["date"], r["conid"], qty)
+            w.describe(r["conid"], r)
+    for r in inside("corporate_actions"):
+        if _moves_position(r):
+            w.add_delta(r["date"], r["conid"], r["quantity"])
+            w.describe(r["conid"], r)
+    for r in inside("fx_rates"):
+        to_ccy = r["to_currency"]
+        if r["rate"] is not None and (info.base_currency is None or to_ccy == info.base_currency):
+            w.fx[(r["date"], r["from_currency"])] = r["rate"]
+    return w
+
+
+def _moves_position(row: Row) -> bool:
+    """A DETAIL transfer / corporate action row that changes a security position."""
+    return (
+        row["level_of_detail"] != "SUMMARY"
+        and row["conid"] is not None
+        and row["asset_category"] != "CASH"
+        and bool(row["quantity"])
+    )
+
+
+def _anchor(w: _Window) -> date:
+    """The OpenPositions date (toDate when the statement prints no open position)."""
+    if len(w.anchor_dates) > 1:
+        days = ", ".join(sorted(d.isoformat() for d in w.anchor_dates))
+        raise PositionReconstructionError(
+            f"account {w.info.account_id}: OpenPositions of the statement "
+            f"{w.info.from_date}..{w.info.to_date} have several report dates ({days})"
+        )
+    return next(iter(w.anchor_dates), w.info.to_date)
+
+
+def report_dates(w: _Window, anchor: date) -> list[date]:
+    """The window's report dates: EquitySummary dates, else weekdays seen in the rows; + anchor."""
+    return sorted((w.nav_dates or w.other_dates) | {anchor})
+
+
+def _end_quantities(w: _Window) -> dict[int, Decimal]:
+    """Anchor quantity per conid: the SUMMARY row, else the sum of the conid's LOT rows."""
+    out = {conid: row["quantity"] for conid, row in w.summary.items()}
+    for conid, lots in w.lots.items():
+        if conid not in out:
+            out[conid] = sum((r["quantity"] for r in lots), ZERO)
+    return out
+
+
+def _apply(held: dict[int, Decimal], changes: Mapping[int, Decimal], sign: int) -> None:
+    for conid, qty in changes.items():
+        held[conid] = held.get(conid, ZERO) + sign * qty
+
+
+def daily_quantities(
+    end: Mapping[int, Decimal],
+    anchor: date,
+    deltas: Mapping[date, Mapping[int, Decimal]],
+    days: Iterable[date],
+) -> dict[date, dict[int, Decimal]]:
+    """End-of-day non-zero quantity per conid on each of ``days``, from the ``end`` quantities on
+    ``anchor`` and the position changes per date (undone backwards, applied forwards)."""
+    days = sorted(set(days))
+    changes = sorted(deltas)
+    out: dict[date, dict[int, Decimal]] = {}
+    held = dict(end)
+    before = [d for d in changes if d <= anchor]
+    for day in reversed([d for d in days if d <= anchor]):
+        while before and before[-1] > day:
+            _apply(held, deltas[before.pop()], -1)
+        out[day] = {c: q for c, q in held.items() if q}
+    held = dict(end)
+    after = [d for d in changes if d > anchor]
+    for day in [d for d in days if d > anchor]:
+        while after and after[0] <= day:
+            _apply(held, deltas[after.pop(0)], 1)
+        out[day] = {c: q for c, q in held.items() if q}
+    return out
+
+
+def _fx_rate(
+    w: _Window, day: date, currency: str | None, source: Row | None, conid: int
+) -> Decimal:
+    rate = w.fx.get((day, currency))
+    if rate is None and source is not None:
+        rate = source.get("fx_rate_to_base")
+    if rate is None and currency is not None and currency == w.info.base_currency:
+        rate = ONE
+    if rate is None:
+        raise PositionReconstructionError(
+            f"account {w.info.account_id}: no {currency}->{w.info.base_currency} rate on {day} "
+            f"for conid {conid} (no ConversionRate, no fxRateToBase)"
+        )
+    return rate
+
+
+def _reconstructed_row(w: _Window, anchor: date, day: date, conid: int, qty: Decimal) -> Row:
+    """A SUMMARY row priced at the close of ``day`` (see the module doc for the price order)."""
+    prior, traded = w.prior.get((day, conid)), w.traded.get((day, conid))
+    source: Row | None = None
+    price = None
+    if prior is not None and prior["price"] is not None:
+        source, price = prior, prior["price"]
+    elif traded is not None:
+        source, price = traded, traded["close_price"]
+    elif day == anchor and conid in w.lots:  # printed as LOT rows only
+        source = w.lots[conid][0]
+        price = source["mark_price"]
+    if price is None:
+        raise PositionReconstructionError(
+            f"account {w.info.account_id}: no price for conid {conid} on {day} "
+            f"(quantity {qty.normalize():f}): "
+            "no PriorPeriodPositions row, no execution closePrice that day; include "
+            "PriorPeriodPositions in the Flex query"
+        )
+    inst = w.instruments[conid]
+    category = inst["asset_category"]
+    value = position_value(qty, price, category, inst["multiplier"])
+    fx = _fx_rate(w, day, inst["currency"], source, conid)
+    lots = w.lots.get(conid, ()) if day == anchor else ()
+    return {
+        **inst,
+        "date": day,
+        "conid": conid,
+        "level_of_detail": "SUMMARY",
+        "lot_open_at": None,
+        "quantity": qty,
+        "mark_price": price,
+        "position_value": value,
+        "fx_rate_to_base": fx,
+        "value_base": value_in_base(value, fx, category),
+        "cost_basis_money": _lot_sum(lots, "cost_basis_money"),
+        "unrealized_pnl": _lot_sum(lots, "unrealized_pnl"),
+        "source": SOURCE_OPEN_POSITIONS if day == anchor else SOURCE_RECONSTRUCTED,
+    }
+
+
+def _lot_sum(lots: Iterable[Row], name: str) -> Decimal | None:
+    """Sum of the LOT rows' ``name`` (None without lots or when a lot has none)."""
+    values = [r[name] for r in lots]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values, ZERO)
+
+
+def _printed_row(w: _Window, row: Row) -> Row:
+    """An OpenPositions row as printed, with value_base and the day's ConversionRate."""
+    fx = _fx_rate(w, row["date"], row["currency"], row, row["conid"])
+    out = {name: row.get(name) for name in POSITIONS_DAILY.names}
+    out["fx_rate_to_base"] = fx
+    out["value_base"] = value_in_base(row["position_value"], fx, row["asset_category"])
+    out["source"] = SOURCE_OPEN_POSITIONS
+    return out
+
+
+def _statement_rows(w: _Window, skip: set[date]) -> tuple[list[Row], list[date]]:
+    """Rows of one statement (report dates in ``skip`` left out) and its report dates."""
+    anchor = _anchor(w)
+    days = [d for d in report_dates(w, anchor) if d not in skip]
+    quantities = daily_quantities(_end_quantities(w), anchor, w.deltas, days)
+    out: list[Row] = []
+    for day in days:
+        for conid, qty in quantities[day].items():
+            if day == anchor and conid in w.summary:
+                out.append(_printed_row(w, w.summary[conid]))
+            else:
+                out.append(_reconstructed_row(w, anchor, day, conid, qty))
+            if day == anchor:
+                out.extend(_printed_row(w, lot) for lot in w.lots.get(conid, ()))
+    for row in out:
+        row["account_id"] = w.info.account_id
+    return out, days
+
+
+def _sort_key(row: Row) -> tuple:
+    lot_at = row["lot_open_at"]
+    return (
+        row["account_id"],
+        row["date"],
+        row["conid"],
+        row["level_of_detail"] != "SUMMARY",
+        lot_at is not None,
+        lot_at or datetime.min,
+    )
+
+
+def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
+    """``positions_daily`` of a parsed statement: every report date's end-of-day positions per
+    account (schema :data:`ibpipeline.flex.schema.POSITIONS_DAILY`), sorted by account_id, date,
+    conid (SUMMARY before LOT rows).
+
+    Raises PositionReconstructionError when a held position has no price or FX rate on a report
+    date, or a statement's OpenPositions span several report dates.
+    """
+    rows = {name: _rows_by_account(parsed.tables[name]) for name in _INPUT_TABLES}
+    done: dict[str, set[date]] = defaultdict(set)
+    out: list[Row] = []
+    for info in sorted(parsed.statements, key=lambda s: (s.to_date, s.from_date), reverse=True):
+        by_table = {name: rows[name].get(info.account_id, []) for name in _INPUT_TABLES}
+        statement_rows, days = _statement_rows(_window(info, by_table), done[info.account_id])
+        done[info.account_id].update(days)
+        out.extend(statement_rows)
+    for row in out:
+        row["statement_sha256"] = parsed.source_sha256
+    out.sort(key=_sort_key)
+    return pa.Table.from_pylist(out, schema=POSITIONS_DAILY)

@@ -1,0 +1,408 @@
+"""The dbt marts, their checks and the tearsheets as Dagster assets.
+
+Fast tests cover the definitions (partitions, pools, lineage, checks) and the pure helpers. The
+slow ones run the whole chain through Dagster on a simulated Flex Web Service over loopback:
+raw -> normalized -> dbt marts (one range run) -> checks -> tearsheets, then two overlapping runs
+that both write the DuckDB file under the ``duckdb_writer`` pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from asset_helpers import flex_jobs, make_resources, range_tags
+
+from ibpipeline import settings
+from ibpipeline.assets import NORMALIZED_TABLES, flex_assets, warehouse_views
+from ibpipeline.assets.checks import (
+    NavDay,
+    business_day_gaps,
+    mart_checks,
+    nav_breaks,
+    previous_business_day,
+)
+from ibpipeline.assets.marts import (
+    DAILY_SELECT,
+    MARTS_GROUP,
+    daily_marts,
+    summary_marts,
+    window_vars,
+)
+from ibpipeline.assets.tearsheets import (
+    AccountSeries,
+    render_png,
+    tearsheet_path,
+    tearsheets,
+    xirr_cashflows,
+)
+from ibpipeline.dbt import PROJECT_DIR, dbt_resource
+from ibpipeline.finance.returns import xirr
+from ibpipeline.flex.ratelimit import RateLimit
+from ibpipeline.partitions import account_date_key, daily
+from ibpipeline.resources import DataDirResource, FlexResource
+from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
+from ibpipeline.storage import parquet
+from ibpipeline.world import World
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+QUERY_ID = "800969"
+TOKEN = "731054826619374025548312"
+DAILY_MARTS = {"daily_nav", "daily_returns", "drawdowns", "allocation_daily", "positions_history"}
+SUMMARY_MARTS = {"performance_summary", "drawdown_periods", "pnl_by_symbol", "trade_stats"}
+MART_NAMES = {p.stem for p in (PROJECT_DIR / "models" / "marts").glob("*.sql")}
+
+
+def keys_of(assets_def: dg.AssetsDefinition) -> set[str]:
+    return {k.to_user_string() for k in assets_def.keys}
+
+
+# -- definitions ----------------------------------------------------------------------------------
+
+
+def test_window_vars_are_the_end_exclusive_window() -> None:
+    start = daily.time_window_for_partition_key("2024-03-01").start
+    end = daily.time_window_for_partition_key("2024-03-31").end
+    assert window_vars(start, end) == {"min_date": "2024-03-01", "max_date": "2024-04-01"}
+    with pytest.raises(ValueError, match="empty date window"):
+        window_vars(end, start)
+
+
+def test_daily_marts_are_partitioned_pooled_and_single_run() -> None:
+    assert daily_marts.partitions_def is daily
+    assert daily_marts.backfill_policy == dg.BackfillPolicy.single_run()
+    assert daily_marts.op.pool == "duckdb_writer"
+    keys = keys_of(daily_marts)
+    assert keys >= DAILY_MARTS
+    assert {k for k in keys if k.startswith("stg_")} == {f"stg_{t}" for t in NORMALIZED_TABLES}
+    assert not keys & SUMMARY_MARTS
+
+
+def test_summary_marts_are_unpartitioned_and_pooled() -> None:
+    assert summary_marts.partitions_def is None
+    assert summary_marts.op.pool == "duckdb_writer"
+    assert keys_of(summary_marts) == SUMMARY_MARTS
+    assert DAILY_MARTS | SUMMARY_MARTS == MART_NAMES
+    assert "config.materialized:incremental" in DAILY_SELECT
+
+
+def test_sources_are_the_normalized_assets_mapped_by_date() -> None:
+    for table in NORMALIZED_TABLES:
+        spec = daily_marts.specs_by_key[dg.AssetKey(f"stg_{table}")]
+        (dep,) = [d for d in spec.deps if d.asset_key == dg.AssetKey(table)]
+        assert dep.partition_mapping == dg.MultiToSingleDimensionPartitionMapping("date")
+    resources = {
+        "flex": FlexResource(token="unused", query_id=QUERY_ID),
+        "data_dir": DataDirResource(path="unused"),
+        "dbt": dbt_resource(),
+    }
+    defs = dg.Definitions(assets=[*flex_assets, daily_marts, summary_marts], resources=resources)
+    graph = defs.resolve_asset_graph()
+    upstream = dg.AssetSelection.assets("daily_nav").upstream().resolve(graph)
+    assert dg.AssetKey("raw_flex_statement") in upstream
+    assert dg.AssetKey("nav_daily") in upstream
+    mapping = graph.get_partition_mapping(dg.AssetKey("stg_nav_daily"), dg.AssetKey("nav_daily"))
+    assert mapping == dg.MultiToSingleDimensionPartitionMapping("date")
+
+
+def test_marts_group_pool_and_uniqueness_checks() -> None:
+    for assets_def in (daily_marts, summary_marts):
+        assert set(assets_def.group_names_by_key.values()) == {MARTS_GROUP}
+    assert tearsheets.group_names_by_key[tearsheets.key] == MARTS_GROUP
+    assert tearsheets.op.pool == "duckdb_writer"
+    assert all(check.op.pool == "duckdb_writer" for check in mart_checks)
+    check_names = {key.name for a in (daily_marts, summary_marts) for key in a.check_keys}
+    for mart in MART_NAMES:
+        assert any(n.startswith(f"unique_combination_{mart}_") for n in check_names), mart
+
+
+# -- pure helpers ---------------------------------------------------------------------------------
+
+
+def test_business_day_gaps_and_previous_business_day() -> None:
+    friday, monday, tuesday = date(2024, 3, 1), date(2024, 3, 4), date(2024, 3, 5)
+    assert business_day_gaps([friday, monday, tuesday]) == []
+    assert business_day_gaps([friday, tuesday]) == [monday]
+    assert business_day_gaps([]) == []
+    assert previous_business_day(monday) == friday
+    assert previous_business_day(date(2024, 3, 3)) == friday  # Sunday
+    assert previous_business_day(tuesday) == monday
+
+
+def test_nav_breaks_allow_half_a_cent_per_rounded_amount() -> None:
+    def day(nav: str, n_positions: int) -> NavDay:
+        return NavDay(
+            "U1234567", date(2024, 3, 1), Decimal(nav), Decimal("100.00"), Decimal("1.00"),
+            Decimal("899.00"), n_positions,
+        )  # fmt: skip
+
+    assert nav_breaks([day("1000.00", 1)]) == []
+    assert nav_breaks([day("1000.02", 1)]) == []  # 0.02 <= 0.005 * 4
+    broken = day("1000.03", 1)
+    assert nav_breaks([broken]) == [broken]
+    assert nav_breaks([day("1000.03", 3)]) == []  # 0.03 <= 0.005 * 6
+
+
+def test_xirr_cashflows() -> None:
+    d0, d1, d2 = date(2023, 1, 2), date(2023, 6, 1), date(2024, 1, 2)
+    funded = xirr_cashflows([d0, d1, d2], [Decimal(100), Decimal(160), Decimal(165)],
+                            [Decimal(100), Decimal(50), Decimal(0)])  # fmt: skip
+    assert funded == [(d0, Decimal(-100)), (d1, Decimal(-50)), (d2, Decimal(165))]
+    existing = xirr_cashflows([d0, d2], [Decimal(200), Decimal(220)], [Decimal(-5), Decimal(0)])
+    assert existing == [(d0, Decimal(-200)), (d2, Decimal(220))]
+    assert xirr(existing) == pytest.approx(0.10, abs=1e-9)  # 365 days, +10 %
+    with pytest.raises(ValueError):
+        xirr_cashflows([d0], [Decimal(1), Decimal(2)], [Decimal(0)])
+
+
+def test_render_png() -> None:
+    days = [date(2024, 1, 2) + timedelta(days=i) for i in range(5)]
+    series = AccountSeries(
+        "U1234567", "USD", days, [Decimal(100 + i) for i in range(5)], [Decimal(0)] * 5,
+        [None, 0.01, 0.02, -0.01, 0.0], [None, 0.0, 0.0, -0.03, -0.02],
+    )  # fmt: skip
+    assert series.twr == 0.0
+    assert series.max_drawdown == -0.03
+    png = render_png(series, 0.12)
+    assert png.startswith(PNG_MAGIC) and len(png) > 5000
+
+
+# -- end to end through Dagster -------------------------------------------------------------------
+
+
+@dataclass
+class Pipeline:
+    world: World
+    start: date
+    end: date
+    accounts: list[str]
+    data_dir: Path
+    instance: dg.DagsterInstance
+    resources: dict
+    marts_result: dg.ExecuteInJobResult
+
+
+def window_for(today: date, n_business_days: int) -> tuple[date, date]:
+    """The ``n`` business days ending on the last business day before ``today``."""
+    end = previous_business_day(today)
+    start = end
+    for _ in range(n_business_days - 1):
+        start = previous_business_day(start)
+    return start, end
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("marts_e2e")
+    data_dir = root / "data"
+    today = date.today()
+    start, end = window_for(today, 12)
+    world = World(seed=23, n_accounts=3, inception=start)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(settings.FLEX_TOKEN_ENV, TOKEN)
+        mp.setenv(settings.DATA_DIR_ENV, str(data_dir))  # restored after the module
+        overrides = {"concurrency": {"pools": {"default_limit": 1}}}
+        (root / "home").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "home"), overrides=overrides) as instance:
+            source = world_statement_source(world, today=lambda: today)
+            sim = FlexSimulator(
+                source, TOKEN, {QUERY_ID}, rate_limits=(RateLimit(1000, 1.0),), today=lambda: today
+            )
+            with sim:
+                resources = {**make_resources(sim, QUERY_ID, data_dir), "dbt": dbt_resource()}
+                defs = dg.Definitions(assets=flex_assets, jobs=flex_jobs(), resources=resources)
+                raw = defs.resolve_job_def("flex_raw_job").execute_in_process(
+                    instance=instance, tags=range_tags(start.isoformat(), end.isoformat())
+                )
+                assert raw.success
+            accounts = list(instance.get_dynamic_partitions("account"))
+            assert sorted(accounts) == sorted(a.account_id for a in world.accounts)
+            normalized = defs.resolve_job_def("flex_normalize_job").execute_in_process(
+                instance=instance,
+                tags=range_tags(
+                    account_date_key(accounts[0], start.isoformat()),
+                    account_date_key(accounts[-1], end.isoformat()),
+                ),
+            )
+            assert normalized.success
+            marts = dg.materialize(
+                [daily_marts, summary_marts, tearsheets, *mart_checks],
+                instance=instance,
+                resources=resources,
+                tags=range_tags(start.isoformat(), end.isoformat()),
+                raise_on_error=False,
+            )
+            yield Pipeline(world, start, end, accounts, data_dir, instance, resources, marts)
+
+
+def query(data_dir: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.mark.slow
+def test_range_run_builds_marts_and_every_check_passes(pipeline: Pipeline) -> None:
+    result = pipeline.marts_result
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    expected = {
+        *daily_marts.check_keys,
+        *summary_marts.check_keys,
+        *(key for check in mart_checks for key in check.check_keys),
+    }
+    assert {e.asset_check_key for e in evaluations} == expected
+    failed = [(e.asset_check_key.name, e.metadata) for e in evaluations if not e.passed]
+    assert failed == []
+    names = {e.asset_check_key.name for e in evaluations}
+    assert {"nav_reconciles", "no_business_day_gaps", "latest_day_is_fresh"} <= names
+    # one range run materialized every day of the window for the daily marts
+    days = {
+        m.partition
+        for m in result.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey("daily_nav")
+    }
+    n_days = (pipeline.end - pipeline.start).days + 1
+    assert days == {(pipeline.start + timedelta(days=i)).isoformat() for i in range(n_days)}
+    rows = query(pipeline.data_dir, "select count(*) from daily_nav where account_id <> 'ALL'")
+    business = business_day_gaps([pipeline.start, pipeline.end]) + [pipeline.start, pipeline.end]
+    assert rows[0][0] == len(pipeline.accounts) * len(business)
+
+
+@pytest.mark.slow
+def test_cumulative_twr_equals_the_statement_twr(pipeline: Pipeline) -> None:
+    change = parquet.read_table("change_in_nav", data_dir=pipeline.data_dir).to_pylist()
+    assert sorted(r["account_id"] for r in change) == sorted(pipeline.accounts)
+    for row in change:
+        assert (row["from_date"], row["to_date"]) == (pipeline.start, pipeline.end)
+        ((twr, n),) = query(
+            pipeline.data_dir,
+            f"select product(1 + daily_return) - 1, count(daily_return) from daily_returns "
+            f"where account_id = '{row['account_id']}'",
+        )
+        assert n == len(business_day_gaps([pipeline.start, pipeline.end])) + 2
+        assert twr * 100 == pytest.approx(float(row["twr_pct"]), abs=0.01)  # 1 bp
+
+
+@pytest.mark.slow
+def test_tearsheets_are_pngs_carried_by_the_metadata(pipeline: Pipeline) -> None:
+    (event,) = [
+        m
+        for m in pipeline.marts_result.get_asset_materialization_events()
+        if m.asset_key == tearsheets.key
+    ]
+    metadata = event.materialization.metadata
+    assert sorted(metadata["accounts"].value) == sorted([*pipeline.accounts, "ALL"])
+    markdown = metadata["tearsheets"].value
+    for account_id in [*pipeline.accounts, "ALL"]:
+        path = tearsheet_path(pipeline.data_dir, account_id)
+        png = path.read_bytes()
+        assert png.startswith(PNG_MAGIC)
+        assert metadata[f"path_{account_id}"].value == str(path)
+        assert (
+            f"![{account_id}](data:image/png;base64,{base64.b64encode(png).decode()})" in markdown
+        )
+    for account in pipeline.world.accounts:
+        days = pipeline.world.business_days(pipeline.start, pipeline.end)
+        states = [pipeline.world.day(account.account_id, d) for d in days]
+        first = states[0]
+        assert first.external_flow_base > 0  # funded on the window's first day (inception)
+        flows = [(days[0], -first.external_flow_base)]
+        flows += [
+            (d, -s.external_flow_base)
+            for d, s in zip(days[1:], states[1:], strict=True)
+            if s.external_flow_base
+        ]
+        flows.append((days[-1], states[-1].nav.total_base))
+        got = metadata[f"xirr_{account.account_id}"].value
+        assert got == pytest.approx(xirr(flows), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_overlapping_duckdb_writers_are_serialized_by_the_pool(pipeline: Pipeline) -> None:
+    """dbt (daily marts, one day) and the views asset both write ibpipeline.duckdb; launched
+    together against one instance, the pool runs them one after the other and both succeed."""
+    instance, resources = pipeline.instance, pipeline.resources
+    before = query(pipeline.data_dir, "select count(*), sum(nav) from daily_nav")
+    results: dict[str, dg.ExecuteInJobResult] = {}
+
+    def run(name: str, assets: list, **kwargs) -> None:
+        results[name] = dg.materialize(
+            assets, instance=instance, resources=resources, raise_on_error=False, **kwargs
+        )
+
+    dbt_thread = threading.Thread(
+        target=run, args=("dbt", [daily_marts]), kwargs={"partition_key": pipeline.end.isoformat()}
+    )
+    dbt_thread.start()
+    deadline = time.monotonic() + 120
+    while not instance.event_log_storage.get_concurrency_info("duckdb_writer").claimed_slots:
+        assert dbt_thread.is_alive() and time.monotonic() < deadline, "dbt never took the slot"
+        time.sleep(0.05)
+    views_thread = threading.Thread(target=run, args=("views", [warehouse_views]))
+    views_thread.start()
+    dbt_thread.join(300)
+    views_thread.join(300)
+
+    assert results["dbt"].success and results["views"].success
+
+    def step_window(result: dg.ExecuteInJobResult) -> tuple[float, float]:
+        records = instance.all_logs(result.run_id)
+        starts = [
+            r.timestamp
+            for r in records
+            if r.dagster_event and r.dagster_event.event_type_value == "STEP_START"
+        ]
+        ends = [
+            r.timestamp
+            for r in records
+            if r.dagster_event and r.dagster_event.event_type_value == "STEP_SUCCESS"
+        ]
+        return min(starts), max(ends)
+
+    dbt_start, dbt_end = step_window(results["dbt"])
+    views_start, _ = step_window(results["views"])
+    assert views_start >= dbt_end > dbt_start
+    # re-running one day replaced its rows (delete+insert), nothing duplicated
+    assert query(pipeline.data_dir, "select count(*), sum(nav) from daily_nav") == before
+    views = query(
+        pipeline.data_dir,
+        "select view_name from duckdb_views() where schema_name = 'normalized' and not internal",
+    )
+    assert {v for (v,) in views} == set(NORMALIZED_TABLES)
+
+
+@pytest.mark.slow
+def test_checks_fail_on_broken_marts(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The custom checks detect a NAV that does not reconcile and a missing business day."""
+    copy = tmp_path / "data"
+    copy.mkdir()
+    (copy / "ibpipeline.duckdb").write_bytes((pipeline.data_dir / "ibpipeline.duckdb").read_bytes())
+    account = pipeline.accounts[0]
+    middle = pipeline.world.business_days(pipeline.start, pipeline.end)[3]
+    with duckdb.connect(str(copy / "ibpipeline.duckdb")) as con:
+        con.execute(
+            f"update daily_nav set nav = nav + 1 where account_id = '{account}' and date = '{pipeline.end}'"
+        )
+        con.execute(f"delete from daily_nav where account_id = '{account}' and date = '{middle}'")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            mart_checks,
+            instance=instance,
+            resources={"data_dir": DataDirResource(path=str(copy))},
+            selection=dg.AssetSelection.checks(*mart_checks),
+            raise_on_error=False,
+        )
+    by_name = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    assert not by_name["nav_reconciles"].passed
+    assert by_name["nav_reconciles"].metadata["breaks"].value == 1
+    assert not by_name["no_business_day_gaps"].passed
+    assert str(middle) in by_name["no_business_day_gaps"].metadata["first_missing"].value
+    assert by_name["latest_day_is_fresh"].passed

@@ -17,6 +17,7 @@ the raw Flex statements. dbt tests become asset checks.
 import json
 import os
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,22 @@ def window_vars(start: datetime, end: datetime) -> dict[str, str]:
     return {"min_date": start.date().isoformat(), "max_date": end.date().isoformat()}
 
 
-def point_dbt_at(data_dir: Path) -> None:
-    """Make the dbt subprocess use ``data_dir``: its profile and sources read
-    ``$IBPIPELINE_DATA_DIR``, and ``DbtCliResource`` passes this process's environment on."""
+@contextmanager
+def data_dir_env(data_dir: Path) -> Iterator[None]:
+    """Set ``$IBPIPELINE_DATA_DIR`` to ``data_dir`` while starting dbt, then restore it.
+
+    dbt's profile and sources read that variable, and ``DbtCliResource`` hands the subprocess a
+    copy of this process's environment when it starts it (it has no ``env`` parameter).
+    """
+    previous = os.environ.get(settings.DATA_DIR_ENV)
     os.environ[settings.DATA_DIR_ENV] = str(data_dir)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[settings.DATA_DIR_ENV]
+        else:
+            os.environ[settings.DATA_DIR_ENV] = previous
 
 
 @dbt_assets(
@@ -90,9 +103,10 @@ def daily_marts(
     # range runs, so it must not decide whether to filter.
     window = context.partition_time_window
     dbt_vars = window_vars(window.start, window.end)
-    point_dbt_at(data_dir.root())
     context.log.info(f"dbt build of {dbt_vars['min_date']} <= date < {dbt_vars['max_date']}")
-    yield from dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream()
+    with data_dir_env(data_dir.root()):
+        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
+    yield from invocation.stream()
 
 
 @dbt_assets(
@@ -108,8 +122,9 @@ def summary_marts(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, data_dir: DataDirResource
 ) -> Iterator[Any]:
     """``dbt build`` of the full-history summary tables."""
-    point_dbt_at(data_dir.root())
-    yield from dbt.cli(["build"], context=context).stream()
+    with data_dir_env(data_dir.root()):
+        invocation = dbt.cli(["build"], context=context)
+    yield from invocation.stream()
 
 
 dbt_mart_assets = [daily_marts, summary_marts]

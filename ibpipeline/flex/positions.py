@@ -13,8 +13,10 @@ report date are reconstructed from one statement per account:
   non-SUMMARY transfers (signed by ``direction``) and corporate actions. Zero quantities are dropped.
 - Prices of a reconstructed day D: the PriorPeriodPositions price of D (close on D of a position
   held at the previous close), else the ``close_price`` of an execution of the conid on D (opened
-  that day), else on the anchor the OpenPositions mark. No price raises
-  :class:`PositionReconstructionError` naming account, conid and date (never a silent 0).
+  that day), else on the anchor the OpenPositions mark. A statement whose query lacks
+  PriorPeriodPositions leaves such days unpriced: the row keeps the quantity, has null
+  ``mark_price`` / ``position_value`` / ``value_base`` and ``source = "unpriced"`` (never a
+  silent 0), and a warning names the account and the number of unpriced rows.
 - position_value = quantity x price x multiplier (BOND: quantity x price / 100, price in percent of
   face), in the instrument currency (a FUT's notional, as IBKR prints it).
 - fx_rate_to_base: ConversionRates ``currency -> base`` of that day, else the source row's
@@ -31,7 +33,8 @@ overlap, the statement with the later toDate wins each report date.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import logging
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -42,6 +45,8 @@ import pyarrow as pa
 from ibpipeline.flex.errors import FlexError
 from ibpipeline.flex.parse import ParsedFlex, StatementInfo
 from ibpipeline.flex.schema import INSTRUMENT, POSITIONS_DAILY
+
+logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -60,6 +65,7 @@ _DATE_SOURCES = (
 _INPUT_TABLES = ("nav_daily", *_DATE_SOURCES)
 SOURCE_OPEN_POSITIONS = "OpenPositions"
 SOURCE_RECONSTRUCTED = "reconstructed"
+SOURCE_UNPRICED = "unpriced"
 
 Row = dict[str, object]
 
@@ -269,18 +275,27 @@ def _reconstructed_row(w: _Window, anchor: date, day: date, conid: int, qty: Dec
     elif day == anchor and conid in w.lots:  # printed as LOT rows only
         source = w.lots[conid][0]
         price = source["mark_price"]
-    if price is None:
-        raise PositionReconstructionError(
-            f"account {w.info.account_id}: no price for conid {conid} on {day} "
-            f"(quantity {qty.normalize():f}): "
-            "no PriorPeriodPositions row, no execution closePrice that day; include "
-            "PriorPeriodPositions in the Flex query"
-        )
     inst = w.instruments[conid]
     category = inst["asset_category"]
+    lots = w.lots.get(conid, ()) if day == anchor else ()
+    if price is None:
+        return {
+            **inst,
+            "date": day,
+            "conid": conid,
+            "level_of_detail": "SUMMARY",
+            "lot_open_at": None,
+            "quantity": qty,
+            "mark_price": None,
+            "position_value": None,
+            "fx_rate_to_base": w.fx.get((day, inst["currency"])),
+            "value_base": None,
+            "cost_basis_money": _lot_sum(lots, "cost_basis_money"),
+            "unrealized_pnl": _lot_sum(lots, "unrealized_pnl"),
+            "source": SOURCE_UNPRICED,
+        }
     value = position_value(qty, price, category, inst["multiplier"])
     fx = _fx_rate(w, day, inst["currency"], source, conid)
-    lots = w.lots.get(conid, ()) if day == anchor else ()
     return {
         **inst,
         "date": day,
@@ -352,7 +367,8 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
     account (schema :data:`ibpipeline.flex.schema.POSITIONS_DAILY`), sorted by account_id, date,
     conid (SUMMARY before LOT rows).
 
-    Raises PositionReconstructionError when a held position has no price or FX rate on a report
+    Rows of days without a price get ``source = "unpriced"`` (see the module doc) and a logged
+    warning. Raises PositionReconstructionError when a priced position has no FX rate on a report
     date, or a statement's OpenPositions span several report dates.
     """
     rows = {name: _rows_by_account(parsed.tables[name]) for name in _INPUT_TABLES}
@@ -365,5 +381,13 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
         out.extend(statement_rows)
     for row in out:
         row["statement_sha256"] = parsed.source_sha256
+    unpriced = Counter(row["account_id"] for row in out if row["source"] == SOURCE_UNPRICED)
+    for account_id, count in sorted(unpriced.items()):
+        logger.warning(
+            "account %s: %d daily position rows have no price (the Flex query lacks "
+            "PriorPeriodPositions); their values are null",
+            account_id,
+            count,
+        )
     out.sort(key=_sort_key)
     return pa.Table.from_pylist(out, schema=POSITIONS_DAILY)

@@ -9,6 +9,7 @@ that both write the DuckDB file under the ``duckdb_writer`` pool.
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from ibpipeline.assets.marts import (
     DAILY_SELECT,
     MARTS_GROUP,
     daily_marts,
+    data_dir_env,
     summary_marts,
     window_vars,
 )
@@ -74,6 +76,19 @@ def test_window_vars_are_the_end_exclusive_window() -> None:
     assert window_vars(start, end) == {"min_date": "2024-03-01", "max_date": "2024-04-01"}
     with pytest.raises(ValueError, match="empty date window"):
         window_vars(end, start)
+
+
+def test_data_dir_env_is_set_while_starting_dbt_and_restored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(settings.DATA_DIR_ENV, "before")
+    with data_dir_env(tmp_path):
+        assert os.environ[settings.DATA_DIR_ENV] == str(tmp_path)
+    assert os.environ[settings.DATA_DIR_ENV] == "before"
+    monkeypatch.delenv(settings.DATA_DIR_ENV)
+    with pytest.raises(RuntimeError), data_dir_env(tmp_path):
+        raise RuntimeError("dbt failed to start")
+    assert settings.DATA_DIR_ENV not in os.environ
 
 
 def test_daily_marts_are_partitioned_pooled_and_single_run() -> None:
@@ -208,7 +223,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
     world = World(seed=23, n_accounts=3, inception=start)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(settings.FLEX_TOKEN_ENV, TOKEN)
-        mp.setenv(settings.DATA_DIR_ENV, str(data_dir))  # restored after the module
+        # dbt must follow the data_dir resource, not a stale environment variable
+        mp.setenv(settings.DATA_DIR_ENV, str(root / "elsewhere"))
         overrides = {"concurrency": {"pools": {"default_limit": 1}}}
         (root / "home").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "home"), overrides=overrides) as instance:
@@ -271,6 +287,8 @@ def test_range_run_builds_marts_and_every_check_passes(pipeline: Pipeline) -> No
     }
     n_days = (pipeline.end - pipeline.start).days + 1
     assert days == {(pipeline.start + timedelta(days=i)).isoformat() for i in range(n_days)}
+    assert not (pipeline.data_dir.parent / "elsewhere").exists()
+    assert os.environ[settings.DATA_DIR_ENV] == str(pipeline.data_dir.parent / "elsewhere")
     rows = query(pipeline.data_dir, "select count(*) from daily_nav where account_id <> 'ALL'")
     business = business_day_gaps([pipeline.start, pipeline.end]) + [pipeline.start, pipeline.end]
     assert rows[0][0] == len(pipeline.accounts) * len(business)

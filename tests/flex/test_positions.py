@@ -6,11 +6,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal as D
 from pathlib import Path
 
-import pytest
-
 from ibpipeline.flex.parse import parse_statement
 from ibpipeline.flex.positions import (
-    PositionReconstructionError,
     daily_quantities,
     reconstruct_daily_positions,
 )
@@ -325,12 +322,18 @@ def test_without_equity_summary_dates_come_from_the_rows() -> None:
     assert sorted(d for _, d in days) == list(WEEK)
 
 
-def test_missing_price_raises_naming_account_conid_and_date() -> None:
+def test_missing_price_leaves_the_day_unpriced_and_warns(caplog) -> None:
     s = Statement("U1000001")
     s.prior(1, (MON, TUE, THU, FRI))  # no row for WED
     s.open(1, "100")
-    with pytest.raises(PositionReconstructionError, match=r"U1000001.*conid 1 on 2024-03-06"):
-        reconstruct_daily_positions(parse(s))
+    with caplog.at_level("WARNING", logger="ibpipeline.flex.positions"):
+        rows = reconstruct_daily_positions(parse(s)).to_pylist()
+    wed = [r for r in rows if r["date"] == WED]
+    assert len(wed) == 1 and wed[0]["quantity"] == 100
+    assert (wed[0]["mark_price"], wed[0]["position_value"], wed[0]["value_base"]) == (None,) * 3
+    assert wed[0]["source"] == "unpriced"
+    assert all(r["value_base"] is not None for r in rows if r["date"] != WED)
+    assert "U1000001: 1 daily position rows have no price" in caplog.text
 
 
 def test_real_one_day_statement_is_copied_and_matches_the_nav() -> None:
@@ -351,10 +354,15 @@ def test_real_one_day_statement_is_copied_and_matches_the_nav() -> None:
     assert sum(r["value_base"] for r in rows if r["asset_category"] == "STK") == nav["stock_base"]
 
 
-def test_real_statement_without_prior_period_positions_raises() -> None:
+def test_real_statement_without_prior_period_positions_keeps_quantities_unpriced() -> None:
     parsed = parse_statement(PUBLIC / "opensteuerauszug_full_year_2025.xml")
-    with pytest.raises(PositionReconstructionError, match=r"U9999999: no price for conid \d+"):
-        reconstruct_daily_positions(parsed)
+    rows = reconstruct_daily_positions(parsed).to_pylist()
+    end = max(r["date"] for r in rows)
+    printed = [r for r in rows if r["date"] == end]
+    assert printed and all(r["source"] == "OpenPositions" for r in printed)
+    earlier = [r for r in rows if r["date"] < end]
+    assert earlier and {r["source"] for r in earlier} <= {"unpriced", "reconstructed"}
+    assert any(r["source"] == "unpriced" and r["value_base"] is None for r in earlier)
 
 
 def test_daily_quantities_walk_back_and_forward_from_the_anchor() -> None:

@@ -5,8 +5,6 @@ the resource only as ``dg.EnvVar`` and is never logged. The asset runs in pool `
 it opens the DuckDB file read-only, which fails while dbt (the writer) holds it.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg

@@ -96,7 +96,7 @@ def _csv(con: duckdb.DuckDBPyConnection, schema: str, table: str, columns) -> by
         f'CAST("{name}" AS VARCHAR) AS "{name}"' if postgres_type(kind)[1] else f'"{name}"'
         for name, kind in columns
     )
-    arrow = con.execute(f'SELECT {select} FROM "{schema}"."{table}"').fetch_arrow_table()
+    arrow = con.execute(f'SELECT {select} FROM "{schema}"."{table}"').to_arrow_table()
     buffer = io.BytesIO()
     pacsv.write_csv(arrow, buffer)
     return buffer.getvalue()

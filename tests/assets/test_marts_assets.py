@@ -21,6 +21,7 @@ import dagster as dg
 import duckdb
 import pytest
 from asset_helpers import flex_jobs, make_resources, range_tags
+from dagster_dbt import DbtProject
 
 from ibpipeline import settings
 from ibpipeline.assets import NORMALIZED_TABLES, flex_assets, warehouse_views
@@ -46,7 +47,7 @@ from ibpipeline.assets.tearsheets import (
     tearsheets,
     xirr_cashflows,
 )
-from ibpipeline.dbt import PROJECT_DIR, dbt_resource
+from ibpipeline.dbt import PROJECT_DIR, dbt_resource, manifest_is_stale
 from ibpipeline.finance.returns import xirr
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.partitions import account_date_key, daily
@@ -89,6 +90,25 @@ def test_data_dir_env_is_set_while_starting_dbt_and_restored(
     with pytest.raises(RuntimeError), data_dir_env(tmp_path):
         raise RuntimeError("dbt failed to start")
     assert settings.DATA_DIR_ENV not in os.environ
+
+
+def test_manifest_is_stale_when_missing_or_older_than_a_model(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "dbt_project.yml").write_text("name: p\nprofile: p\n")
+    project = DbtProject(project_dir=tmp_path)
+    assert manifest_is_stale(project)
+    model = tmp_path / "models" / "m.sql"
+    model.write_text("select 1")
+    project.manifest_path.parent.mkdir()
+    project.manifest_path.write_text("{}")
+    compiled = project.manifest_path.parent / "compiled.sql"
+    compiled.write_text("select 1")  # dbt's own output never makes the manifest stale
+    for source in (model, tmp_path / "dbt_project.yml"):
+        os.utime(source, (1_000_000, 1_000_000))
+    os.utime(project.manifest_path, (2_000_000, 2_000_000))
+    assert not manifest_is_stale(project)
+    os.utime(model, (3_000_000, 3_000_000))
+    assert manifest_is_stale(project)
 
 
 def test_daily_marts_are_partitioned_pooled_and_single_run() -> None:

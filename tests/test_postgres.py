@@ -248,6 +248,7 @@ def test_type_mapping():
     assert postgres_type("VARCHAR[]") == ("text", True)
 
 
+@pytest.mark.slow
 def test_postgres_marts_registered_only_with_a_dsn():
     code = "import ibpipeline.definitions as d; print('postgres_marts' in {k.to_user_string() for k in d.defs.resolve_asset_graph().get_all_asset_keys()})"
     env = {k: v for k, v in os.environ.items() if k != settings.POSTGRES_DSN_ENV}

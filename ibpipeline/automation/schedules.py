@@ -44,9 +44,8 @@ def build_flex_daily_schedule(
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=(
             f"Tuesday-Saturday at {hour:02d}:{minute:02d} {timezone}: fetch the previous business "
-            "day's "
-            "Flex statement (all accounts, one request); flex_normalize_after_raw then normalizes "
-            "every account for that day in one run."
+            "day's Flex statement (all accounts, one request); flex_normalize_after_raw then "
+            "normalizes every account for that day in one run."
         ),
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:

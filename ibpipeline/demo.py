@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 
@@ -25,10 +26,11 @@ from ibpipeline.assets.tearsheets import tearsheet_path, tearsheets
 from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job
 from ibpipeline.dbt import dbt_resource
 from ibpipeline.partitions import ACCOUNT_DIMENSION, account_date_key
-from ibpipeline.resources import DataDirResource, FlexResource
+from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 from ibpipeline.storage import parquet, warehouse
 
 DEMO_QUERY_ID = "900001"
+NEW_YORK = ZoneInfo("America/New_York")
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -46,6 +48,7 @@ class DemoResult:
     data_dir: Path
     performance: dict[str, dict[str, object]] = field(default_factory=dict)
     tearsheets: dict[str, Path] = field(default_factory=dict)
+    gateway_check: str = ""
 
 
 def demo_instance(project_dir: Path) -> dg.DagsterInstance:
@@ -120,6 +123,37 @@ def materialize_marts(
     defs.resolve_job_def(marts_job.name).execute_in_process(
         instance=instance, tags=range_tags(start.isoformat(), end.isoformat()), run_config=QUIET
     )
+
+
+def last_close(end: date) -> datetime:
+    """16:00 New York on the last business day on or before ``end`` (a Flex report date)."""
+    while end.weekday() >= 5:
+        end -= timedelta(days=1)
+    return datetime.combine(end, time(16, 0), NEW_YORK)
+
+
+def take_gateway_snapshot(
+    instance: dg.DagsterInstance, world: object, data_root: Path, as_of: datetime
+) -> str:
+    """One snapshot from an IB Gateway simulator frozen at ``as_of``, normalized, then checked
+    against that day's Flex NAV; returns the check's description."""
+    from ibpipeline.automation.gateway_schedule import take_snapshot
+    from ibpipeline.sim.gateway_server import GatewaySimulatorThread
+
+    with GatewaySimulatorThread(world, clock=as_of) as gateway:
+        runs = take_snapshot(
+            instance,
+            {
+                "gateway": GatewayResource(
+                    gateways=[f"127.0.0.1:{gateway.port}"], as_of=as_of.isoformat()
+                ),
+                "data_dir": DataDirResource(path=str(data_root)),
+            },
+        )
+    if runs.tables_run is None:
+        return "no registered accounts: nothing compared"
+    evaluations = runs.tables_run.get_asset_check_evaluations()
+    return "; ".join(f"{'passed' if e.passed else 'FAILED'}: {e.description}" for e in evaluations)
 
 
 PERFORMANCE_COLUMNS = ("currency", "twr", "cagr", "volatility", "sharpe", "max_drawdown")
@@ -198,10 +232,13 @@ def run_demo(
         }
         materialize_range(instance, resources, start, end, account_ids)
         materialize_marts(instance, resources, start, end)
+        gateway_check = take_gateway_snapshot(instance, world, data_root, last_close(end))
     counts, last_nav = summarize(data_root, account_ids, start, end)
     perf = performance(data_root)
     sheets = {a: tearsheet_path(data_root, a) for a in perf}
-    result = DemoResult(start, end, tuple(account_ids), counts, last_nav, data_root, perf, sheets)
+    result = DemoResult(
+        start, end, tuple(account_ids), counts, last_nav, data_root, perf, sheets, gateway_check
+    )
     if not quiet:
         print(report(result, project_dir))
     return result
@@ -234,6 +271,9 @@ def report(result: DemoResult, project_dir: Path) -> str:
         "",
         "Tearsheets:",
         *(f"  {a:<10} {path}" for a, path in result.tearsheets.items()),
+        "",
+        f"Gateway snapshot at the last close vs Flex NAV: {result.gateway_check}",
+        f"Gateway tables: {result.data_dir / 'normalized'}/gateway_*",
         "",
         f"See the runs and assets: cd {project_dir} && dagster dev  (then http://127.0.0.1:3000)",
     ]

@@ -108,20 +108,19 @@ def test_pipeline_on_postgres_instance_storage(pg_db, tmp_path, monkeypatch, fle
     data_dir = tmp_path / "data"
     from ibpipeline.automation.backfill import run_backfill
 
-    with world_sim(flex_token) as (sim, world):
-        instance = dg.DagsterInstance.from_config(str(home))
-        try:
-            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-            assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
-            assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
-            start, end = date(2024, 2, 5), date(2024, 2, 9)
-            result = run_backfill(flex_defs(sim, data_dir), instance, start, end)
-            accounts = sorted(a.account_id for a in world.accounts)
-            assert sorted(result.accounts) == accounts
-            assert sim.count("SendRequest") == 1
-        finally:
-            instance.dispose()
+    with (
+        world_sim(flex_token) as (sim, world),
+        dg.DagsterInstance.from_config(str(home)) as instance,
+    ):
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        start, end = date(2024, 2, 5), date(2024, 2, 9)
+        result = run_backfill(flex_defs(sim, data_dir), instance, start, end)
+        accounts = sorted(a.account_id for a in world.accounts)
+        assert sorted(result.accounts) == accounts
+        assert sim.count("SendRequest") == 1
     runs = query(pg_db, "SELECT status FROM runs ORDER BY create_timestamp")
     assert [r[0] for r in runs] == ["SUCCESS", "SUCCESS"]
     stored = query(

@@ -50,13 +50,13 @@ def store(data_dir, world, day: date, account_ids, manifest_accounts=None) -> No
 
 def tick(sensor, instance, data_dir, cursor=None, apply=True):
     defs = make_defs(None, data_dir, sensors=[sensor])
-    ctx = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance,
         definitions=defs,
         cursor=cursor,
         resources={"data_dir": DataDirResource(path=str(data_dir))},
-    )
-    result = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx)
+    ) as ctx:
+        result = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx)
     if apply:  # what the daemon does before launching the runs
         for request in result.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)

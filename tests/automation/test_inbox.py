@@ -124,12 +124,12 @@ def test_sensor_requests_one_run_per_settled_file(data_dir, inbox_dir, statement
     drop(inbox_dir, ".hidden.xml", statement)
     drop(inbox_dir, "b.xml.part", statement)
     (inbox_dir / "processed").mkdir()
-    ctx = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance,
         definitions=defs,
         resources={"data_dir": DataDirResource(path=str(data_dir))},
-    )
-    requests = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx).run_requests
+    ) as ctx:
+        requests = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx).run_requests
     assert len(requests) == 1
     config = requests[0].run_config["ops"]["import_inbox_file"]["config"]
     assert config["path"] == str((inbox_dir / "a.xml").resolve())
@@ -146,12 +146,12 @@ def test_sensor_requests_one_run_per_settled_file(data_dir, inbox_dir, statement
     assert len(instance.get_dynamic_partitions("account")) == 2
     old = time.time() - 60
     os.utime(inbox_dir / "fresh.xml", (old, old))  # fresh.xml has settled meanwhile
-    ctx = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance,
         definitions=defs,
         resources={"data_dir": DataDirResource(path=str(data_dir))},
-    )
-    (later,) = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx).run_requests
+    ) as ctx:
+        (later,) = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx).run_requests
     assert later.run_config["ops"]["import_inbox_file"]["config"]["path"].endswith("/fresh.xml")
     assert later.run_key != requests[0].run_key
 

@@ -22,12 +22,14 @@ from ibpipeline.automation.sensors import normalize_requests_after
 def tick(schedule, moment):
     """Evaluate one tick of ``schedule`` inside Definitions holding the project's Flex assets."""
     defs = make_defs(None, Path("data"), schedules=[schedule])
-    with dg.instance_for_test() as instance:
-        ctx = dg.build_schedule_context(
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
             instance=instance,
             scheduled_execution_time=moment,
             repository_def=defs.get_repository_def(),
-        )
+        ) as ctx,
+    ):
         return defs.resolve_schedule_def(schedule.name).evaluate_tick(ctx).run_requests
 
 

@@ -77,6 +77,13 @@ def _parse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tables(args: argparse.Namespace) -> int:
+    from ibpipeline.tables_doc import render_tables_markdown
+
+    sys.stdout.write(render_tables_markdown())
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ibpipeline.demo import run_demo
 
@@ -172,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--end", type=_date, required=True)
     backfill.add_argument("--accounts", nargs="*", metavar="ID", help="default: all accounts")
     backfill.set_defaults(func=_backfill)
+
+    tables = commands.add_parser(
+        "tables", help="print every table's columns, types and units (docs/tables.md)"
+    )
+    tables.set_defaults(func=_tables)
 
     demo = commands.add_parser(
         "demo", help="simulated Flex -> raw -> normalized -> DuckDB in the local Dagster instance"

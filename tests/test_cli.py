@@ -107,3 +107,15 @@ def test_demo_twice_gives_the_same_rows(monkeypatch):
         assert token not in report(second, project)
     finally:
         shutil.rmtree(project, ignore_errors=True)
+
+
+def test_docs_tables_is_generated_from_the_schemas(capsys):
+    assert main(["tables"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "| commission | decimal128(38, 10) | money in commission_currency | `ibCommission` |"
+        in printed
+    )
+    assert printed == (ROOT / "docs" / "tables.md").read_text(), (
+        "run: ibpipeline tables > docs/tables.md"
+    )

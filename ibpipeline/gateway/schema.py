@@ -34,6 +34,11 @@ MAX_ABS = Decimal("1E28")  # decimal128(38, 10) holds < 10**28
 UNSET_DOUBLE = 1.7976931348623157e308
 EASTERN = ZoneInfo("America/New_York")
 
+
+def _money(name: str, unit: str) -> pa.Field:
+    return pa.field(name, DECIMAL, metadata={"unit": unit})
+
+
 _COMMON = [
     pa.field("snapshot_id", pa.string(), nullable=False),
     pa.field("captured_at", TIMESTAMP_UTC, nullable=False),
@@ -48,7 +53,7 @@ ACCOUNT_VALUES_SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),
         pa.field("key", pa.string(), nullable=False),
         pa.field("value", pa.string(), nullable=False),
-        pa.field("value_decimal", DECIMAL),
+        _money("value_decimal", "in `currency` (BASE: the account's base currency)"),
         pa.field("currency", pa.string(), nullable=False),
         pa.field("model_code", pa.string(), nullable=False),
     ]
@@ -62,21 +67,21 @@ POSITIONS_SCHEMA = pa.schema(
         pa.field("sec_type", pa.string()),
         pa.field("currency", pa.string()),
         pa.field("exchange", pa.string()),
-        pa.field("position", DECIMAL),
-        pa.field("avg_cost", DECIMAL),
-        pa.field("market_price", DECIMAL),
-        pa.field("market_value", DECIMAL),
-        pa.field("unrealized_pnl", DECIMAL),
-        pa.field("realized_pnl", DECIMAL),
+        _money("position", "shares/contracts/face, signed"),
+        _money("avg_cost", "money in currency per share (STK) or per contract (OPT/FUT)"),
+        _money("market_price", "price in currency per unit"),
+        _money("market_value", "money in currency"),
+        _money("unrealized_pnl", "money in currency"),
+        _money("realized_pnl", "money in currency"),
     ]
 )
 
 PNL_SCHEMA = pa.schema(
     _COMMON
     + [
-        pa.field("daily_pnl", DECIMAL),
-        pa.field("unrealized_pnl", DECIMAL),
-        pa.field("realized_pnl", DECIMAL),
+        _money("daily_pnl", "money in the account's base currency"),
+        _money("unrealized_pnl", "money in the account's base currency"),
+        _money("realized_pnl", "money in the account's base currency"),
     ]
 )
 

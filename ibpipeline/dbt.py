@@ -3,8 +3,10 @@
 Standalone on purpose (absolute imports only, no ibpipeline imports): ``dagster-dbt project
 prepare-and-package --file ibpipeline/dbt.py`` loads it as a plain file. The manifest
 (``dbt_project/target/manifest.json``) must exist before the definitions load: ``make install``
-runs ``dbt parse``, ``dagster dev`` re-parses on start (``prepare_if_dev``), tests call
-``ensure_manifest()`` once per session. Nothing here runs dbt at import time otherwise.
+runs ``dbt parse``, ``dagster dev`` re-parses a stale manifest on start (``DAGSTER_IS_DEV_CLI``,
+with this venv's ``dbt``: dagster-dbt's own ``prepare_if_dev`` looks ``dbt`` up on PATH, which
+fails under a venv that is not activated), tests call ``ensure_manifest()`` once per session.
+Nothing here runs dbt at import time otherwise.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
-DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
+DBT_EXECUTABLE = str(Path(sys.prefix) / "bin" / "dbt")
 _SOURCE_SUFFIXES = (".sql", ".yml", ".yaml")
 
 dbt_project = DbtProject(project_dir=PROJECT_DIR, profiles_dir=PROJECT_DIR)
-dbt_project.prepare_if_dev()
 
 
 def dbt_resource() -> DbtCliResource:
@@ -79,3 +80,7 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
                 )
             os.replace(Path(tmp) / manifest.name, manifest)
     return manifest
+
+
+if os.environ.get("DAGSTER_IS_DEV_CLI"):
+    ensure_manifest()

@@ -149,6 +149,7 @@ def take_gateway_snapshot(
                 ),
                 "data_dir": DataDirResource(path=str(data_root)),
             },
+            run_config=QUIET,
         )
     if runs.tables_run is None:
         return "no registered accounts: nothing compared"

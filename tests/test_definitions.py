@@ -77,3 +77,21 @@ def test_instance_config(tmp_path, monkeypatch):
     assert config["telemetry"] == {"enabled": False}
     workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())
     assert workspace["load_from"][0]["python_module"]["module_name"] == "ibpipeline.definitions"
+
+
+def test_definitions_load_like_dagster_dev_without_an_activated_venv():
+    """``dagster dev`` sets DAGSTER_IS_DEV_CLI and does not put the venv on PATH."""
+    env = {**os.environ, "DAGSTER_IS_DEV_CLI": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ibpipeline.definitions import defs; defs.resolve_all_job_defs()",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

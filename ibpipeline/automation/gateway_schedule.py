@@ -134,14 +134,21 @@ class SnapshotRuns:
     """None when no account is registered (the gateways manage none)."""
 
 
-def take_snapshot(instance: dg.DagsterInstance, resources: Mapping[str, object]) -> SnapshotRuns:
+def take_snapshot(
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, object],
+    run_config: Mapping[str, object] | None = None,
+) -> SnapshotRuns:
     """Snapshot every gateway now, then rebuild every registered account's gateway tables for the
     snapshot's date and run ``gateway_vs_flex_nav``.
 
     ``resources`` needs ``gateway`` (GatewayResource) and ``data_dir`` (DataDirResource). Raises
-    the step's error when no gateway could be read (nothing is written then).
+    the step's error when no gateway could be read (nothing is written then). ``run_config``
+    (e.g. the console log level) applies to both runs.
     """
-    raw_run = dg.materialize([gateway_snapshot_raw], instance=instance, resources=resources)
+    raw_run = dg.materialize(
+        [gateway_snapshot_raw], instance=instance, resources=resources, run_config=run_config
+    )
     metadata = raw_run.asset_materializations_for_node(gateway_snapshot_raw.op.name)[0].metadata
     day = date.fromisoformat(metadata["date"].value)
     registered = instance.get_dynamic_partitions(ACCOUNT_DIMENSION)
@@ -152,6 +159,7 @@ def take_snapshot(instance: dg.DagsterInstance, resources: Mapping[str, object])
             instance=instance,
             resources=resources,
             tags=account_range_tags(registered[0], registered[-1], day, day),
+            run_config=run_config,
         )
     return SnapshotRuns(
         snapshot_id=metadata["snapshot_id"].value,

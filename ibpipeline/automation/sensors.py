@@ -1,12 +1,12 @@
 """Sensors: account discovery, raw -> normalized chaining, and the Flex inbox.
 
 - ``account_discovery_sensor`` asks each account source which accounts exist (the accounts of the
-  newest stored Flex statement; IB Gateways are skipped, see ``GATEWAY_NOTE``), registers new valid
-  ids in the ``account`` dynamic partitions and requests ONE ``flex_raw_job`` range run re-fetching
-  the history (statements fetched before an account joined the query lack it). Invalid ids are
-  rejected with a logged reason; accounts that disappear from the sources or report a
-  ``dateClosed`` are marked closed (never removed). State: the sensor cursor, mirrored to
-  ``<data_dir>/state/accounts.json``.
+  newest stored Flex statement and the managed accounts of every configured IB Gateway), registers
+  new valid ids in the ``account`` dynamic partitions and requests ONE ``flex_raw_job`` range run
+  re-fetching the history (statements fetched before an account joined the query lack it). Invalid
+  ids are rejected with a logged reason; accounts that disappear from every source or report a
+  ``dateClosed`` are marked closed (never removed), but not while a gateway is unreachable. State:
+  the sensor cursor, mirrored to ``<data_dir>/state/accounts.json``.
 - ``flex_normalize_after_raw`` reacts to every successful raw run that is not part of an asset
   backfill that already selects the normalized assets: ONE ``flex_normalize_job`` range run over
   the raw run's dates for every contiguous block of the accounts the run names (tag
@@ -40,6 +40,7 @@ from ibpipeline.automation.ranges import (
     ready_report_day,
     run_date_range,
 )
+from ibpipeline.gateway.collector import list_managed_accounts
 from ibpipeline.partitions import (
     ACCOUNT_DIMENSION,
     InvalidAccountIdError,
@@ -47,18 +48,13 @@ from ibpipeline.partitions import (
     daily,
     validate_account_id,
 )
-from ibpipeline.resources import DataDirResource
+from ibpipeline.resources import DataDirResource, GatewayResource
 from ibpipeline.storage import atomic_write_bytes, parquet, rawstore
 
 ACCOUNT_DISCOVERY_SENSOR = "account_discovery_sensor"
 NORMALIZE_AFTER_RAW_SENSOR = "flex_normalize_after_raw"
 INBOX_SENSOR = "inbox_sensor"
 STATE_FILE = Path("state") / "accounts.json"
-GATEWAY_NOTE = (
-    "IB Gateways are not asked for accounts: ibpipeline.gateway.collector offers no "
-    "managed-accounts-only call (only full snapshots); gateway accounts appear once a Flex "
-    "statement lists them"
-)
 
 Clock = Callable[[], datetime]
 
@@ -131,14 +127,19 @@ def discover(
     as_of: date,
     has_history: Callable[[str], bool],
     history: str | None,
+    unanswered: Sequence[str] = (),
 ) -> Discovery:
     """Compare the sources' account ids with ``state``.
 
     ``observed``: source name -> ids it reports (only sources that answered); ``closed_on``:
     account -> dateClosed reported by its latest statement; ``has_history``: whether an account's
     history is already normalized (then it is adopted without a backfill); ``history``: the range
-    label recorded for new accounts; ``as_of``: the report date the sources describe. An open known account absent from every answering source is
-    closed; a closed one that reappears is reopened. Invalid ids are rejected once.
+    label recorded for new accounts; ``as_of``: the report date the sources describe;
+    ``unanswered``: sources that were asked but did not answer. An account seen by any source
+    (e.g. only by a gateway) is new when unknown, whatever the source. An open known account absent
+    from every answering source is closed, unless ``unanswered`` is non-empty (it may be on a silent
+    source: absence closes nothing that tick; ``dateClosed`` still does); a closed one that
+    reappears is reopened. Invalid ids are rejected once, whichever source reports them.
     """
     known = dict(state.accounts)
     rejected_all = dict(state.rejected)
@@ -173,7 +174,7 @@ def discover(
         if account_id in closed_on:
             reason = f"dateClosed {closed_on[account_id].isoformat()} in its latest statement"
             day = closed_on[account_id]
-        elif observed and account_id not in seen:
+        elif observed and not unanswered and account_id not in seen:
             reason = f"absent from {', '.join(sorted(observed))} as of {as_of.isoformat()}"
             day = as_of
         else:
@@ -245,6 +246,17 @@ def write_state_file(data_dir: Path, state: DiscoveryState) -> Path:
     return path
 
 
+def gateway_accounts(gateway: GatewayResource) -> dict[str, list[str] | str]:
+    """Source ``gateway:<host:port>`` -> managed account ids, or the error text when unreachable;
+    empty when no gateway is configured. Raises GatewayConfigError on a malformed list."""
+    if not gateway.gateways:
+        return {}
+    answers = list_managed_accounts(
+        gateway.addresses(), client_id=gateway.client_id, timeout=gateway.timeout_s
+    )
+    return {f"gateway:{address}": answer for address, answer in answers.items()}
+
+
 def history_window(today: date, start: date) -> tuple[date, date] | None:
     """``(start, today)`` clamped to the daily partitions; None when empty."""
     start = max(start, daily.start.date())
@@ -264,17 +276,16 @@ def build_account_discovery_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=(
-            "Registers accounts found in the newest Flex statement, re-fetches the raw history "
-            "for new ones (one range run; flex_normalize_after_raw then normalizes them), marks "
-            "closed accounts. " + GATEWAY_NOTE + "."
+            "Registers accounts found in the newest Flex statement or on a configured IB "
+            "Gateway, re-fetches the raw history for new ones (one range run; "
+            "flex_normalize_after_raw then normalizes them), marks closed accounts (not while "
+            "a gateway is unreachable)."
         ),
     )
     def _sensor(
-        context: dg.SensorEvaluationContext, data_dir: DataDirResource
+        context: dg.SensorEvaluationContext, data_dir: DataDirResource, gateway: GatewayResource
     ) -> dg.SensorResult | dg.SkipReason:
         root = data_dir.root()
-        if settings.gateways():
-            context.log.info(GATEWAY_NOTE)
         latest = latest_flex_manifest(root)
         if latest is None:
             return dg.SkipReason("no stored Flex statement yet: nothing to discover")
@@ -283,7 +294,14 @@ def build_account_discovery_sensor(
         today = ready_report_day(clock(), settings.schedule_timezone())
         window = history_window(today, settings.history_start())
         label = f"{window[0]}..{window[1]}" if window else None
-        observed = {"flex": list(manifest.accounts)}
+        observed: dict[str, Sequence[str]] = {"flex": list(manifest.accounts)}
+        unanswered = []
+        for source, answer in gateway_accounts(gateway).items():
+            if isinstance(answer, str):
+                unanswered.append(source)
+                context.log.warning(f"{source} unreachable, no account closed this tick: {answer}")
+            else:
+                observed[source] = answer
         closing = closed_dates(root, [a for a in manifest.accounts if _is_valid(a)], as_of)
         found = discover(
             state,
@@ -292,6 +310,7 @@ def build_account_discovery_sensor(
             as_of,
             has_normalized_history(root, window[0]) if window else lambda _: True,
             label,
+            unanswered,
         )
         for raw_id, reason in found.rejected.items():
             context.log.warning(f"rejected account id {raw_id!r}: {reason}")

@@ -8,6 +8,7 @@ from ibpipeline.gateway.collector import (
     GatewayOutcome,
     collect_snapshots,
     collect_snapshots_async,
+    list_managed_accounts,
     parse_gateways,
     to_jsonl,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "GatewayOutcome",
     "collect_snapshots",
     "collect_snapshots_async",
+    "list_managed_accounts",
     "parse_gateways",
     "to_jsonl",
 ]

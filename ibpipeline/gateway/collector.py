@@ -11,6 +11,9 @@ Failures: each gateway gets ``retries`` more attempts after the first, sleeping
 Some gateways failing gives a partial result (``CollectionResult.gateways`` lists each error);
 all failing raises ``GatewayCollectionError`` naming every gateway and its error. Connections are
 always closed. Nothing is ever written to a gateway except read requests.
+
+``list_managed_accounts`` only connects (same read-only handshake) and returns each gateway's
+managed account ids, for account discovery.
 """
 
 from __future__ import annotations
@@ -551,6 +554,46 @@ def collect_snapshots(
             clock=clock,
         )
     )
+
+
+async def _managed_accounts(address: GatewayAddress, client_id: int, timeout: float) -> list[str]:
+    """Connect read-only, return the login's managed account ids, disconnect."""
+    ib = IB()
+    try:
+        await _connect(ib, address, client_id, timeout)
+        return ib.managedAccounts()
+    finally:
+        ib.disconnect()
+
+
+async def _list_managed_accounts_async(
+    gateways: Sequence[GatewayAddress], client_id: int, timeout: float
+) -> dict[str, list[str] | str]:
+    async def one(address: GatewayAddress) -> list[str] | str:
+        try:
+            return await _managed_accounts(address, client_id, timeout)
+        except (OSError, TimeoutError, ConnectionError, _GatewayError) as exc:
+            return _describe(exc, timeout)
+
+    answers = await asyncio.gather(*(one(address) for address in gateways))
+    return {str(address): answer for address, answer in zip(gateways, answers, strict=True)}
+
+
+def list_managed_accounts(
+    gateways: Sequence[GatewayAddress],
+    *,
+    client_id: int = DEFAULT_CLIENT_ID,
+    timeout: float = 4.0,
+) -> dict[str, list[str] | str]:
+    """The managed account ids of every gateway, asked concurrently (blocking; own event loop).
+
+    Per gateway ``str(address)`` (``host:port``): its account ids in the gateway's order, or the
+    error text (str) when it could not be read. One read-only connection per gateway, no retry,
+    only the handshake (no account data requested); ``timeout`` is seconds for the connect.
+    """
+    if timeout <= 0:
+        raise ValueError(f"timeout must be > 0, got {timeout}")
+    return asyncio.run(_list_managed_accounts_async(gateways, client_id, timeout))
 
 
 def to_jsonl(result: CollectionResult) -> bytes:

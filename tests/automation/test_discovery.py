@@ -1,4 +1,5 @@
 import json
+import socket
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -7,12 +8,15 @@ from conftest import make_defs
 
 from ibpipeline.automation.ranges import NORMALIZE_ACCOUNTS_TAG, RANGE_END_TAG, RANGE_START_TAG
 from ibpipeline.automation.sensors import (
+    AccountRecord,
     DiscoveryState,
     build_account_discovery_sensor,
+    discover,
     flex_normalize_after_raw,
 )
-from ibpipeline.resources import DataDirResource
+from ibpipeline.resources import DataDirResource, GatewayResource
 from ibpipeline.sim.flex_statement import render_statement
+from ibpipeline.sim.gateway_server import GatewaySimulatorThread
 from ibpipeline.storage import parquet, rawstore
 
 CLOCK = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)  # Wednesday -> report day Tuesday 2024-03-05
@@ -48,13 +52,27 @@ def store(data_dir, world, day: date, account_ids, manifest_accounts=None) -> No
     )
 
 
-def tick(sensor, instance, data_dir, cursor=None, apply=True):
-    defs = make_defs(None, data_dir, sensors=[sensor])
+def gateway_resource(gateways=()) -> GatewayResource:
+    return GatewayResource(gateways=list(gateways), timeout_s=2.0)
+
+
+def discovery_defs(sim, data_dir, sensor, gateways=()) -> dg.Definitions:
+    return dg.Definitions.merge(
+        make_defs(sim, data_dir, sensors=[sensor]),
+        dg.Definitions(resources={"gateway": gateway_resource(gateways)}),
+    )
+
+
+def tick(sensor, instance, data_dir, cursor=None, apply=True, gateways=()):
+    defs = discovery_defs(None, data_dir, sensor, gateways)
     with dg.build_sensor_context(
         instance=instance,
         definitions=defs,
         cursor=cursor,
-        resources={"data_dir": DataDirResource(path=str(data_dir))},
+        resources={
+            "data_dir": DataDirResource(path=str(data_dir)),
+            "gateway": gateway_resource(gateways),
+        },
     ) as ctx:
         result = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx)
     if apply:  # what the daemon does before launching the runs
@@ -158,6 +176,72 @@ def test_account_with_normalized_history_is_adopted(
     assert instance.get_dynamic_partitions("account") == [account]
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_account_only_on_a_gateway_is_registered_and_backfilled(
+    sensor, instance, data_dir, world, world_accounts
+):
+    flex_accounts, only_gateway = sorted(world_accounts[:2]), world_accounts[2]
+    store(data_dir, world, date(2024, 3, 5), flex_accounts)
+    first = tick(sensor, instance, data_dir)  # no gateway configured: the Flex accounts only
+    assert instance.get_dynamic_partitions("account") == flex_accounts
+
+    with GatewaySimulatorThread(world, account_ids=[flex_accounts[0], only_gateway]) as gw:
+        address = f"127.0.0.1:{gw.port}"
+        found = tick(sensor, instance, data_dir, cursor=first.cursor, gateways=[address])
+        again = tick(sensor, instance, data_dir, cursor=found.cursor, gateways=[address])
+    (add,) = found.dynamic_partitions_requests
+    assert list(add.partition_keys) == [only_gateway]
+    (request,) = found.run_requests
+    assert request.tags[NORMALIZE_ACCOUNTS_TAG] == only_gateway
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
+        "2024-01-02",
+        "2024-03-05",
+    )
+    state = DiscoveryState.from_cursor(found.cursor)
+    assert {a: r.status for a, r in state.accounts.items()} == dict.fromkeys(world_accounts, "open")
+    assert state.accounts[only_gateway].history == "2024-01-02..2024-03-05"
+    assert sorted(instance.get_dynamic_partitions("account")) == sorted(world_accounts)
+    # the gateway keeps listing it: nothing new, nothing closed
+    assert again.run_requests == [] and again.cursor == found.cursor
+
+
+def test_unreachable_gateway_closes_nothing(sensor, instance, data_dir, world, world_accounts):
+    flex_accounts, only_gateway = sorted(world_accounts[:2]), world_accounts[2]
+    store(data_dir, world, date(2024, 3, 5), flex_accounts)
+    known = {a: AccountRecord("2024-03-01", history="adopted") for a in world_accounts}
+    instance.add_dynamic_partitions("account", list(world_accounts))
+    cursor = DiscoveryState(known).to_cursor()
+
+    dead = tick(sensor, instance, data_dir, cursor=cursor, gateways=[f"127.0.0.1:{closed_port()}"])
+    assert dead.run_requests == [] and not dead.dynamic_partitions_requests
+    assert dead.cursor == cursor  # the account seen only on the gateway stays open
+
+    # without the gateway configured, its absence from Flex closes it
+    flex_only = tick(sensor, instance, data_dir, cursor=cursor)
+    record = DiscoveryState.from_cursor(flex_only.cursor).accounts[only_gateway]
+    assert record.status == "closed" and "absent from flex" in record.closed_reason
+
+
+def test_invalid_gateway_ids_are_rejected_like_flex_ones():
+    found = discover(
+        DiscoveryState(),
+        {"flex": ["U1234567"], "gateway:127.0.0.1:4002": ["U1234567", "bad|id"]},
+        {},
+        date(2024, 3, 5),
+        lambda _: False,
+        "2024-01-02..2024-03-05",
+    )
+    assert found.new == ("U1234567",)
+    assert set(found.rejected) == {"bad|id"}
+    assert found.rejected["bad|id"].startswith("from gateway:127.0.0.1:4002: invalid account id")
+
+
 def test_unreadable_cursor_fails_clearly():
     with pytest.raises(ValueError, match="unreadable account_discovery_sensor cursor"):
         DiscoveryState.from_cursor("{not json")
@@ -187,7 +271,7 @@ def test_discovered_account_gets_raw_then_normalized_history(
     """End to end through Dagster: daily raw + normalize for two accounts, a third joins the
     query (with dateClosed on another), discovery re-fetches raw over the history in one run, and
     the chained normalized run fills the third account's history."""
-    defs = make_defs(sim, data_dir, sensors=[sensor])
+    defs = discovery_defs(sim, data_dir, sensor)
     day = date(2024, 3, 5)
     source.account_ids = sorted(world_accounts[:2])
     raw = defs.resolve_job_def("flex_raw_job").execute_in_process(

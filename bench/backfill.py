@@ -4,13 +4,15 @@ Usage::
 
     .venv/bin/python bench/backfill.py                         # 100 accounts x 365 days
     .venv/bin/python bench/backfill.py --accounts 10 --days 90
+    .venv/bin/python bench/backfill.py --accounts 10 --days 90 --marts   # + dbt marts
 
 Starts the real Flex simulator on loopback over a simulated world, then runs exactly what
-``ibpipeline backfill`` runs (``ibpipeline.automation.backfill.run_backfill``) in a throwaway
-SQLite Dagster instance: one ``flex_raw_job`` range run, then one ``flex_normalize_job`` range run
-over all accounts. Prints the wall time of each phase, the Flex requests the simulator logged,
-how many statements were parsed and how many partition files were written. Exits 1 when a target
-is missed: wall time <= 300 s (default size) and one SendRequest per <= 365-day window.
+``ibpipeline backfill --no-marts`` runs (``ibpipeline.automation.backfill.run_backfill``) in a
+throwaway SQLite Dagster instance: ONE ``flex_daily_job`` range run (raw statements, normalized
+tables, DuckDB views). Prints the wall time and each step's time, the Flex requests the simulator
+logged, how many statements were parsed and how many files were written. Exits 1 when a target
+is missed: wall time <= 300 s (default size, without marts), one SendRequest per <= 365-day
+window, each statement parsed once.
 """
 
 from __future__ import annotations
@@ -36,14 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--start", type=date.fromisoformat, default=date(2024, 1, 2))
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--normalize",
-        choices=("dagster", "direct"),
-        default="dagster",
-        help="dagster: run_backfill (raw run + normalize run); direct: the raw run through "
-        "Dagster, then the normalize asset's own function normalize_partitions() without Dagster "
-        "event bookkeeping (isolates the data-plane cost)",
-    )
+    parser.add_argument("--marts", action="store_true", help="also build the dbt marts")
     args = parser.parse_args(argv)
 
     import dagster as dg
@@ -51,8 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     import ibpipeline.assets.normalized as normalized
     from ibpipeline import settings
     from ibpipeline.assets import flex_assets
+    from ibpipeline.assets.marts import dbt_mart_assets
+    from ibpipeline.assets.tearsheets import tearsheets
     from ibpipeline.automation.backfill import run_backfill
-    from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job
+    from ibpipeline.automation.jobs import flex_daily_job
+    from ibpipeline.dbt import dbt_resource
     from ibpipeline.flex.ratelimit import RateLimit
     from ibpipeline.resources import DataDirResource, FlexResource
     from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
@@ -77,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         data_dir = tmp / "data"
         defs = dg.Definitions(
-            assets=flex_assets,
-            jobs=[flex_raw_job, flex_normalize_job],
+            assets=[*flex_assets, *dbt_mart_assets, tearsheets],
+            jobs=[flex_daily_job],
             resources={
                 "flex": FlexResource(
                     token=dg.EnvVar(settings.FLEX_TOKEN_ENV),
@@ -89,46 +87,33 @@ def main(argv: list[str] | None = None) -> int:
                     client_rate_limit=False,
                 ),
                 "data_dir": DataDirResource(path=str(data_dir)),
+                "dbt": dbt_resource(),
             },
         )
         began = time.perf_counter()
-        if args.normalize == "dagster":
-            result = run_backfill(defs, instance, start, end)
-            raw_run = instance.get_run_stats(result.raw_run_id)
-            raw_s = raw_run.end_time - raw_run.start_time
-            norm_runs = [instance.get_run_stats(r) for r in result.normalize_run_ids]
-            norm_s = sum(r.end_time - r.start_time for r in norm_runs)
-        else:
-            raw = run_backfill(defs, instance, start, end, accounts=[])
-            raw_stats = instance.get_run_stats(raw.raw_run_id)
-            raw_s = raw_stats.end_time - raw_stats.start_time
-            norm_began = time.perf_counter()
-            keys = instance.get_dynamic_partitions("account")
-            days = [start + timedelta(days=i) for i in range(args.days)]
-            normalized.normalize_partitions(
-                data_dir, [(a, d) for a in keys for d in days], normalized.NORMALIZED_TABLES
-            )
-            norm_runs = []
-            norm_s = time.perf_counter() - norm_began
+        result = run_backfill(defs, instance, start, end, marts=args.marts)
         wall = time.perf_counter() - began
+        steps = [
+            (s.step_key, s.end_time - s.start_time)
+            for s in instance.get_run_step_stats(result.run_id)
+        ]
         sends = sim.count("SendRequest")
         gets = sim.count("GetStatement")
-        partitions = len(parquet.list_partitions("nav_daily", data_dir=data_dir))
+        files = len(parquet.list_partitions("nav_daily", data_dir=data_dir))
         nav_rows = parquet.read_table("nav_daily", data_dir=data_dir).num_rows
+        size = sum(p.stat().st_size for p in (data_dir / "raw").rglob("*.xml"))
 
     windows = math.ceil(args.days / 365)
-    print(
-        f"backfill {args.accounts} accounts x {args.days} days ({start}..{end}), {args.normalize}"
-    )
+    print(f"backfill {args.accounts} accounts x {args.days} days ({start}..{end}), one run")
     print(f"  wall time              {wall:8.1f} s   (target <= {TARGET_SECONDS:.0f} s)")
-    print(f"    raw run              {raw_s:8.1f} s   (render + serve + fetch + store)")
-    print(f"    normalize            {norm_s:8.1f} s   ({len(norm_runs)} Dagster run(s))")
+    for key, seconds in steps:
+        print(f"    step {key:<28s} {seconds:8.1f} s")
     print(f"  Flex SendRequest       {sends:8d}     (expected {windows}: one per <= 365 days)")
-    print(f"  Flex GetStatement      {gets:8d}")
+    print(f"  Flex GetStatement      {gets:8d}     ({size / 1e6:.0f} MB of XML)")
     print(f"  statements parsed      {len(parses):8d}")
-    print(f"  nav_daily partitions   {partitions:8d}   rows {nav_rows}")
+    print(f"  nav_daily day files    {files:8d}   rows {nav_rows}")
     missed = sends != windows or len(parses) != windows
-    if args.accounts == 100 and args.days == 365 and args.normalize == "dagster":
+    if args.accounts == 100 and args.days == 365 and not args.marts:
         missed |= wall > TARGET_SECONDS
     shutil.rmtree(tmp, ignore_errors=True)
     return 1 if missed else 0

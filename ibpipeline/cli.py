@@ -118,10 +118,10 @@ def _backfill(args: argparse.Namespace) -> int:
         )
         return 2
     with demo_instance(Path.cwd()) as instance:
-        result = run_backfill(defs, instance, args.start, args.end, args.accounts or None)
+        result = run_backfill(defs, instance, args.start, args.end, marts=not args.no_marts)
     print(
-        f"backfilled {args.start}..{args.end}: raw run {result.raw_run_id}, normalized runs "
-        f"{list(result.normalize_run_ids)} over {len(result.accounts)} accounts"
+        f"backfilled {args.start}..{args.end} in run {result.run_id}: "
+        f"{len(result.accounts)} accounts registered"
     )
     return 0
 
@@ -172,12 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill = commands.add_parser(
         "backfill",
-        help="fetch a date range (one Flex request per 365 days) and normalize it for every "
-        "account, in the local Dagster instance",
+        help="one flex_daily_job run over a date range in the local Dagster instance: fetch it "
+        "(one Flex request per 365 days), normalize every account, rebuild the marts",
     )
     backfill.add_argument("--start", type=_date, required=True)
     backfill.add_argument("--end", type=_date, required=True)
-    backfill.add_argument("--accounts", nargs="*", metavar="ID", help="default: all accounts")
+    backfill.add_argument(
+        "--no-marts", action="store_true", help="stop after the normalized tables and views"
+    )
     backfill.set_defaults(func=_backfill)
 
     tables = commands.add_parser(

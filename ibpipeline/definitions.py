@@ -1,10 +1,8 @@
 """The one ``dg.Definitions`` of ibpipeline (``dagster dev`` loads it through workspace.yaml).
 
 Adding a layer is one line in the matching list below (assets, checks, jobs, schedules, sensors).
-The raw asset (daily) and the normalized assets (account x daily) have different partitions
-definitions, so Dagster cannot put them in one job (``ibpipeline.automation.jobs``):
-``flex_raw_job`` fetches statements for a date range; ``flex_normalize_job`` rebuilds the
-normalized partitions of an account x date range and refreshes the DuckDB views.
+The main job is ``flex_daily_job`` (``ibpipeline.automation.jobs``): raw -> normalized -> views
+-> marts for one report date or a range, in one run.
 """
 
 from __future__ import annotations
@@ -19,13 +17,9 @@ from ibpipeline.assets.marts import dbt_mart_assets, marts_job
 from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts
 from ibpipeline.assets.tearsheets import tearsheets
 from ibpipeline.automation.gateway_schedule import gateway_snapshot_job, gateway_snapshot_schedule
-from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job, inbox_import_job
+from ibpipeline.automation.jobs import flex_daily_job, inbox_import_job
 from ibpipeline.automation.schedules import flex_daily_schedule_from_env
-from ibpipeline.automation.sensors import (
-    account_discovery_sensor,
-    flex_normalize_after_raw,
-    inbox_sensor,
-)
+from ibpipeline.automation.sensors import account_discovery_sensor, inbox_sensor
 from ibpipeline.dbt import dbt_resource
 from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 
@@ -59,13 +53,9 @@ ASSETS = [
     *([postgres_marts] if settings.postgres_dsn_configured() else []),
 ]
 ASSET_CHECKS: list[dg.AssetChecksDefinition] = [*gateway_checks, *mart_checks]
-JOBS = [flex_raw_job, flex_normalize_job, inbox_import_job, gateway_snapshot_job, marts_job]
+JOBS = [flex_daily_job, inbox_import_job, gateway_snapshot_job, marts_job]
 SCHEDULES: list[dg.ScheduleDefinition] = [flex_daily_schedule_from_env(), gateway_snapshot_schedule]
-SENSORS: list[dg.SensorDefinition] = [
-    account_discovery_sensor,
-    flex_normalize_after_raw,
-    inbox_sensor,
-]
+SENSORS: list[dg.SensorDefinition] = [account_discovery_sensor, inbox_sensor]
 
 defs = dg.Definitions(
     assets=ASSETS,

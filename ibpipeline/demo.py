@@ -1,10 +1,10 @@
 """``ibpipeline demo``: the main job end to end on a simulated Flex Web Service.
 
 Starts the Flex simulator on a free loopback port with a random token (only in this process's
-environment, never printed), then materializes, in the same Dagster instance ``dagster dev`` uses
-from this folder, two range runs: ``flex_raw_job`` over the dates (one Flex request per 365 days)
-and ``flex_normalize_job`` over accounts x dates (normalized Parquet + DuckDB views).
-Re-running replaces the same partitions: same rows, no duplicates.
+environment, never printed), then runs, in the same Dagster instance ``dagster dev`` uses from
+this folder, ``flex_daily_job`` over the dates as ONE range run (one Flex request per 365 days;
+normalized Parquet, DuckDB views, dbt marts and their checks, tearsheets), and takes one gateway
+snapshot. Re-running replaces the same partitions: same rows, no duplicates.
 """
 
 from __future__ import annotations
@@ -21,18 +21,16 @@ import dagster as dg
 from ibpipeline import settings
 from ibpipeline.assets import NORMALIZED_TABLES, flex_assets
 from ibpipeline.assets.checks import mart_checks, open_marts
-from ibpipeline.assets.marts import dbt_mart_assets, marts_job
+from ibpipeline.assets.marts import dbt_mart_assets
 from ibpipeline.assets.tearsheets import tearsheet_path, tearsheets
-from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job
+from ibpipeline.automation.jobs import flex_daily_job
+from ibpipeline.automation.ranges import range_tags
 from ibpipeline.dbt import dbt_resource
-from ibpipeline.partitions import ACCOUNT_DIMENSION, account_date_key
 from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 from ibpipeline.storage import parquet, warehouse
 
 DEMO_QUERY_ID = "900001"
 NEW_YORK = ZoneInfo("America/New_York")
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -67,60 +65,27 @@ def demo_instance(project_dir: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(project_dir))
 
 
-def range_tags(start: str, end: str) -> dict[str, str]:
-    """Tags that make one run cover the partition key range ``start..end``."""
-    return {RANGE_START_TAG: start, RANGE_END_TAG: end}
-
-
 def demo_dates(days: int, today: date) -> tuple[date, date]:
     """``days`` calendar days ending yesterday (the last published Flex day)."""
     end = today - timedelta(days=1)
     return end - timedelta(days=days - 1), end
 
 
-def materialize_range(
-    instance: dg.DagsterInstance,
-    resources: dict[str, dg.ConfigurableResource],
-    start: date,
-    end: date,
-    account_ids: list[str],
-) -> None:
-    """Raw over ``start..end`` as one run, then normalized + views over accounts x dates as one run.
-
-    A failing step raises (``execute_in_process`` re-raises the asset's error).
-    """
-    defs = dg.Definitions(
-        assets=flex_assets, jobs=[flex_raw_job, flex_normalize_job], resources=resources
-    )
-    defs.resolve_job_def(flex_raw_job.name).execute_in_process(
-        instance=instance, tags=range_tags(start.isoformat(), end.isoformat()), run_config=QUIET
-    )
-    registered = instance.get_dynamic_partitions(ACCOUNT_DIMENSION)
-    ordered = [a for a in registered if a in set(account_ids)]
-    first, last = ordered[0], ordered[-1]
-    defs.resolve_job_def(flex_normalize_job.name).execute_in_process(
-        instance=instance,
-        tags=range_tags(
-            account_date_key(first, start.isoformat()), account_date_key(last, end.isoformat())
-        ),
-        run_config=QUIET,
-    )
-
-
-def materialize_marts(
+def run_daily_job(
     instance: dg.DagsterInstance,
     resources: dict[str, dg.ConfigurableResource],
     start: date,
     end: date,
 ) -> None:
-    """``marts_job`` over ``start..end`` as one run: dbt marts, their checks, the tearsheets."""
+    """``flex_daily_job`` over ``start..end`` as one run: raw, normalized, views, marts with their
+    checks, tearsheets. A failing step raises (``execute_in_process`` re-raises its error)."""
     defs = dg.Definitions(
-        assets=[*dbt_mart_assets, tearsheets],
+        assets=[*flex_assets, *dbt_mart_assets, tearsheets],
         asset_checks=mart_checks,
-        jobs=[marts_job],
+        jobs=[flex_daily_job],
         resources={**resources, "dbt": dbt_resource()},
     )
-    defs.resolve_job_def(marts_job.name).execute_in_process(
+    defs.resolve_job_def(flex_daily_job.name).execute_in_process(
         instance=instance, tags=range_tags(start.isoformat(), end.isoformat()), run_config=QUIET
     )
 
@@ -231,8 +196,7 @@ def run_demo(
             ),
             "data_dir": DataDirResource(path=str(data_root)),
         }
-        materialize_range(instance, resources, start, end, account_ids)
-        materialize_marts(instance, resources, start, end)
+        run_daily_job(instance, resources, start, end)
         gateway_check = take_gateway_snapshot(instance, world, data_root, last_close(end))
     counts, last_nav = summarize(data_root, account_ids, start, end)
     perf = performance(data_root)

@@ -1,8 +1,8 @@
 """Ingest hand-downloaded Flex statements through the same raw -> normalized path as fetches.
 
 A file is parsed once (``ibpipeline.flex.parse``), copied into the content-addressed raw store,
-pointed at by the per-date manifests (``source="inbox"``) of the days it may claim, and its
-(account, day) partitions are written with the normalized writer. A ledger entry
+pointed at by the per-date manifests (``source="inbox"``) of the days it may claim, and the
+normalized day files of those days are rewritten from it (``normalized.write_days``). A ledger entry
 ``<data_dir>/raw/inbox/<sha256>.json`` written last marks the content as ingested, so the same
 bytes dropped again (under any name) are a duplicate and change nothing.
 
@@ -30,12 +30,13 @@ from typing import Literal
 
 from ibpipeline.assets.normalized import (
     NORMALIZED_TABLES,
+    TableStats,
     parsed_tables,
-    split_by_partition,
+    write_days,
 )
 from ibpipeline.flex.parse import FlexParseError, parse_statement
 from ibpipeline.partitions import InvalidAccountIdError, validate_account_id
-from ibpipeline.storage import atomic_write_bytes, parquet, rawstore
+from ibpipeline.storage import atomic_write_bytes, rawstore
 
 PROCESSED_DIR = "processed"
 REJECTED_DIR = "rejected"
@@ -53,7 +54,7 @@ class InboxRejection(ValueError):
 
 @dataclass(frozen=True)
 class ImportResult:
-    """Outcome of one file. ``partitions`` are the (account, day) partitions written;
+    """Outcome of one file. ``partitions`` are the (account, day) pairs now read from it;
     ``moved_to`` is set only by ``process_inbox_file``."""
 
     name: str
@@ -77,7 +78,7 @@ class ImportResult:
         return (
             f"{self.name}: ingested {self.sha256[:12]} accounts {list(self.accounts)} "
             f"{self.from_date}..{self.to_date}: {len(self.days_claimed)} days claimed, "
-            f"{len(self.days_kept)} kept, {len(self.partitions)} partitions written"
+            f"{len(self.days_kept)} kept, {len(self.partitions)} account-days read from it"
         )
 
 
@@ -124,18 +125,6 @@ def _parse(content: bytes, sha256: str) -> tuple[dict, list[tuple[str, date, dat
         raise InboxRejection(str(exc)) from exc
 
 
-def _write_partitions(data_dir: Path, tables: dict, wanted: list[tuple[str, date]]) -> None:
-    """Replace every wanted (table, account, day) partition (empty when the file has no rows)."""
-    wanted_set = set(wanted)
-    for name in NORMALIZED_TABLES:
-        groups = split_by_partition(tables[name], wanted_set)
-        empty = tables[name].schema.empty_table()
-        for account_id, day in wanted:
-            parquet.write_partition(
-                name, account_id, day, groups.get((account_id, day), empty), data_dir=data_dir
-            )
-
-
 def import_statement(data_dir: Path, path: Path, now: datetime | None = None) -> ImportResult:
     """Ingest one Flex XML file (left where it is); see the module docstring for the rules.
 
@@ -175,8 +164,8 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         source="inbox",
     )
     rawstore.write_manifests(data_dir, claimed, manifest)
+    write_days(data_dir, tables, claimed, {name: TableStats() for name in NORMALIZED_TABLES})
     wanted = sorted((a, d) for d in claimed for a in covered[d])
-    _write_partitions(data_dir, tables, wanted)
     result = ImportResult(
         path.name,
         sha256,

@@ -1,7 +1,10 @@
-"""Partitions shared by every asset: account (dynamic) x date (daily).
+"""Partitions: report dates (``daily``) and accounts (the ``account`` dynamic partitions).
 
-There is exactly one ``DailyPartitionsDefinition`` (``daily``); the account x date definition reuses
-it so Dagster infers ``MultiToSingleDimensionPartitionMapping`` from daily assets to it.
+There is exactly one ``DailyPartitionsDefinition`` for report dates (``daily``): the raw Flex
+statements, the normalized Flex tables (every account in each day's file) and the daily marts
+share it, so day D of each reads day D of the one before, and any contiguous range is one run.
+``accounts`` holds every account id ever seen (never removed); the gateway tables are partitioned
+by account x their own New York day (``ibpipeline.assets.gateway``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ ACCOUNT_ID_RE = re.compile(r"^[A-Z]{1,2}[0-9]{5,9}$")
 
 daily = dg.DailyPartitionsDefinition(start_date=settings.start_date())
 accounts = dg.DynamicPartitionsDefinition(name=ACCOUNT_DIMENSION)
-account_daily = dg.MultiPartitionsDefinition({ACCOUNT_DIMENSION: accounts, DATE_DIMENSION: daily})
 
 
 class InvalidAccountIdError(ValueError):
@@ -53,13 +55,7 @@ def register_accounts(instance: dg.DagsterInstance, account_ids: Iterable[str]) 
 
 
 def account_date_key(account_id: str, date_key: str) -> dg.MultiPartitionKey:
-    """The ``account_daily`` key for one account and ``YYYY-MM-DD`` date (``U1234567|2024-01-31``)."""
+    """The account x date key of one account and ``YYYY-MM-DD`` date (``U1234567|2024-01-31``)."""
     return dg.MultiPartitionKey(
         {ACCOUNT_DIMENSION: validate_account_id(account_id), DATE_DIMENSION: date_key}
     )
-
-
-def split_account_date_key(key: str) -> tuple[str, str]:
-    """Split an ``account_daily`` key (``U1234567|2024-01-31``) into ``(account_id, date_key)``."""
-    by_dim = account_daily.get_partition_key_from_str(key).keys_by_dimension
-    return by_dim[ACCOUNT_DIMENSION], by_dim[DATE_DIMENSION]

@@ -12,8 +12,9 @@ from ibpipeline.gateway.schema import TABLE_SCHEMAS as GATEWAY_SCHEMAS
 HEADER = """# Normalized tables
 
 Generated from the Arrow schemas by `ibpipeline tables > docs/tables.md`; do not edit by hand.
-Parquet files live in `data/normalized/<table>/account_id=<id>/date=<YYYY-MM-DD>/part-0.parquet`;
-DuckDB views of the same names are in schema `normalized` of `data/ibpipeline.duckdb`.
+Flex tables live in `data/normalized/<table>/date=<YYYY-MM-DD>/part-0.parquet` (every account of
+the day in one file), gateway tables in
+`data/normalized/<table>/account_id=<id>/date=<YYYY-MM-DD>/part-0.parquet`; DuckDB views of the same names are in schema `normalized` of `data/ibpipeline.duckdb`.
 `decimal128(38, 10)` values are exact. `date` is the account's report date; timestamps are UTC.
 Money is in the row's `currency` unless the unit says otherwise; `*_base` columns are in the
 account's base currency. The Dagster assets write account_info, nav_daily, change_in_nav,

@@ -9,7 +9,7 @@
   {%- set rel = source('normalized', table) -%}
   {%- set present = [] -%}
   {%- if execute -%}
-    {%- set pattern = env_var('IBPIPELINE_DATA_DIR', 'data') ~ '/normalized/' ~ table ~ '/*/*/*.parquet' -%}
+    {%- set pattern = env_var('IBPIPELINE_DATA_DIR', 'data') ~ '/normalized/' ~ table ~ '/date=*/*.parquet' -%}
     {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')") -%}
     {%- if found.columns[0].values()[0] > 0 -%}
       {%- set described = run_query("describe select * from " ~ rel) -%}

@@ -10,7 +10,7 @@ Assets
   and writes nothing. Account ids found are validated and registered as ``account`` partitions.
 - ``gateway_account_values``, ``gateway_positions``, ``gateway_pnl`` (one ``@multi_asset`` over
   ``gateway_account_daily``): partition ``(account, day)`` is rebuilt from *all* raw snapshot files
-  of that day (deduplicated on ``snapshot_id``) and replaced atomically in the Flex hive layout
+  of that day (deduplicated on ``snapshot_id``) and replaced atomically in the per-account layout
   ``<data_dir>/normalized/<table>/account_id=<id>/date=<day>/part-0.parquet``. Appending a
   snapshot is therefore exactly idempotent: re-running a partition with the same raw files writes
   the same rows, and every partition is backfillable from raw.
@@ -47,16 +47,11 @@ from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ibpipeline import settings
-from ibpipeline.assets.normalized import (
-    PartitionId,
-    column_schema,
-    preview_markdown,
-    selected_partitions,
-    split_by_partition,
-)
+from ibpipeline.assets.normalized import column_schema, preview_markdown
 from ibpipeline.gateway.collector import (
     CollectionResult,
     GatewayCollectionError,
@@ -86,6 +81,46 @@ gateway_daily = dg.DailyPartitionsDefinition(
 gateway_account_daily = dg.MultiPartitionsDefinition(
     {ACCOUNT_DIMENSION: accounts, DATE_DIMENSION: gateway_daily}
 )
+
+
+PartitionId = tuple[str, date]
+"""One ``gateway_account_daily`` partition: ``(account_id, New York date)``."""
+
+
+def selected_partitions(keys: Iterable[str]) -> list[PartitionId]:
+    """``(account_id, date)`` of ``gateway_account_daily`` key strings, sorted and de-duplicated."""
+    out = set()
+    for key in keys:
+        by_dim = gateway_account_daily.get_partition_key_from_str(key).keys_by_dimension
+        out.add((by_dim[ACCOUNT_DIMENSION], date.fromisoformat(by_dim[DATE_DIMENSION])))
+    return sorted(out)
+
+
+def split_by_partition(table: pa.Table, wanted: set[PartitionId]) -> dict[PartitionId, pa.Table]:
+    """Rows of ``table`` grouped by ``(account_id, date)``, keeping only the ``wanted`` groups.
+
+    Row order inside a group is preserved. ``table`` must have ``account_id`` and ``date`` columns.
+    """
+    if table.num_rows == 0 or not wanted:
+        return {}
+    order = pc.sort_indices(
+        pa.table(
+            {"a": table["account_id"], "d": table["date"], "i": pa.array(range(table.num_rows))}
+        ),
+        sort_keys=[("a", "ascending"), ("d", "ascending"), ("i", "ascending")],
+    )
+    ordered = table.take(order)
+    account_ids = ordered["account_id"].to_pylist()
+    days = ordered["date"].to_pylist()
+    out: dict[PartitionId, pa.Table] = {}
+    start = 0
+    for i in range(1, len(account_ids) + 1):
+        if i == len(account_ids) or (account_ids[i], days[i]) != (account_ids[start], days[start]):
+            key = (account_ids[start], days[start])
+            if key in wanted:
+                out[key] = ordered.slice(start, i - start)
+            start = i
+    return out
 
 
 class RawSnapshotError(ValueError):
@@ -366,11 +401,11 @@ def compare_nav(
 ) -> tuple[NavComparison | None, str | None]:
     """Compare one account-day; return ``(comparison, None)`` or ``(None, reason it was skipped)``."""
     gw_path = parquet.partition_path(data_dir, "gateway_account_values", account_id, day)
-    flex_path = parquet.partition_path(data_dir, "nav_daily", account_id, day)
     nlv = last_net_liquidation(pq.read_table(gw_path)) if gw_path.exists() else None
     if nlv is None:
         return None, f"{account_id} {day}: no gateway snapshot with {NAV_KEY}"
-    flex = pq.read_table(flex_path).to_pylist() if flex_path.exists() else []
+    flex_day = parquet.read_day("nav_daily", day, data_dir=data_dir, account_id=account_id)
+    flex = [] if flex_day is None else flex_day.to_pylist()
     if not flex or flex[0]["total_base"] is None:
         return None, f"{account_id} {day}: no Flex nav_daily (total_base) for that day yet"
     return (

@@ -10,8 +10,8 @@
   drawdown_periods, pnl_by_symbol, trade_stats), rebuilt whole.
 
 Both write ``<data_dir>/ibpipeline.duckdb`` and run in pool ``duckdb_writer`` (one writer per
-file). dbt sources map onto the normalized assets (account x date -> date), so lineage reaches
-the raw Flex statements. dbt tests become asset checks.
+file). dbt sources are the normalized assets (same daily partitions, day D reads day D), so
+lineage reaches the raw Flex statements. dbt tests become asset checks.
 """
 
 import json
@@ -27,7 +27,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from ibpipeline import settings
 from ibpipeline.dbt import dbt_project
-from ibpipeline.partitions import DATE_DIMENSION, daily
+from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
 
 MARTS_GROUP = "marts"
@@ -45,16 +45,6 @@ class MartsTranslator(DagsterDbtTranslator):
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return MARTS_GROUP
-
-    def get_partition_mapping(
-        self, dbt_resource_props: Mapping[str, Any], dbt_parent_resource_props: Mapping[str, Any]
-    ) -> dg.PartitionMapping | None:
-        # Normalized sources are account x date: day D of a mart reads every account's day D.
-        if dbt_parent_resource_props["resource_type"] == "source":
-            return dg.MultiToSingleDimensionPartitionMapping(
-                partition_dimension_name=DATE_DIMENSION
-            )
-        return None
 
 
 TRANSLATOR = MartsTranslator()

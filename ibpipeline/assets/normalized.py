@@ -1,24 +1,26 @@
-"""Normalized Flex tables: one ``@multi_asset`` over account x date, parsing each statement once.
+"""Normalized Flex tables: one ``@multi_asset`` over report dates, parsing each statement once.
 
-For the run's selected (account, date) keys the asset reads the per-date manifests, groups the
-dates by the statement that covers them, parses each statement once, reconstructs daily positions,
-and replaces every selected partition's Parquet file (an empty file when the partition has no rows).
+Partitioned by ``daily`` like ``raw_flex_statement``, so raw and normalized run in one job and a
+backfill of any range is one run. For the run's report dates the asset reads the per-date
+manifests, groups the dates by the statement that covers them, parses each statement once,
+reconstructs daily positions, and replaces every (table, date) file with all accounts' rows of
+that date (an empty file when the day has no rows).
 """
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ibpipeline.assets.raw import raw_flex_statement
+from ibpipeline.assets.raw import days_in, raw_flex_statement
 from ibpipeline.flex.parse import ParsedFlex, parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions
-from ibpipeline.partitions import account_daily, split_account_date_key
+from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import parquet, rawstore
 
@@ -34,20 +36,9 @@ PARSED_TABLES: tuple[str, ...] = (
 NORMALIZED_TABLES: tuple[str, ...] = (*PARSED_TABLES[:4], "positions_daily", *PARSED_TABLES[4:])
 PREVIEW_ROWS = 5
 
-PartitionId = tuple[str, date]
-
 
 class MissingRawStatementError(Exception):
     """A selected report date has no raw statement manifest (fetch it first)."""
-
-
-def selected_partitions(keys: Iterable[str]) -> list[PartitionId]:
-    """``(account_id, date)`` of ``account_daily`` key strings, sorted and de-duplicated."""
-    out = set()
-    for key in keys:
-        account_id, day = split_account_date_key(key)
-        out.add((account_id, date.fromisoformat(day)))
-    return sorted(out)
 
 
 def manifests_for(data_dir: Path, days: Iterable[date]) -> dict[date, rawstore.Manifest]:
@@ -69,29 +60,25 @@ def manifests_for(data_dir: Path, days: Iterable[date]) -> dict[date, rawstore.M
     return found
 
 
-def split_by_partition(table: pa.Table, wanted: set[PartitionId]) -> dict[PartitionId, pa.Table]:
-    """Rows of ``table`` grouped by ``(account_id, date)``, keeping only the ``wanted`` groups.
+def split_by_date(table: pa.Table, wanted: set[date]) -> dict[date, pa.Table]:
+    """Rows of ``table`` grouped by ``date``, keeping only the ``wanted`` dates.
 
-    Row order inside a group is preserved. ``table`` must have ``account_id`` and ``date`` columns.
+    Row order inside a day is preserved. ``table`` must have a ``date`` column.
     """
     if table.num_rows == 0 or not wanted:
         return {}
     order = pc.sort_indices(
-        pa.table(
-            {"a": table["account_id"], "d": table["date"], "i": pa.array(range(table.num_rows))}
-        ),
-        sort_keys=[("a", "ascending"), ("d", "ascending"), ("i", "ascending")],
+        pa.table({"d": table["date"], "i": pa.array(range(table.num_rows))}),
+        sort_keys=[("d", "ascending"), ("i", "ascending")],
     )
     ordered = table.take(order)
-    accounts = ordered["account_id"].to_pylist()
     days = ordered["date"].to_pylist()
-    out: dict[PartitionId, pa.Table] = {}
+    out: dict[date, pa.Table] = {}
     start = 0
-    for i in range(1, len(accounts) + 1):
-        if i == len(accounts) or (accounts[i], days[i]) != (accounts[start], days[start]):
-            key = (accounts[start], days[start])
-            if key in wanted:
-                out[key] = ordered.slice(start, i - start)
+    for i in range(1, len(days) + 1):
+        if i == len(days) or days[i] != days[start]:
+            if days[start] in wanted:
+                out[days[start]] = ordered.slice(start, i - start)
             start = i
     return out
 
@@ -124,59 +111,78 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
 
 @dataclass
 class TableStats:
-    """What one run wrote for one table: rows, partition files, schema, first non-empty part."""
+    """What one run wrote for one table: rows, day files, rows per account, schema, a preview."""
 
     rows: int = 0
-    partitions: int = 0
+    days: int = 0
+    rows_by_account: dict[str, int] = field(default_factory=dict)
     schema: pa.Schema | None = None
     preview: pa.Table | None = None
 
     def add(self, table: pa.Table) -> None:
         self.rows += table.num_rows
-        self.partitions += 1
+        self.days += 1
         self.schema = self.schema or table.schema
-        if self.preview is None and table.num_rows:
-            self.preview = table
+        if table.num_rows:
+            counts = pc.value_counts(table["account_id"]).to_pylist()
+            for item in counts:
+                account = item["values"]
+                self.rows_by_account[account] = (
+                    self.rows_by_account.get(account, 0) + item["counts"]
+                )
+            if self.preview is None:
+                self.preview = table
 
 
-def normalize_partitions(
-    data_dir: Path, partitions: list[PartitionId], tables: Iterable[str]
+def write_days(
+    data_dir: Path,
+    tables: Mapping[str, pa.Table],
+    days: Iterable[date],
+    stats: dict[str, TableStats],
+) -> None:
+    """Replace the (table, day) file of every table in ``stats`` and every day of ``days`` with
+    that day's rows of ``tables`` (an empty file with the schema when the day has none)."""
+    days = sorted(set(days))
+    for name, table_stats in stats.items():
+        groups = split_by_date(tables[name], set(days))
+        empty = tables[name].schema.empty_table()
+        for day in days:
+            part = groups.get(day, empty)
+            parquet.write_day(name, day, part, data_dir=data_dir)
+            table_stats.add(part)
+
+
+def normalize_days(
+    data_dir: Path, days: Iterable[date], tables: Iterable[str]
 ) -> dict[str, TableStats]:
-    """Write every selected (table, account, date) partition from the stored statements.
+    """Write every selected (table, date) file from the stored statements.
 
     Each statement is read and parsed once; a date's rows come only from the statement its
     manifest points at. Raises MissingRawStatementError before writing anything when a date has
     no manifest.
     """
-    tables = tuple(tables)
-    manifests = manifests_for(data_dir, (d for _, d in partitions))
-    by_sha: dict[str, list[PartitionId]] = defaultdict(list)
-    for account_id, day in partitions:
-        by_sha[manifests[day].sha256].append((account_id, day))
+    manifests = manifests_for(data_dir, days)
+    by_sha: dict[str, list[date]] = defaultdict(list)
+    for day, manifest in manifests.items():
+        by_sha[manifest.sha256].append(day)
     stats = {name: TableStats() for name in tables}
     for sha256, wanted in sorted(by_sha.items()):
         parsed = statement_tables(rawstore.read_statement(data_dir, sha256), sha256)
-        for name in tables:
-            groups = split_by_partition(parsed[name], set(wanted))
-            empty = parsed[name].schema.empty_table()
-            for account_id, day in wanted:
-                part = groups.get((account_id, day), empty)
-                parquet.write_partition(name, account_id, day, part, data_dir=data_dir)
-                stats[name].add(part)
+        write_days(data_dir, parsed, wanted, stats)
     return stats
 
 
-def _metadata(stats: TableStats, partitions: list[PartitionId]) -> Mapping[str, object]:
-    days = [d for _, d in partitions]
+def _metadata(stats: TableStats, days: list[date]) -> Mapping[str, object]:
     # The same metadata lands on every partition of the run, so the standard row count is only
-    # set when the run wrote exactly one partition.
+    # set when the run wrote exactly one day.
     metadata: dict[str, object] = {
         "rows_in_run": stats.rows,
-        "partitions_in_run": stats.partitions,
+        "days_in_run": stats.days,
         "date_range": f"{min(days)}..{max(days)}",
-        "accounts": sorted({a for a, _ in partitions}),
+        "accounts": sorted(stats.rows_by_account),
+        "rows_by_account": dg.MetadataValue.json(dict(sorted(stats.rows_by_account.items()))),
     }
-    if stats.partitions == 1:
+    if stats.days == 1:
         metadata["dagster/row_count"] = stats.rows
     if stats.schema is not None:
         metadata["dagster/column_schema"] = column_schema(stats.schema)
@@ -192,24 +198,28 @@ def _metadata(stats: TableStats, partitions: list[PartitionId]) -> Mapping[str, 
             deps=[raw_flex_statement],
             group_name="normalized",
             kinds={"parquet"},
-            description=f"Flex {name}: data/normalized/{name}/account_id=<id>/date=<day>/",
+            description=f"Flex {name}, every account: data/normalized/{name}/date=<day>/",
         )
         for name in NORMALIZED_TABLES
     ],
-    partitions_def=account_daily,
+    partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=True,
 )
 def normalized_flex(
     context: dg.AssetExecutionContext, data_dir: DataDirResource
 ) -> Iterator[dg.MaterializeResult]:
-    """Parse the run's statements once and write each selected table's partitions."""
-    # partition_keys is the cross product of the dimension ranges in a range run and the one key
-    # otherwise; never branch on has_partition_key (False in range runs).
-    partitions = selected_partitions(context.partition_keys)
+    """Parse the run's statements once and write each selected table's day files."""
+    # partition_time_window spans one key and a range run alike; never branch on
+    # has_partition_key (False in range runs).
+    window = context.partition_time_window
+    days = list(days_in(window.start.date(), window.end.date() - timedelta(days=1)))
     selected = [k.path[-1] for k in context.selected_asset_keys]
     tables = [name for name in NORMALIZED_TABLES if name in selected]
-    stats = normalize_partitions(data_dir.root(), partitions, tables)
+    stats = normalize_days(data_dir.root(), days, tables)
     for name in tables:
-        context.log.info(f"{name}: {stats[name].rows} rows in {stats[name].partitions} partitions")
-        yield dg.MaterializeResult(asset_key=name, metadata=_metadata(stats[name], partitions))
+        context.log.info(
+            f"{name}: {stats[name].rows} rows of {len(stats[name].rows_by_account)} accounts "
+            f"in {stats[name].days} days"
+        )
+        yield dg.MaterializeResult(asset_key=name, metadata=_metadata(stats[name], days))

@@ -1,10 +1,10 @@
-"""Synchronous backfill: raw over a date range as one run, then normalized over every account.
+"""Synchronous backfill: ``flex_daily_job`` over a date range as ONE run.
 
-``run_backfill`` is what ``ibpipeline backfill --start --end`` runs. The raw run sends one Flex
-request per <= 365-day window whatever the number of accounts; the normalized run covers
-``<first account>|start .. <last account>|end`` (all registered accounts, in registration order),
-so each statement is parsed once. This is the same pair of runs the daily schedule and
-``flex_normalize_after_raw`` produce, executed in this process.
+``run_backfill`` is what ``ibpipeline backfill --start --end`` runs, and the same run a UI
+backfill of the job (or of raw + normalized assets) over a contiguous range produces: the raw step
+sends one Flex request per <= 365-day window whatever the number of accounts, the normalized step
+parses each statement once and writes one file per table and day for every account, then the
+views, marts and tearsheets are rebuilt once over the range.
 """
 
 from __future__ import annotations
@@ -15,23 +15,16 @@ from datetime import date
 
 import dagster as dg
 
-from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job
-from ibpipeline.automation.ranges import (
-    NO_ACCOUNTS,
-    NORMALIZE_ACCOUNTS_TAG,
-    account_blocks,
-    account_range_tags,
-    range_tags,
-)
+from ibpipeline.automation.jobs import FLEX_INGEST_SELECTION, flex_daily_job
+from ibpipeline.automation.ranges import range_tags
 from ibpipeline.partitions import ACCOUNT_DIMENSION, daily
 
 
 @dataclass(frozen=True)
 class BackfillResult:
-    """Run ids of the raw run and of the normalized run(s), and the accounts covered."""
+    """The run id and the accounts registered after it."""
 
-    raw_run_id: str
-    normalize_run_ids: tuple[str, ...]
+    run_id: str
     accounts: tuple[str, ...]
 
 
@@ -49,36 +42,22 @@ def run_backfill(
     instance: dg.DagsterInstance,
     start: date,
     end: date,
-    accounts: list[str] | None = None,
+    *,
+    marts: bool = True,
     tags: Mapping[str, str] | None = None,
 ) -> BackfillResult:
-    """Fetch ``start..end`` (inclusive) in one raw run, then normalize it for ``accounts`` (None =
-    every registered account, including those the raw run just registered).
+    """Run ``flex_daily_job`` over ``start..end`` (inclusive) in this process, as one run.
 
-    Raises ``dg.DagsterExecutionStepExecutionError`` style errors from a failed run; nothing is
-    normalized when the raw run fails.
+    ``marts=False`` stops after the normalized tables and DuckDB views. A failing step raises
+    (``execute_in_process`` re-raises it); data of earlier runs stays intact.
     """
     check_range(start, end)
-    raw = defs.resolve_job_def(flex_raw_job.name).execute_in_process(
+    job = defs.resolve_job_def(flex_daily_job.name)
+    result = job.execute_in_process(
         instance=instance,
-        tags={
-            **(tags or {}),
-            **range_tags(start.isoformat(), end.isoformat()),
-            NORMALIZE_ACCOUNTS_TAG: NO_ACCOUNTS,  # normalized right below, not by the sensor
-        },
+        tags={**(tags or {}), **range_tags(start.isoformat(), end.isoformat())},
+        asset_selection=None
+        if marts
+        else list(FLEX_INGEST_SELECTION.resolve(defs.resolve_asset_graph())),
     )
-    registered = instance.get_dynamic_partitions(ACCOUNT_DIMENSION)
-    wanted = registered if accounts is None else accounts
-    unknown = sorted(set(wanted) - set(registered))
-    if unknown:
-        raise ValueError(f"accounts not registered (not in any stored statement): {unknown}")
-    job = defs.resolve_job_def(flex_normalize_job.name)
-    run_ids = []
-    for first, last in account_blocks(registered, wanted):
-        result = job.execute_in_process(
-            instance=instance, tags={**(tags or {}), **account_range_tags(first, last, start, end)}
-        )
-        run_ids.append(result.run_id)
-    return BackfillResult(
-        raw.run_id, tuple(run_ids), tuple(a for a in registered if a in set(wanted))
-    )
+    return BackfillResult(result.run_id, tuple(instance.get_dynamic_partitions(ACCOUNT_DIMENSION)))

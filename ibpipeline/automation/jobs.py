@@ -1,10 +1,10 @@
 """Jobs the schedules and sensors launch.
 
-The raw asset (daily) and the normalized assets (account x daily) have different partitions
-definitions, so they live in two jobs: ``flex_raw_job`` fetches statements for a date range (one
-Flex request per <= 365 days); ``flex_normalize_job`` rebuilds the normalized partitions of an
-account x date range (each statement parsed once per run) and refreshes the DuckDB views.
-``inbox_import_job`` ingests one hand-downloaded file from the inbox folder.
+``flex_daily_job`` is the main job: for a report date or a range of them (one run), it fetches the
+Flex statements (one request per <= 365 days, every account of the query), normalizes them (each
+statement parsed once, every account), refreshes the DuckDB views and rebuilds the dbt marts and
+the tearsheets. Every asset in it is partitioned by ``daily`` or unpartitioned, so a backfill of
+any contiguous range is one run. ``inbox_import_job`` ingests one hand-downloaded file.
 """
 
 from collections.abc import Iterator
@@ -14,26 +14,22 @@ from pathlib import Path
 import dagster as dg
 
 from ibpipeline import inbox
-from ibpipeline.assets import (
-    NORMALIZED_TABLES,
-    normalized_flex,
-    raw_flex_statement,
-    warehouse_views,
-)
-from ibpipeline.partitions import account_daily, account_date_key, daily, register_accounts
+from ibpipeline.assets import NORMALIZED_TABLES, flex_assets, raw_flex_statement
+from ibpipeline.assets.marts import MARTS_GROUP
+from ibpipeline.partitions import daily, register_accounts
 from ibpipeline.resources import DataDirResource
 
-flex_raw_job = dg.define_asset_job(
-    "flex_raw_job",
-    selection=dg.AssetSelection.assets(raw_flex_statement),
+FLEX_INGEST_SELECTION = dg.AssetSelection.assets(*flex_assets)
+"""Raw statements, normalized tables and DuckDB views (the ingestion part of ``flex_daily_job``)."""
+
+flex_daily_job = dg.define_asset_job(
+    "flex_daily_job",
+    selection=FLEX_INGEST_SELECTION | dg.AssetSelection.groups(MARTS_GROUP),
     partitions_def=daily,
-    description="Fetch the Flex statements of a date range (one request per <= 365 days).",
-)
-flex_normalize_job = dg.define_asset_job(
-    "flex_normalize_job",
-    selection=dg.AssetSelection.assets(normalized_flex, warehouse_views),
-    partitions_def=account_daily,
-    description="Parse stored statements into the normalized tables, then refresh DuckDB views.",
+    description=(
+        "Fetch the Flex statements of a date range (one request per <= 365 days, all accounts), "
+        "normalize them, refresh the DuckDB views, rebuild the marts and tearsheets."
+    ),
 )
 
 
@@ -49,7 +45,7 @@ def _in_daily_range(day: date) -> bool:
 
 
 def inbox_events(result: inbox.ImportResult) -> Iterator[dg.AssetMaterialization]:
-    """Materializations of the raw days and normalized partitions an ingested file replaced."""
+    """Materializations of the raw and normalized days an ingested file replaced."""
     for day in result.days_claimed:
         if _in_daily_range(day):
             yield dg.AssetMaterialization(
@@ -58,11 +54,11 @@ def inbox_events(result: inbox.ImportResult) -> Iterator[dg.AssetMaterialization
                 metadata={"source": "inbox", "sha256": result.sha256, "file": result.name},
             )
     for name in NORMALIZED_TABLES:
-        for account_id, day in result.partitions:
+        for day in result.days_claimed:
             if _in_daily_range(day):
                 yield dg.AssetMaterialization(
                     asset_key=name,
-                    partition=str(account_date_key(account_id, day.isoformat())),
+                    partition=day.isoformat(),
                     metadata={"source": "inbox", "statement_sha256": result.sha256},
                 )
 

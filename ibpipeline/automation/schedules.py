@@ -1,12 +1,10 @@
 """The daily Flex schedule: the previous business day's statement for every account, after IBKR
 publishes it (ticks Tuesday to Saturday, so every Monday-Friday report day is fetched once).
 
-Each tick requests ONE ``flex_raw_job`` run for the previous business day of the tick's local
-date (one Flex request covers every account of the query). Its success triggers
-``flex_normalize_after_raw`` (``sensors.py``), which requests ONE ``flex_normalize_job`` run over
-all accounts for that day (range tags ``<first account>|<day>`` .. ``<last account>|<day>``).
-The normalized run must not start before the raw run has stored the statement, so the two are
-chained instead of both being requested by the schedule. Default status: STOPPED.
+Each tick requests ONE ``flex_daily_job`` run for the previous business day of the tick's local
+date: one Flex request covers every account of the query, the normalized tables of that day are
+rewritten for every account, then the views, marts and tearsheets are refreshed. Default status:
+STOPPED.
 """
 
 from __future__ import annotations
@@ -14,12 +12,8 @@ from __future__ import annotations
 import dagster as dg
 
 from ibpipeline import settings
-from ibpipeline.automation.jobs import flex_raw_job
-from ibpipeline.automation.ranges import (
-    ALL_ACCOUNTS,
-    NORMALIZE_ACCOUNTS_TAG,
-    ready_report_day,
-)
+from ibpipeline.automation.jobs import flex_daily_job
+from ibpipeline.automation.ranges import ready_report_day
 
 FLEX_DAILY_SCHEDULE = "flex_daily_schedule"
 
@@ -40,12 +34,12 @@ def build_flex_daily_schedule(
         name=name,
         cron_schedule=after_business_days_cron(hour, minute),
         execution_timezone=timezone,
-        job=flex_raw_job,
+        job=flex_daily_job,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=(
-            f"Tuesday-Saturday at {hour:02d}:{minute:02d} {timezone}: fetch the previous business "
-            "day's Flex statement (all accounts, one request); flex_normalize_after_raw then "
-            "normalizes every account for that day in one run."
+            f"Tuesday-Saturday at {hour:02d}:{minute:02d} {timezone}: one flex_daily_job run for "
+            "the previous business day (one Flex request for all accounts; normalized tables, "
+            "views, marts)."
         ),
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
@@ -53,7 +47,7 @@ def build_flex_daily_schedule(
         return dg.RunRequest(
             run_key=f"flex-daily:{day.isoformat()}",
             partition_key=day.isoformat(),
-            tags={NORMALIZE_ACCOUNTS_TAG: ALL_ACCOUNTS, "ibpipeline/trigger": name},
+            tags={"ibpipeline/trigger": name},
         )
 
     return _schedule

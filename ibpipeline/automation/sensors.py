@@ -1,16 +1,13 @@
-"""Sensors: account discovery, raw -> normalized chaining, and the Flex inbox.
+"""Sensors: account discovery and the Flex inbox.
 
 - ``account_discovery_sensor`` asks each account source which accounts exist (the accounts of the
   newest stored Flex statement and the managed accounts of every configured IB Gateway), registers
-  new valid ids in the ``account`` dynamic partitions and requests ONE ``flex_raw_job`` range run
-  re-fetching the history (statements fetched before an account joined the query lack it). Invalid
+  new valid ids in the ``account`` dynamic partitions and requests ONE ``flex_daily_job`` range run
+  re-fetching and re-normalizing the history (statements fetched before an account joined the
+  query lack it; one Flex request per 365 days, whatever the number of accounts). Invalid
   ids are rejected with a logged reason; accounts that disappear from every source or report a
   ``dateClosed`` are marked closed (never removed), but not while a gateway is unreachable. State:
   the sensor cursor, mirrored to ``<data_dir>/state/accounts.json``.
-- ``flex_normalize_after_raw`` reacts to every successful raw run that is not part of an asset
-  backfill that already selects the normalized assets: ONE ``flex_normalize_job`` range run over
-  the raw run's dates for every contiguous block of the accounts the run names (tag
-  ``ibpipeline/normalize_accounts``; default all). Raw always completes before normalization.
 - ``inbox_sensor`` requests one ``inbox_import_job`` run per settled file in the inbox folder.
 """
 
@@ -25,21 +22,10 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from ibpipeline import inbox, settings
-from ibpipeline.assets import NORMALIZED_TABLES, raw_flex_statement
-from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job, inbox_import_job
-from ibpipeline.automation.ranges import (
-    BACKFILL_TAG,
-    NORMALIZE_ACCOUNTS_TAG,
-    normalize_accounts_from_tag,
-    normalize_accounts_tag,
-    normalize_run_requests,
-    range_tags,
-    ready_report_day,
-    run_date_range,
-)
+from ibpipeline.automation.jobs import flex_daily_job, inbox_import_job
+from ibpipeline.automation.ranges import range_tags, ready_report_day
 from ibpipeline.gateway.collector import list_managed_accounts
 from ibpipeline.partitions import (
     ACCOUNT_DIMENSION,
@@ -52,7 +38,6 @@ from ibpipeline.resources import DataDirResource, GatewayResource
 from ibpipeline.storage import atomic_write_bytes, parquet, rawstore
 
 ACCOUNT_DISCOVERY_SENSOR = "account_discovery_sensor"
-NORMALIZE_AFTER_RAW_SENSOR = "flex_normalize_after_raw"
 INBOX_SENSOR = "inbox_sensor"
 STATE_FILE = Path("state") / "accounts.json"
 
@@ -214,28 +199,27 @@ def latest_flex_manifest(data_dir: Path) -> tuple[date, rawstore.Manifest] | Non
 
 
 def closed_dates(data_dir: Path, account_ids: Sequence[str], day: date) -> dict[str, date]:
-    """``dateClosed`` of each account in its normalized ``account_info`` row of ``day`` (accounts
-    without that partition or without a close date are left out)."""
-    out = {}
-    for account_id in account_ids:
-        path = parquet.partition_path(data_dir, "account_info", account_id, day)
-        if not path.is_file():
-            continue
-        values = pq.read_table(path, columns=["date_closed"]).column("date_closed").to_pylist()
-        closed = [v for v in values if v is not None]
-        if closed:
-            out[account_id] = max(closed)
+    """``dateClosed`` of each account in the normalized ``account_info`` rows of ``day`` (accounts
+    without a row that day or without a close date are left out)."""
+    table = parquet.read_day("account_info", day, data_dir=data_dir)
+    if table is None:
+        return {}
+    wanted = set(account_ids)
+    out: dict[str, date] = {}
+    for account_id, closed in zip(
+        table["account_id"].to_pylist(), table["date_closed"].to_pylist(), strict=True
+    ):
+        if account_id in wanted and closed is not None:
+            out[account_id] = max(closed, out.get(account_id, closed))
     return out
 
 
 def has_normalized_history(data_dir: Path, start: date) -> Callable[[str], bool]:
-    """Predicate: the account's ``nav_daily`` partition of ``start`` exists (its history was
-    normalized already, e.g. by a backfill before discovery was turned on)."""
-
-    def check(account_id: str) -> bool:
-        return parquet.partition_path(data_dir, "nav_daily", account_id, start).is_file()
-
-    return check
+    """Predicate: the account has a ``nav_daily`` row on ``start`` (its history was normalized
+    already, e.g. by a backfill before discovery was turned on)."""
+    table = parquet.read_day("nav_daily", start, data_dir=data_dir)
+    present = set() if table is None else set(table["account_id"].to_pylist())
+    return present.__contains__
 
 
 def write_state_file(data_dir: Path, state: DiscoveryState) -> Path:
@@ -272,14 +256,13 @@ def build_account_discovery_sensor(
 
     @dg.sensor(
         name=name,
-        job=flex_raw_job,
+        job=flex_daily_job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=(
             "Registers accounts found in the newest Flex statement or on a configured IB "
-            "Gateway, re-fetches the raw history for new ones (one range run; "
-            "flex_normalize_after_raw then normalizes them), marks closed accounts (not while "
-            "a gateway is unreachable)."
+            "Gateway, re-fetches and re-normalizes the history for new ones (one flex_daily_job "
+            "range run), marks closed accounts (not while a gateway is unreachable)."
         ),
     )
     def _sensor(
@@ -324,14 +307,13 @@ def build_account_discovery_sensor(
         to_add = [a for a in (*found.new, *found.adopted) if a not in registered]
         run_requests = []
         if found.new and window is not None:
-            context.log.info(f"new accounts {list(found.new)}: re-fetching raw {label}")
+            context.log.info(f"new accounts {list(found.new)}: re-fetching history {label}")
             digest = hashlib.sha256(" ".join(found.new).encode()).hexdigest()[:16]
             run_requests.append(
                 dg.RunRequest(
                     run_key=f"discover:{label}:{digest}",
                     tags={
                         **range_tags(window[0].isoformat(), window[1].isoformat()),
-                        NORMALIZE_ACCOUNTS_TAG: normalize_accounts_tag(found.new),
                         "ibpipeline/trigger": name,
                     },
                 )
@@ -353,68 +335,6 @@ def _is_valid(account_id: str) -> bool:
     except InvalidAccountIdError:
         return False
     return True
-
-
-# raw -> normalized chaining ----------------------------------------------------------------
-
-
-def is_raw_run(run: dg.DagsterRun) -> bool:
-    """Whether the run materialized ``raw_flex_statement``."""
-    if run.job_name == flex_raw_job.name:
-        return True
-    return raw_flex_statement.key in (run.asset_selection or set())
-
-
-def backfill_selects_normalized(instance: dg.DagsterInstance, backfill_id: str) -> bool:
-    """Whether the asset backfill ``backfill_id`` itself materializes normalized tables."""
-    backfill = instance.get_backfill(backfill_id)
-    if backfill is None or backfill.asset_selection is None:
-        return False
-    names = {key.to_user_string() for key in backfill.asset_selection}
-    return bool(names & set(NORMALIZED_TABLES))
-
-
-def normalize_requests_after(run: dg.DagsterRun, registered: Sequence[str]) -> list[dg.RunRequest]:
-    """The normalized range runs that follow a successful raw run (empty when none are due)."""
-    span = run_date_range(run.tags)
-    if span is None:
-        return []
-    wanted = normalize_accounts_from_tag(run.tags.get(NORMALIZE_ACCOUNTS_TAG), registered)
-    return normalize_run_requests(
-        registered,
-        wanted,
-        *span,
-        job_name=flex_normalize_job.name,
-        run_key_prefix=f"after-raw:{run.run_id}",
-        tags={"ibpipeline/after_raw_run": run.run_id},
-    )
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    name=NORMALIZE_AFTER_RAW_SENSOR,
-    request_job=flex_normalize_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "After each successful raw Flex run: one flex_normalize_job range run over its dates "
-        "for the accounts it names (default all), so each statement is parsed once."
-    ),
-)
-def flex_normalize_after_raw(
-    context: dg.RunStatusSensorContext,
-) -> list[dg.RunRequest] | dg.SkipReason:
-    run = context.dagster_run
-    if not is_raw_run(run):
-        return dg.SkipReason(f"run {run.run_id} did not materialize raw_flex_statement")
-    backfill_id = run.tags.get(BACKFILL_TAG)
-    if backfill_id and backfill_selects_normalized(context.instance, backfill_id):
-        return dg.SkipReason(f"backfill {backfill_id} normalizes its own partitions")
-    registered = context.instance.get_dynamic_partitions(ACCOUNT_DIMENSION)
-    requests = normalize_requests_after(run, registered)
-    if not requests:
-        return dg.SkipReason(f"raw run {run.run_id}: no accounts or dates to normalize")
-    return requests
 
 
 # inbox -------------------------------------------------------------------------------------

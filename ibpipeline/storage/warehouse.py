@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from ibpipeline.storage.parquet import PART_FILE, normalized_root, table_names
+from ibpipeline.storage.parquet import has_files, table_glob, table_names
 
 WAREHOUSE_FILE = "ibpipeline.duckdb"
 VIEW_SCHEMA = "normalized"
@@ -22,24 +22,13 @@ def warehouse_path(data_dir: Path) -> Path:
     return Path(data_dir) / WAREHOUSE_FILE
 
 
-def parquet_glob(data_dir: Path, table_name: str) -> str:
-    """Absolute glob matching every partition file of a table."""
-    root = normalized_root(data_dir).resolve() / table_name
-    return str(root / "account_id=*" / "date=*" / PART_FILE)
-
-
 def view_sql(data_dir: Path, table_name: str) -> str:
     """``CREATE OR REPLACE VIEW`` statement of one normalized table."""
-    glob = parquet_glob(data_dir, table_name).replace("'", "''")
+    glob = table_glob(data_dir, table_name).replace("'", "''")
     return (
         f'CREATE OR REPLACE VIEW {VIEW_SCHEMA}."{table_name}" AS '
         f"SELECT * FROM read_parquet('{glob}', hive_partitioning = false, union_by_name = true)"
     )
-
-
-def _has_files(data_dir: Path, table_name: str) -> bool:
-    base = normalized_root(data_dir) / table_name
-    return any(base.glob(f"account_id=*/date=*/{PART_FILE}"))
 
 
 def refresh_views(data_dir: Path) -> dict[str, int]:
@@ -50,7 +39,7 @@ def refresh_views(data_dir: Path) -> dict[str, int]:
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    present = [t for t in table_names(data_dir) if _has_files(data_dir, t)]
+    present = [t for t in table_names(data_dir) if has_files(data_dir, t)]
     counts: dict[str, int] = {}
     with duckdb.connect(str(warehouse_path(data_dir))) as con:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {VIEW_SCHEMA}")

@@ -44,10 +44,13 @@ def test_assets_groups_pools_and_jobs():
     assert defs.resolve_assets_def("warehouse_views").op.pool == "duckdb_writer"
     nav = defs.resolve_assets_def("nav_daily")
     assert nav.backfill_policy == dg.BackfillPolicy.single_run()
-    assert set(nav.partitions_def.partition_dimension_names) == {"account", "date"}
+    assert nav.partitions_def == raw.partitions_def  # the one daily definition: one job, one run
     assert graph.get(dg.AssetKey("nav_daily")).parent_keys == {dg.AssetKey("raw_flex_statement")}
-    assert defs.resolve_job_def("flex_raw_job").partitions_def == raw.partitions_def
-    assert defs.resolve_job_def("flex_normalize_job").partitions_def == nav.partitions_def
+    job = defs.resolve_job_def("flex_daily_job")
+    assert job.partitions_def == raw.partitions_def
+    selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert {"raw_flex_statement", "nav_daily", "warehouse_views", "daily_nav"} <= selected
+    assert {"performance_summary", "tearsheets"} <= selected
 
 
 def test_token_is_an_env_var():

@@ -29,11 +29,11 @@ def test_register_accounts_validates_all_before_adding():
         assert instance.get_dynamic_partitions("account") == ["U1111111", "U2222222", "U3333333"]
 
 
-def test_multi_keys_and_shared_daily_definition():
+def test_account_date_keys_and_daily_start():
     key = partitions.account_date_key("U1234567", "2024-01-31")
     assert str(key) == "U1234567|2024-01-31"
-    assert partitions.split_account_date_key("U1234567|2024-01-31") == ("U1234567", "2024-01-31")
-    assert partitions.account_daily.get_partitions_def_for_dimension("date") is partitions.daily
+    with pytest.raises(partitions.InvalidAccountIdError):
+        partitions.account_date_key("U1|2", "2024-01-31")
     assert partitions.daily.start.date().isoformat() == settings.start_date()
 
 

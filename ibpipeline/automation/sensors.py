@@ -39,6 +39,8 @@ from ibpipeline.storage import atomic_write_bytes, parquet, rawstore
 
 ACCOUNT_DISCOVERY_SENSOR = "account_discovery_sensor"
 INBOX_SENSOR = "inbox_sensor"
+NEW_ACCOUNTS_TAG = "ibpipeline/new_accounts"
+"""On a discovery run: the new account ids it backfills (space-separated; at most 20 listed)."""
 STATE_FILE = Path("state") / "accounts.json"
 
 Clock = Callable[[], datetime]
@@ -241,6 +243,12 @@ def gateway_accounts(gateway: GatewayResource) -> dict[str, list[str] | str]:
     return {f"gateway:{address}": answer for address, answer in answers.items()}
 
 
+def new_accounts_tag(account_ids: Sequence[str]) -> str:
+    """``NEW_ACCOUNTS_TAG`` value: the ids, or the first 20 and how many more."""
+    listed = " ".join(account_ids[:20])
+    return listed if len(account_ids) <= 20 else f"{listed} (+{len(account_ids) - 20} more)"
+
+
 def history_window(today: date, start: date) -> tuple[date, date] | None:
     """``(start, today)`` clamped to the daily partitions; None when empty."""
     start = max(start, daily.start.date())
@@ -314,6 +322,7 @@ def build_account_discovery_sensor(
                     run_key=f"discover:{label}:{digest}",
                     tags={
                         **range_tags(window[0].isoformat(), window[1].isoformat()),
+                        NEW_ACCOUNTS_TAG: new_accounts_tag(found.new),
                         "ibpipeline/trigger": name,
                     },
                 )

@@ -41,18 +41,3 @@ def tree_digest(root: Path) -> dict[str, bytes]:
 
 def files_containing(root: Path, needle: bytes) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
-
-
-def flex_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
-    """The raw job (daily) and the normalize job (account x daily + views), as the project defines them."""
-    from ibpipeline.assets import normalized_flex, raw_flex_statement, warehouse_views
-    from ibpipeline.partitions import account_daily, daily
-
-    return [
-        dg.define_asset_job("flex_raw_job", selection=[raw_flex_statement], partitions_def=daily),
-        dg.define_asset_job(
-            "flex_normalize_job",
-            selection=[normalized_flex, warehouse_views],
-            partitions_def=account_daily,
-        ),
-    ]

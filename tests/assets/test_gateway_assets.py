@@ -25,7 +25,7 @@ from ibpipeline.assets.gateway import (
     read_day_snapshots,
     snapshots_tables,
 )
-from ibpipeline.assets.normalized import split_by_partition
+from ibpipeline.assets.normalized import split_by_date
 from ibpipeline.automation.gateway_schedule import (
     build_gateway_snapshot_schedule,
     gateway_snapshot_job,
@@ -128,9 +128,8 @@ def write_flex_nav(world: World, data_dir: Path, day: date) -> None:
     from the same world, parsed by the real parser, stored by the normalized writer."""
     ids = [a.account_id for a in world.accounts]
     parsed = parse_statement(render_statement(world, ids, day, day))
-    wanted = {(a, day) for a in ids}
-    for (account_id, d), part in split_by_partition(parsed.tables["nav_daily"], wanted).items():
-        parquet.write_partition("nav_daily", account_id, d, part, data_dir=data_dir)
+    for d, part in split_by_date(parsed.tables["nav_daily"], {day}).items():
+        parquet.write_day("nav_daily", d, part, data_dir=data_dir)
 
 
 def test_raw_records_rebuild_exactly_the_collectors_tables(world, ids, start_sims):

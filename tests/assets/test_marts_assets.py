@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from asset_helpers import flex_jobs, make_resources, range_tags
+from asset_helpers import make_resources, range_tags
 from dagster_dbt import DbtProject
 
 from ibpipeline import settings
@@ -47,10 +47,11 @@ from ibpipeline.assets.tearsheets import (
     tearsheets,
     xirr_cashflows,
 )
+from ibpipeline.automation.jobs import flex_daily_job
 from ibpipeline.dbt import PROJECT_DIR, dbt_resource, manifest_is_stale
 from ibpipeline.finance.returns import xirr
 from ibpipeline.flex.ratelimit import RateLimit
-from ibpipeline.partitions import account_date_key, daily
+from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource, FlexResource
 from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
 from ibpipeline.storage import parquet
@@ -129,11 +130,11 @@ def test_summary_marts_are_unpartitioned_and_pooled() -> None:
     assert "config.materialized:incremental" in DAILY_SELECT
 
 
-def test_sources_are_the_normalized_assets_mapped_by_date() -> None:
+def test_sources_are_the_normalized_assets_mapped_day_to_day() -> None:
     for table in NORMALIZED_TABLES:
         spec = daily_marts.specs_by_key[dg.AssetKey(f"stg_{table}")]
         (dep,) = [d for d in spec.deps if d.asset_key == dg.AssetKey(table)]
-        assert dep.partition_mapping == dg.MultiToSingleDimensionPartitionMapping("date")
+        assert dep.partition_mapping is None  # same daily definition: identity
     resources = {
         "flex": FlexResource(token="unused", query_id=QUERY_ID),
         "data_dir": DataDirResource(path="unused"),
@@ -145,7 +146,7 @@ def test_sources_are_the_normalized_assets_mapped_by_date() -> None:
     assert dg.AssetKey("raw_flex_statement") in upstream
     assert dg.AssetKey("nav_daily") in upstream
     mapping = graph.get_partition_mapping(dg.AssetKey("stg_nav_daily"), dg.AssetKey("nav_daily"))
-    assert mapping == dg.MultiToSingleDimensionPartitionMapping("date")
+    assert mapping == dg.TimeWindowPartitionMapping()  # day D reads day D
 
 
 def test_marts_group_pool_and_uniqueness_checks() -> None:
@@ -254,21 +255,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
             )
             with sim:
                 resources = {**make_resources(sim, QUERY_ID, data_dir), "dbt": dbt_resource()}
-                defs = dg.Definitions(assets=flex_assets, jobs=flex_jobs(), resources=resources)
-                raw = defs.resolve_job_def("flex_raw_job").execute_in_process(
+                defs = dg.Definitions(
+                    assets=flex_assets, jobs=[flex_daily_job], resources=resources
+                )
+                ingest = defs.resolve_job_def("flex_daily_job").execute_in_process(
                     instance=instance, tags=range_tags(start.isoformat(), end.isoformat())
                 )
-                assert raw.success
+                assert ingest.success
             accounts = list(instance.get_dynamic_partitions("account"))
             assert sorted(accounts) == sorted(a.account_id for a in world.accounts)
-            normalized = defs.resolve_job_def("flex_normalize_job").execute_in_process(
-                instance=instance,
-                tags=range_tags(
-                    account_date_key(accounts[0], start.isoformat()),
-                    account_date_key(accounts[-1], end.isoformat()),
-                ),
-            )
-            assert normalized.success
             marts = dg.materialize(
                 [daily_marts, summary_marts, tearsheets, *mart_checks],
                 instance=instance,

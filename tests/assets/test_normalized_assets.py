@@ -5,10 +5,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from asset_helpers import files_containing, flex_jobs, make_resources, range_tags, tree_digest
+from asset_helpers import files_containing, make_resources, range_tags, tree_digest
 
 import ibpipeline.assets.normalized as normalized
-from ibpipeline.assets import flex_assets
+from ibpipeline.assets import flex_assets, normalized_flex, raw_flex_statement, warehouse_views
+from ibpipeline.automation.jobs import flex_daily_job
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
 from ibpipeline.storage import parquet
@@ -36,7 +37,7 @@ def world_sim(world, flex_token):
 def defs(world_sim, data_dir, flex_env):
     return dg.Definitions(
         assets=flex_assets,
-        jobs=flex_jobs(),
+        jobs=[flex_daily_job],
         resources=make_resources(world_sim, QUERY_ID, data_dir),
     )
 
@@ -53,38 +54,54 @@ def business_days(start: date, end: date) -> list[date]:
     ]
 
 
-def run_raw(defs, instance, start: date, end: date, **kwargs):
-    job = defs.resolve_job_def("flex_raw_job")
+RAW = [raw_flex_statement.key]
+NORMALIZE = [*normalized_flex.keys, warehouse_views.key]
+
+
+def run_job(defs, instance, start: date, end: date, selection=None, **kwargs):
+    """``flex_daily_job`` over ``start..end`` as one range run (``selection``: asset keys)."""
+    job = defs.resolve_job_def("flex_daily_job")
     return job.execute_in_process(
-        instance=instance, tags=range_tags(start.isoformat(), end.isoformat()), **kwargs
+        instance=instance,
+        tags=range_tags(start.isoformat(), end.isoformat()),
+        asset_selection=selection,
+        **kwargs,
     )
 
 
-def run_normalize(defs, instance, first: str, last: str, **kwargs):
-    job = defs.resolve_job_def("flex_normalize_job")
-    return job.execute_in_process(instance=instance, tags=range_tags(first, last), **kwargs)
+def run_raw(defs, instance, start: date, end: date, **kwargs):
+    return run_job(defs, instance, start, end, RAW, **kwargs)
 
 
-def test_single_partition(defs, world, instance, data_dir):
+def run_normalize(defs, instance, start: date, end: date, **kwargs):
+    return run_job(defs, instance, start, end, NORMALIZE, **kwargs)
+
+
+def test_single_day_writes_every_account_in_one_file_per_table(defs, world, instance, data_dir):
     day = date(2024, 2, 5)
-    assert run_raw(defs, instance, day, day).success
-    account = account_ids(world)[1]
-    job = defs.resolve_job_def("flex_normalize_job")
-    result = job.execute_in_process(instance=instance, partition_key=f"{account}|{day}")
+    job = defs.resolve_job_def("flex_daily_job")
+    result = job.execute_in_process(instance=instance, partition_key=day.isoformat())
     assert result.success
+    accounts = account_ids(world)
     nav = parquet.read_table("nav_daily", data_dir=data_dir)
-    assert nav.select(["account_id", "date"]).to_pylist() == [{"account_id": account, "date": day}]
-    assert nav.column("total_base")[0].as_py() == world.day(account, day).nav.total_base
+    assert sorted(nav.column("account_id").to_pylist()) == accounts
+    assert {r["account_id"]: r["total_base"] for r in nav.to_pylist()} == {
+        a: world.day(a, day).nav.total_base for a in accounts
+    }
     mats = result.asset_materializations_for_node("normalized_flex")
-    assert {m.partition for m in mats} == {f"{account}|{day}"}
+    assert {m.partition for m in mats} == {day.isoformat()}
     nav_meta = next(m for m in mats if m.asset_key == dg.AssetKey("nav_daily")).metadata
-    assert nav_meta["dagster/row_count"].value == 1
+    assert nav_meta["dagster/row_count"].value == 3
+    assert nav_meta["rows_by_account"].value == dict.fromkeys(accounts, 1)
     for table in normalized.NORMALIZED_TABLES:
         parts = parquet.list_partitions(table, data_dir=data_dir)
-        assert [(p.account_id, p.date) for p in parts] == [(account, day)], table
-    positions = parquet.read_table("positions_daily", data_dir=data_dir)
+        assert [(p.account_id, p.date) for p in parts] == [(None, day)], table
+        assert parts[0].path == data_dir / f"normalized/{table}/date={day}/part-0.parquet"
+    positions = parquet.read_table("positions_daily", data_dir=data_dir, account_ids=[accounts[1]])
     summary = positions.filter(pc.equal(positions["level_of_detail"], "SUMMARY"))
-    assert sorted(summary.column("conid").to_pylist()) == sorted(world.day(account, day).positions)
+    assert sorted(summary.column("conid").to_pylist()) == sorted(
+        world.day(accounts[1], day).positions
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,12 +123,12 @@ def test_range_run_parses_once_and_rerun_is_identical(
         normalized, "parse_statement", lambda *a, **k: calls.append(1) or real_parse(*a, **k)
     )
 
-    result = run_normalize(defs, instance, f"{accounts[0]}|{start}", f"{accounts[-1]}|{end}")
+    result = run_normalize(defs, instance, start, end)
     assert result.success
     assert len(calls) == 1  # one statement for the whole range, parsed once
     n_days = (end - start).days + 1
     for table in normalized.NORMALIZED_TABLES:
-        assert len(parquet.list_partitions(table, data_dir=data_dir)) == 3 * n_days, table
+        assert len(parquet.list_partitions(table, data_dir=data_dir)) == n_days, table
     nav = parquet.read_table("nav_daily", data_dir=data_dir)
     bdays = business_days(start, end)
     assert nav.num_rows == 3 * len(bdays)
@@ -121,7 +138,8 @@ def test_range_run_parses_once_and_rerun_is_identical(
     meta = result.asset_materializations_for_node("normalized_flex")
     nav_meta = next(m for m in meta if m.asset_key == dg.AssetKey("nav_daily")).metadata
     assert nav_meta["rows_in_run"].value == nav.num_rows
-    assert nav_meta["partitions_in_run"].value == 3 * n_days
+    assert nav_meta["days_in_run"].value == n_days
+    assert nav_meta["accounts"].value == accounts
     assert nav_meta["date_range"].value == f"{start}..{end}"
     with duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True) as con:
         assert (
@@ -129,7 +147,7 @@ def test_range_run_parses_once_and_rerun_is_identical(
         )
 
     before = tree_digest(data_dir / "normalized")
-    assert run_normalize(defs, instance, f"{accounts[0]}|{start}", f"{accounts[-1]}|{end}").success
+    assert run_normalize(defs, instance, start, end).success
     assert tree_digest(data_dir / "normalized") == before
     assert parquet.read_table("nav_daily", data_dir=data_dir).num_rows == nav.num_rows
 
@@ -137,14 +155,7 @@ def test_range_run_parses_once_and_rerun_is_identical(
 def test_missing_raw_statement_fails_clearly(defs, world, instance, data_dir):
     day = date(2024, 2, 5)
     assert run_raw(defs, instance, day, day).success
-    account = account_ids(world)[0]
-    result = run_normalize(
-        defs,
-        instance,
-        f"{account}|{day}",
-        f"{account}|{day + timedelta(days=2)}",
-        raise_on_error=False,
-    )
+    result = run_normalize(defs, instance, day, day + timedelta(days=2), raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     error = failure.step_failure_data.error
@@ -157,10 +168,7 @@ def test_refetch_with_failure_keeps_data_and_hides_token(
     defs, world, world_sim, instance, data_dir, dagster_home, flex_token
 ):
     assert run_raw(defs, instance, START, START + timedelta(days=4)).success
-    accounts = instance.get_dynamic_partitions("account")
-    assert run_normalize(
-        defs, instance, f"{accounts[0]}|{START}", f"{accounts[-1]}|{START + timedelta(days=4)}"
-    ).success
+    assert run_normalize(defs, instance, START, START + timedelta(days=4)).success
     before = tree_digest(data_dir)
     world_sim.faults.fail_code = 1015
     assert not run_raw(
@@ -171,24 +179,19 @@ def test_refetch_with_failure_keeps_data_and_hides_token(
     assert files_containing(data_dir, flex_token.encode()) == []
 
 
-def test_split_by_partition_keeps_order_and_selection():
+def test_split_by_date_keeps_order_and_selection():
     table = pa.table(
         {
             "account_id": ["U2222222", "U1111111", "U2222222", "U1111111"],
             "date": pa.array(
-                [date(2024, 1, 3), date(2024, 1, 2), date(2024, 1, 3), date(2024, 1, 3)],
+                [date(2024, 1, 3), date(2024, 1, 2), date(2024, 1, 3), date(2024, 1, 4)],
                 pa.date32(),
             ),
             "n": [1, 2, 3, 4],
         }
     )
-    wanted = {
-        ("U2222222", date(2024, 1, 3)),
-        ("U1111111", date(2024, 1, 2)),
-        ("U3333333", date(2024, 1, 2)),
-    }
-    groups = normalized.split_by_partition(table, wanted)
+    groups = normalized.split_by_date(table, {date(2024, 1, 3), date(2024, 1, 2), date(2024, 1, 9)})
     assert {k: v.column("n").to_pylist() for k, v in groups.items()} == {
-        ("U2222222", date(2024, 1, 3)): [1, 3],
-        ("U1111111", date(2024, 1, 2)): [2],
+        date(2024, 1, 3): [1, 3],
+        date(2024, 1, 2): [2],
     }

@@ -12,8 +12,7 @@ import dagster as dg
 import pytest
 
 from ibpipeline import settings
-from ibpipeline.automation.jobs import flex_normalize_job, flex_raw_job, inbox_import_job
-from ibpipeline.automation.sensors import flex_normalize_after_raw
+from ibpipeline.automation.jobs import flex_daily_job, inbox_import_job
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.resources import DataDirResource, FlexResource
 from ibpipeline.sim.flex_server import FlexSimulator
@@ -116,9 +115,9 @@ def make_defs(
     resources = make_resources(sim, data_dir)
     return dg.Definitions(
         assets=flex_assets,
-        jobs=[flex_raw_job, flex_normalize_job, inbox_import_job],
+        jobs=[flex_daily_job, inbox_import_job],
         schedules=list(schedules),
-        sensors=[flex_normalize_after_raw, *sensors],
+        sensors=list(sensors),
         resources=resources,
     )
 

@@ -6,18 +6,20 @@ import dagster as dg
 import pytest
 from conftest import make_defs
 
-from ibpipeline.automation.ranges import NORMALIZE_ACCOUNTS_TAG, RANGE_END_TAG, RANGE_START_TAG
+from ibpipeline.automation.ranges import RANGE_END_TAG, RANGE_START_TAG
 from ibpipeline.automation.sensors import (
     AccountRecord,
     DiscoveryState,
     build_account_discovery_sensor,
     discover,
-    flex_normalize_after_raw,
+    new_accounts_tag,
 )
 from ibpipeline.resources import DataDirResource, GatewayResource
 from ibpipeline.sim.flex_statement import render_statement
 from ibpipeline.sim.gateway_server import GatewaySimulatorThread
 from ibpipeline.storage import parquet, rawstore
+
+NEW_ACCOUNTS_TAG = "ibpipeline/new_accounts"
 
 CLOCK = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)  # Wednesday -> report day Tuesday 2024-03-05
 HISTORY_START = date(2024, 1, 2)
@@ -97,12 +99,12 @@ def test_new_accounts_no_change_new_again_and_closed(
     (add,) = result.dynamic_partitions_requests
     assert (add.partitions_def_name, sorted(add.partition_keys)) == ("account", first_two)
     (request,) = result.run_requests
-    assert request.job_name in (None, "flex_raw_job")
+    assert request.job_name in (None, "flex_daily_job")
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
         "2024-01-02",
         "2024-03-05",
     )
-    assert request.tags[NORMALIZE_ACCOUNTS_TAG].split() == first_two
+    assert request.tags[NEW_ACCOUNTS_TAG].split() == first_two
     state = DiscoveryState.from_cursor(result.cursor)
     assert {a: r.status for a, r in state.accounts.items()} == dict.fromkeys(first_two, "open")
     assert state.accounts[first_two[0]].history == "2024-01-02..2024-03-05"
@@ -122,7 +124,7 @@ def test_new_accounts_no_change_new_again_and_closed(
     (add,) = newer.dynamic_partitions_requests
     assert list(add.partition_keys) == [third]
     (request,) = newer.run_requests
-    assert request.tags[NORMALIZE_ACCOUNTS_TAG] == third
+    assert request.tags[NEW_ACCOUNTS_TAG] == third
     assert request.run_key != result.run_requests[0].run_key
 
     # one account disappears from the newest statement: closed, never removed
@@ -150,7 +152,7 @@ def test_invalid_ids_are_rejected_once(sensor, instance, data_dir, world, world_
     result = tick(sensor, instance, data_dir)
     (add,) = result.dynamic_partitions_requests
     assert list(add.partition_keys) == [good]
-    assert result.run_requests[0].tags[NORMALIZE_ACCOUNTS_TAG] == good
+    assert result.run_requests[0].tags[NEW_ACCOUNTS_TAG] == good
     state = DiscoveryState.from_cursor(result.cursor)
     assert set(state.rejected) == {"bad|id", "u123"}
     assert "invalid account id" in state.rejected["bad|id"]
@@ -164,12 +166,23 @@ def test_account_with_normalized_history_is_adopted(
 ):
     account = world_accounts[0]
     store(data_dir, world, date(2024, 3, 5), [account])
-    empty = parquet.partition_path(data_dir, "nav_daily", account, HISTORY_START)
-    empty.parent.mkdir(parents=True)
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"account_id": pa.array([], pa.string())}), empty)
+    other = "U7654321"
+    parquet.write_day(
+        "nav_daily",
+        HISTORY_START,
+        pa.table({"account_id": [other], "date": [HISTORY_START]}),
+        data_dir=data_dir,
+    )
+    not_adopted = tick(sensor, instance, data_dir)  # another account's history is not its own
+    assert len(not_adopted.run_requests) == 1
+    parquet.write_day(
+        "nav_daily",
+        HISTORY_START,
+        pa.table({"account_id": [other, account], "date": [HISTORY_START] * 2}),
+        data_dir=data_dir,
+    )
     result = tick(sensor, instance, data_dir)
     assert result.run_requests == []
     assert DiscoveryState.from_cursor(result.cursor).accounts[account].history == "adopted"
@@ -198,7 +211,7 @@ def test_account_only_on_a_gateway_is_registered_and_backfilled(
     (add,) = found.dynamic_partitions_requests
     assert list(add.partition_keys) == [only_gateway]
     (request,) = found.run_requests
-    assert request.tags[NORMALIZE_ACCOUNTS_TAG] == only_gateway
+    assert request.tags[NEW_ACCOUNTS_TAG] == only_gateway
     assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (
         "2024-01-02",
         "2024-03-05",
@@ -247,78 +260,46 @@ def test_unreadable_cursor_fails_clearly():
         DiscoveryState.from_cursor("{not json")
 
 
-def run_status_context(instance, run_id, defs):
-    run = instance.get_run_by_id(run_id)
-    event = next(
-        r.event_log_entry.dagster_event
-        for r in instance.get_records_for_run(run_id).records
-        if r.event_log_entry.dagster_event
-        and r.event_log_entry.dagster_event.event_type_value == "PIPELINE_SUCCESS"
-    )
-    return dg.build_run_status_sensor_context(
-        sensor_name="flex_normalize_after_raw",
-        dagster_event=event,
-        dagster_instance=instance,
-        dagster_run=run,
-        repository_def=defs.get_repository_def(),
-    )
+def test_new_accounts_tag_lists_at_most_twenty():
+    ids = [f"U{1000000 + i}" for i in range(23)]
+    assert new_accounts_tag(ids[:2]) == "U1000000 U1000001"
+    assert new_accounts_tag(ids).endswith("U1000019 (+3 more)")
 
 
 @pytest.mark.slow
-def test_discovered_account_gets_raw_then_normalized_history(
+def test_discovered_account_gets_its_history_in_one_run(
     sensor, instance, data_dir, world, world_accounts, source, sim, flex_env
 ):
-    """End to end through Dagster: daily raw + normalize for two accounts, a third joins the
-    query (with dateClosed on another), discovery re-fetches raw over the history in one run, and
-    the chained normalized run fills the third account's history."""
+    """End to end through Dagster: the daily job for two accounts, a third joins the query (with
+    dateClosed on another), discovery requests ONE flex_daily_job range run over the history,
+    which re-fetches it in one request and fills the third account's history."""
     defs = discovery_defs(sim, data_dir, sensor)
     day = date(2024, 3, 5)
+    job = defs.resolve_job_def("flex_daily_job")
     source.account_ids = sorted(world_accounts[:2])
-    raw = defs.resolve_job_def("flex_raw_job").execute_in_process(
-        instance=instance, partition_key=day.isoformat()
-    )
+    job.execute_in_process(instance=instance, partition_key=day.isoformat())
     first = tick(sensor, instance, data_dir)
     assert len(first.run_requests) == 1  # history of the first two accounts
 
     source.account_ids = list(world_accounts)
     closed = sorted(world_accounts[:2])[1]
     source.date_closed[closed] = "20240305"
-    raw = defs.resolve_job_def("flex_raw_job").execute_in_process(
-        instance=instance, partition_key=day.isoformat()
-    )
-    for request in flex_normalize_after_raw(run_status_context(instance, raw.run_id, defs)):
-        assert (
-            defs.resolve_job_def(request.job_name)
-            .execute_in_process(instance=instance, tags=request.tags)
-            .success
-        )
+    assert job.execute_in_process(instance=instance, partition_key=day.isoformat()).success
     assert parquet.read_table("account_info", data_dir=data_dir, start=day, end=day).num_rows == 3
 
     found = tick(sensor, instance, data_dir, cursor=first.cursor)
     third = world_accounts[2]
     (request,) = found.run_requests
-    assert request.tags[NORMALIZE_ACCOUNTS_TAG] == third
+    assert request.tags[NEW_ACCOUNTS_TAG] == third
     state = DiscoveryState.from_cursor(found.cursor)
     assert state.accounts[closed].status == "closed"
     assert state.accounts[closed].closed_on == "2024-03-05"
     assert "dateClosed" in state.accounts[closed].closed_reason
 
     sends_before = sim.count("SendRequest")
-    history = defs.resolve_job_def("flex_raw_job").execute_in_process(
-        instance=instance, tags=request.tags
-    )
+    history = job.execute_in_process(instance=instance, tags=request.tags)
     assert history.success
     assert sim.count("SendRequest") - sends_before == 1  # 64 days: one window
-    follow = flex_normalize_after_raw(run_status_context(instance, history.run_id, defs))
-    assert [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in follow] == [
-        (f"{third}|2024-01-02", f"{third}|2024-03-05")
-    ]
-    (run_request,) = follow
-    assert (
-        defs.resolve_job_def(run_request.job_name)
-        .execute_in_process(instance=instance, tags=run_request.tags)
-        .success
-    )
     nav = parquet.read_table("nav_daily", data_dir=data_dir, account_ids=[third])
     days = world.business_days(HISTORY_START, day)
     got = {r["date"]: r["total_base"] for r in nav.to_pylist()}

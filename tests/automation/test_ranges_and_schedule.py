@@ -5,18 +5,9 @@ import dagster as dg
 import pytest
 from conftest import make_defs
 
-from ibpipeline.automation.ranges import (
-    NORMALIZE_ACCOUNTS_TAG,
-    RANGE_END_TAG,
-    RANGE_START_TAG,
-    account_blocks,
-    normalize_accounts_from_tag,
-    normalize_run_requests,
-    ready_report_day,
-    run_date_range,
-)
+from ibpipeline.automation.ranges import account_range_tags, ready_report_day
 from ibpipeline.automation.schedules import build_flex_daily_schedule, flex_daily_schedule_from_env
-from ibpipeline.automation.sensors import normalize_requests_after
+from ibpipeline.storage import parquet
 
 
 def tick(schedule, moment):
@@ -50,48 +41,12 @@ def test_ready_report_day_uses_local_date_and_skips_weekends():
         ready_report_day(datetime(2024, 3, 5, 11, 0), "US/Eastern")
 
 
-def test_account_blocks_follow_registration_order():
-    registered = ["U5", "U1", "U9", "U2", "U7"]
-    assert account_blocks(registered, registered) == [("U5", "U7")]
-    assert account_blocks(registered, ["U1", "U9", "U7"]) == [("U1", "U9"), ("U7", "U7")]
-    assert account_blocks(registered, ["U3"]) == []
-    assert account_blocks(registered, []) == []
-
-
-def test_run_date_range_reads_range_or_single_partition():
-    assert run_date_range({RANGE_START_TAG: "2024-01-02", RANGE_END_TAG: "2025-02-05"}) == (
-        date(2024, 1, 2),
-        date(2025, 2, 5),
-    )
-    assert run_date_range({"dagster/partition": "2024-03-04"}) == (date(2024, 3, 4),) * 2
-    assert run_date_range({}) is None
-    with pytest.raises(ValueError, match="not daily keys"):
-        run_date_range({"dagster/partition": "U1234567|2024-03-04"})
-
-
-def test_normalize_accounts_tag_values():
-    registered = ["U1111111", "U2222222"]
-    assert normalize_accounts_from_tag(None, registered) == registered
-    assert normalize_accounts_from_tag("all", registered) == registered
-    assert normalize_accounts_from_tag("none", registered) == []
-    assert normalize_accounts_from_tag("U2222222", registered) == ["U2222222"]
-
-
-def test_normalize_run_requests_one_per_block():
-    registered = ["U1111111", "U2222222", "U3333333"]
-    requests = normalize_run_requests(
-        registered,
-        ["U1111111", "U3333333"],
-        date(2024, 1, 2),
-        date(2024, 2, 1),
-        job_name="flex_normalize_job",
-        run_key_prefix="k",
-    )
-    assert [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in requests] == [
-        ("U1111111|2024-01-02", "U1111111|2024-02-01"),
-        ("U3333333|2024-01-02", "U3333333|2024-02-01"),
-    ]
-    assert len({r.run_key for r in requests}) == 2
+def test_account_range_tags_span_accounts_and_dates():
+    tags = account_range_tags("U2222222", "U1111111", date(2024, 1, 2), date(2024, 2, 1))
+    assert tags == {
+        "dagster/asset_partition_range_start": "U2222222|2024-01-02",
+        "dagster/asset_partition_range_end": "U1111111|2024-02-01",
+    }
 
 
 @pytest.mark.parametrize(
@@ -102,7 +57,7 @@ def test_normalize_run_requests_one_per_block():
         (datetime(2024, 7, 2, 10, 0, tzinfo=UTC), "2024-07-01"),  # Tue 06:00 EDT -> Mon
     ],
 )
-def test_schedule_tick_requests_one_raw_run_for_previous_business_day(tick_utc, day):
+def test_schedule_tick_requests_one_run_for_previous_business_day(tick_utc, day):
     schedule = build_flex_daily_schedule(6, 0, "US/Eastern")
     assert schedule.cron_schedule == "0 6 * * 2-6"
     assert schedule.execution_timezone == "US/Eastern"
@@ -111,23 +66,28 @@ def test_schedule_tick_requests_one_raw_run_for_previous_business_day(tick_utc, 
     assert len(requests) == 1
     (request,) = requests
     assert request.partition_key == day
-    assert request.tags[NORMALIZE_ACCOUNTS_TAG] == "all"
+    assert schedule.job_name == "flex_daily_job"
     assert request.run_key == f"flex-daily:{day}"
 
 
-def test_schedule_and_chain_cover_all_accounts_for_the_day_in_one_run():
-    """The schedule's raw run, once successful, leads to ONE normalized run over every account."""
+def test_schedule_run_fetches_once_and_writes_every_account_of_the_day(
+    defs, instance, sim, data_dir, world, world_accounts
+):
+    """The run a tick requests, executed: one Flex request, every account's rows of that day."""
     schedule = build_flex_daily_schedule(6, 0, "US/Eastern")
     (request,) = tick(schedule, datetime(2024, 3, 5, 11, tzinfo=UTC))
-    run = dg.DagsterRun(
-        job_name="flex_raw_job",
-        run_id="r1",
-        tags={**request.tags, "dagster/partition": request.partition_key},
+    result = defs.resolve_job_def(schedule.job_name).execute_in_process(
+        instance=instance, partition_key=request.partition_key, tags=request.tags
     )
-    (follow,) = normalize_requests_after(run, ["U3333333", "U1111111", "U2222222"])
-    assert follow.job_name == "flex_normalize_job"
-    assert follow.tags[RANGE_START_TAG] == "U3333333|2024-03-04"
-    assert follow.tags[RANGE_END_TAG] == "U2222222|2024-03-04"
+    assert result.success
+    assert sim.count("SendRequest") == 1
+    nav = parquet.read_table("nav_daily", data_dir=data_dir).to_pylist()
+    assert {(r["account_id"], r["date"]): r["total_base"] for r in nav} == {
+        (a, date(2024, 3, 4)): world.day(a, date(2024, 3, 4)).nav.total_base for a in world_accounts
+    }
+    assert [
+        p.path.parent.name for p in parquet.list_partitions("nav_daily", data_dir=data_dir)
+    ] == ["date=2024-03-04"]
 
 
 def test_schedule_time_and_timezone_from_env(monkeypatch):

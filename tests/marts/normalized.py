@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ibpipeline.flex.schema import DECIMAL, SCHEMAS
-from ibpipeline.storage.parquet import write_partition
+from ibpipeline.storage.parquet import write_day
 
 REPO = Path(__file__).resolve().parents[2]
 PUBLIC_FLEX = REPO / ".." / "shared" / "fixtures" / "flex" / "public"
@@ -50,14 +50,14 @@ def schema_of(table: str) -> pa.Schema:
 
 
 def write_rows(data_dir: Path, table: str, rows: list[dict]) -> None:
-    """Write ``rows`` (dicts; missing columns null) as one file per (account_id, date)."""
+    """Write ``rows`` (dicts; missing columns null) as one file per date, as the assets do."""
     schema = schema_of(table)
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[object, list[dict]] = defaultdict(list)
     for row in rows:
-        groups[(row["account_id"], row["date"])].append(row)
-    for (account_id, day), part in groups.items():
+        groups[row["date"]].append(row)
+    for day, part in groups.items():
         cols = {f.name: [r.get(f.name) for r in part] for f in schema}
-        write_partition(table, account_id, day, pa.table(cols, schema=schema), data_dir=data_dir)
+        write_day(table, day, pa.table(cols, schema=schema), data_dir=data_dir)
 
 
 def dbt_build(data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -121,8 +121,9 @@ def write_parsed(data_dir: Path, xml_path: Path) -> dict[str, pa.Table]:
         "fx_rates",
     ):
         table = tables[name]
-        keys = table.select(["account_id", "date"]).to_pylist()
-        for account_id, day in sorted({(k["account_id"], k["date"]) for k in keys}):
-            mask = [k["account_id"] == account_id and k["date"] == day for k in keys]
-            write_partition(name, account_id, day, table.filter(pa.array(mask)), data_dir=data_dir)
+        days = table["date"].to_pylist()
+        for day in sorted(set(days)):
+            write_day(
+                name, day, table.filter(pa.array([d == day for d in days])), data_dir=data_dir
+            )
     return tables

@@ -20,7 +20,7 @@ from ibpipeline.assets.checks import business_day_gaps, nav_breaks, read_nav_day
 from ibpipeline.flex.parse import parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions
 from ibpipeline.sim.flex_statement import render_statement
-from ibpipeline.storage.parquet import write_partition
+from ibpipeline.storage.parquet import write_day
 from ibpipeline.world import World
 
 from .normalized import dbt_build, query
@@ -41,13 +41,12 @@ CENT = Decimal("0.01")
 
 
 def write_normalized(data_dir: Path, name: str, table: pa.Table) -> None:
-    """One Parquet file per (account_id, date) of ``table``, as the normalized assets write."""
-    keys = table.select(["account_id", "date"]).to_pylist()
+    """One Parquet file per date of ``table``, as the normalized assets write."""
     rows = defaultdict(list)
-    for i, key in enumerate(keys):
-        rows[(key["account_id"], key["date"])].append(i)
-    for (account_id, day), idx in sorted(rows.items()):
-        write_partition(name, account_id, day, table.take(pa.array(idx)), data_dir=data_dir)
+    for i, day in enumerate(table["date"].to_pylist()):
+        rows[day].append(i)
+    for day, idx in sorted(rows.items()):
+        write_day(name, day, table.take(pa.array(idx)), data_dir=data_dir)
 
 
 def statement_days(world: World) -> list[date]:

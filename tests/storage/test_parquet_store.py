@@ -118,3 +118,41 @@ def test_read_table_filters(tmp_path):
     assert only.column("date").to_pylist() == [D2]
     assert parquet.read_table("missing", data_dir=tmp_path).num_rows == 0
     assert parquet.table_names(tmp_path) == ["t"]
+
+
+def test_day_file_holds_every_account_and_is_replaced_whole(tmp_path):
+    both = pa.concat_tables([rows("U1111111", D1, ["1", "2"]), rows("U2222222", D1, ["3"])])
+    path = parquet.write_day("nav_daily", D1, both, data_dir=tmp_path)
+    assert path == tmp_path / "normalized/nav_daily/date=2024-03-04/part-0.parquet"
+    assert pq.read_table(path).equals(both)
+    parquet.write_day("nav_daily", D1, rows("U2222222", D1, ["7"]), data_dir=tmp_path)
+    assert parquet.read_table("nav_daily", data_dir=tmp_path).column("value_base").to_pylist() == [
+        Decimal("7")
+    ]
+    assert [
+        (p.account_id, p.date) for p in parquet.list_partitions("nav_daily", data_dir=tmp_path)
+    ] == [(None, D1)]
+
+
+def test_day_file_rejects_other_dates_and_bad_account_ids(tmp_path):
+    with pytest.raises(ValueError, match="date other than 2024-03-05"):
+        parquet.write_day("t", D2, rows("U1234567", D1, ["1"]), data_dir=tmp_path)
+    with pytest.raises(InvalidAccountIdError):
+        parquet.write_day("t", D1, rows("U1|x", D1, ["1"]), data_dir=tmp_path)
+    with pytest.raises(ValueError, match="without account_id"):
+        parquet.write_day("t", D1, rows(None, D1, ["1"]), data_dir=tmp_path)
+    assert not (tmp_path / "normalized").exists()
+
+
+def test_read_table_filters_accounts_inside_day_files(tmp_path):
+    for day in (D1, D2):
+        both = pa.concat_tables([rows("U1111111", day, ["1"]), rows("U2222222", day, ["2"])])
+        parquet.write_day("t", day, both, data_dir=tmp_path)
+    assert parquet.read_table("t", data_dir=tmp_path).num_rows == 4
+    only = parquet.read_table("t", data_dir=tmp_path, account_ids=["U2222222"], start=D2)
+    assert only.select(["account_id", "date"]).to_pylist() == [
+        {"account_id": "U2222222", "date": D2}
+    ]
+    one = parquet.read_day("t", D1, data_dir=tmp_path, account_id="U1111111")
+    assert one.column("value_base").to_pylist() == [Decimal("1")]
+    assert parquet.read_day("t", date(2024, 3, 6), data_dir=tmp_path) is None

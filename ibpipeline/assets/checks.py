@@ -11,7 +11,7 @@ which fails while a writer holds the file, so they run in the ``duckdb_writer`` 
 Household rows (``account_id = 'ALL'``) are derived, so only real accounts are checked.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -186,22 +186,52 @@ def no_business_day_gaps(data_dir: DataDirResource) -> dg.AssetCheckResult:
     )
 
 
+def stale_accounts(
+    latest: Mapping[str, date], closed_on: Mapping[str, date], expected: date
+) -> list[str]:
+    """Accounts whose newest NAV day is before ``expected``, except those closed by then
+    (``closed_on``: the account's ``dateClosed``). Sorted."""
+    return sorted(
+        account
+        for account, day in latest.items()
+        if day < expected and not (account in closed_on and closed_on[account] <= expected)
+    )
+
+
+_LATEST_SQL = """
+with latest as (
+    select account_id, max(date) as latest from daily_nav where account_id <> 'ALL' group by 1
+), closed as (
+    select account_id, max(date_closed) as closed_on from stg_account_info group by 1
+)
+select account_id, latest, closed_on from latest left join closed using (account_id)
+"""
+
+
 @dg.asset_check(
     asset=DAILY_NAV,
     pool=DUCKDB_POOL,
-    description="The newest NAV day is on or after the previous business day (New York).",
+    description="Every open account's newest NAV day is on or after the previous business day "
+    "(New York); stale accounts are listed (closed accounts are not stale).",
 )
 def latest_day_is_fresh(data_dir: DataDirResource) -> dg.AssetCheckResult:
-    """Freshness of the data (not of the materialization)."""
+    """Freshness of the data per account (not of the materialization)."""
     with open_marts(data_dir.root()) as con:
-        latest = con.execute(
-            "select max(date) from daily_nav where account_id <> 'ALL'"
-        ).fetchone()[0]
+        rows = con.execute(_LATEST_SQL).fetchall()
+    latest = {account: day for account, day, _ in rows}
+    closed = {account: day for account, _, day in rows if day is not None}
     expected = previous_business_day(market_today())
+    stale = stale_accounts(latest, closed, expected)
     return dg.AssetCheckResult(
-        passed=latest is not None and latest >= expected,
+        passed=bool(latest) and not stale,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"latest_nav_date": str(latest), "expected_at_least": str(expected)},
+        metadata={
+            "expected_at_least": str(expected),
+            "accounts": len(latest),
+            "stale_accounts": len(stale),
+            "stale": dg.MetadataValue.md(_md_list([f"{a}: {latest[a]}" for a in stale])),
+            "latest_nav_date": str(max(latest.values())) if latest else "none",
+        },
     )
 
 

@@ -39,7 +39,8 @@ def ready_report_day(moment: datetime, timezone: str) -> date:
 
 
 def account_range_tags(first_account: str, last_account: str, start: date, end: date) -> dict:
-    """Range tags over ``account_daily``: accounts ``first..last`` x dates ``start..end``."""
+    """Range tags over account x date (``gateway_account_daily``): accounts ``first..last`` x
+    dates ``start..end``."""
     return range_tags(
         str(account_date_key(first_account, start.isoformat())),
         str(account_date_key(last_account, end.isoformat())),

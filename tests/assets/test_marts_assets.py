@@ -31,6 +31,7 @@ from ibpipeline.assets.checks import (
     mart_checks,
     nav_breaks,
     previous_business_day,
+    stale_accounts,
 )
 from ibpipeline.assets.marts import (
     DAILY_SELECT,
@@ -171,6 +172,14 @@ def test_business_day_gaps_and_previous_business_day() -> None:
     assert previous_business_day(monday) == friday
     assert previous_business_day(date(2024, 3, 3)) == friday  # Sunday
     assert previous_business_day(tuesday) == monday
+
+
+def test_stale_accounts_skip_closed_ones() -> None:
+    expected = date(2024, 3, 8)
+    latest = {"U1": date(2024, 3, 8), "U2": date(2024, 3, 6), "U3": date(2024, 3, 5)}
+    assert stale_accounts(latest, {}, expected) == ["U2", "U3"]
+    assert stale_accounts(latest, {"U3": date(2024, 3, 5)}, expected) == ["U2"]
+    assert stale_accounts(latest, {"U2": date(2024, 3, 11)}, expected) == ["U2", "U3"]
 
 
 def test_nav_breaks_allow_half_a_cent_per_rounded_amount() -> None:
@@ -414,7 +423,8 @@ def test_overlapping_duckdb_writers_are_serialized_by_the_pool(pipeline: Pipelin
 
 @pytest.mark.slow
 def test_checks_fail_on_broken_marts(pipeline: Pipeline, tmp_path: Path) -> None:
-    """The custom checks detect a NAV that does not reconcile and a missing business day."""
+    """The custom checks detect a NAV that does not reconcile, a missing business day and an
+    account whose newest day is stale."""
     copy = tmp_path / "data"
     copy.mkdir()
     (copy / "ibpipeline.duckdb").write_bytes((pipeline.data_dir / "ibpipeline.duckdb").read_bytes())
@@ -425,6 +435,10 @@ def test_checks_fail_on_broken_marts(pipeline: Pipeline, tmp_path: Path) -> None
             f"update daily_nav set nav = nav + 1 where account_id = '{account}' and date = '{pipeline.end}'"
         )
         con.execute(f"delete from daily_nav where account_id = '{account}' and date = '{middle}'")
+        late = pipeline.accounts[1]  # its last day never arrived
+        con.execute(
+            f"delete from daily_nav where account_id = '{late}' and date = '{pipeline.end}'"
+        )
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             mart_checks,
@@ -438,4 +452,7 @@ def test_checks_fail_on_broken_marts(pipeline: Pipeline, tmp_path: Path) -> None
     assert by_name["nav_reconciles"].metadata["breaks"].value == 1
     assert not by_name["no_business_day_gaps"].passed
     assert str(middle) in by_name["no_business_day_gaps"].metadata["first_missing"].value
-    assert by_name["latest_day_is_fresh"].passed
+    fresh = by_name["latest_day_is_fresh"]
+    assert not fresh.passed and fresh.severity == dg.AssetCheckSeverity.WARN
+    assert fresh.metadata["stale_accounts"].value == 1
+    assert late in fresh.metadata["stale"].value and account not in fresh.metadata["stale"].value

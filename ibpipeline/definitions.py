@@ -19,7 +19,11 @@ from ibpipeline.assets.tearsheets import tearsheets
 from ibpipeline.automation.gateway_schedule import gateway_snapshot_job, gateway_snapshot_schedule
 from ibpipeline.automation.jobs import flex_daily_job, inbox_import_job
 from ibpipeline.automation.schedules import flex_daily_schedule_from_env
-from ibpipeline.automation.sensors import account_discovery_sensor, inbox_sensor
+from ibpipeline.automation.sensors import (
+    account_discovery_sensor,
+    inbox_sensor,
+    marts_after_inbox,
+)
 from ibpipeline.dbt import dbt_resource
 from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 
@@ -55,7 +59,7 @@ ASSETS = [
 ASSET_CHECKS: list[dg.AssetChecksDefinition] = [*gateway_checks, *mart_checks]
 JOBS = [flex_daily_job, inbox_import_job, gateway_snapshot_job, marts_job]
 SCHEDULES: list[dg.ScheduleDefinition] = [flex_daily_schedule_from_env(), gateway_snapshot_schedule]
-SENSORS: list[dg.SensorDefinition] = [account_discovery_sensor, inbox_sensor]
+SENSORS: list[dg.SensorDefinition] = [account_discovery_sensor, inbox_sensor, marts_after_inbox]
 
 defs = dg.Definitions(
     assets=ASSETS,

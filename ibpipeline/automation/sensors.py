@@ -8,7 +8,9 @@
   ids are rejected with a logged reason; accounts that disappear from every source or report a
   ``dateClosed`` are marked closed (never removed), but not while a gateway is unreachable. State:
   the sensor cursor, mirrored to ``<data_dir>/state/accounts.json``.
-- ``inbox_sensor`` requests one ``inbox_import_job`` run per settled file in the inbox folder.
+- ``inbox_sensor`` requests one ``inbox_import_job`` run per settled file in the inbox folder;
+  ``marts_after_inbox`` follows each successful import with ONE ``marts_job`` range run over the
+  report days the file claimed, so the marts include hand-downloaded history.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Literal
 import dagster as dg
 
 from ibpipeline import inbox, settings
+from ibpipeline.assets import raw_flex_statement
+from ibpipeline.assets.marts import marts_job
 from ibpipeline.automation.jobs import flex_daily_job, inbox_import_job
 from ibpipeline.automation.ranges import range_tags, ready_report_day
 from ibpipeline.gateway.collector import list_managed_accounts
@@ -39,6 +43,7 @@ from ibpipeline.storage import atomic_write_bytes, parquet, rawstore
 
 ACCOUNT_DISCOVERY_SENSOR = "account_discovery_sensor"
 INBOX_SENSOR = "inbox_sensor"
+MARTS_AFTER_INBOX_SENSOR = "marts_after_inbox"
 NEW_ACCOUNTS_TAG = "ibpipeline/new_accounts"
 """On a discovery run: the new account ids it backfills (space-separated; at most 20 listed)."""
 STATE_FILE = Path("state") / "accounts.json"
@@ -392,6 +397,46 @@ def build_inbox_sensor(
         return dg.SensorResult(run_requests=[inbox_run_request(p) for p in files])
 
     return _sensor
+
+
+def claimed_days(instance: dg.DagsterInstance, run_id: str) -> list[date]:
+    """Report days whose raw statement the run replaced (its ``raw_flex_statement``
+    materializations), sorted."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=100_000
+    ).records
+    days = set()
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event.asset_key == raw_flex_statement.key and event.partition:
+            days.add(date.fromisoformat(event.partition))
+    return sorted(days)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name=MARTS_AFTER_INBOX_SENSOR,
+    monitored_jobs=[inbox_import_job],
+    request_job=marts_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "After each successful inbox_import_job run that claimed report days: one marts_job "
+        "range run over those days (dbt marts, checks, tearsheets)."
+    ),
+)
+def marts_after_inbox(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
+    run_id = context.dagster_run.run_id
+    days = claimed_days(context.instance, run_id)
+    if not days:
+        return dg.SkipReason(f"inbox run {run_id} claimed no report day (duplicate or kept)")
+    return dg.RunRequest(
+        run_key=f"marts-after-inbox:{run_id}",
+        tags={
+            **range_tags(days[0].isoformat(), days[-1].isoformat()),
+            "ibpipeline/after_inbox_run": run_id,
+        },
+    )
 
 
 account_discovery_sensor = build_account_discovery_sensor()

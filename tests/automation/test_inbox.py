@@ -7,7 +7,7 @@ import pytest
 from conftest import make_defs
 
 from ibpipeline import inbox
-from ibpipeline.automation.sensors import build_inbox_sensor
+from ibpipeline.automation.sensors import build_inbox_sensor, marts_after_inbox
 from ibpipeline.cli import main
 from ibpipeline.resources import DataDirResource
 from ibpipeline.sim.flex_statement import render_statement
@@ -154,6 +154,33 @@ def test_sensor_requests_one_run_per_settled_file(data_dir, inbox_dir, statement
         (later,) = defs.resolve_sensor_def(sensor.name).evaluate_tick(ctx).run_requests
     assert later.run_config["ops"]["import_inbox_file"]["config"]["path"].endswith("/fresh.xml")
     assert later.run_key != requests[0].run_key
+
+    # the marts follow: one marts_job range run over the days the file claimed
+    follow = marts_after_inbox(run_status_context(instance, result.run_id))
+    assert follow.tags["dagster/asset_partition_range_start"] == "2024-02-05"
+    assert follow.tags["dagster/asset_partition_range_end"] == "2024-02-09"
+    assert follow.run_key == f"marts-after-inbox:{result.run_id}"
+    # the same bytes again (fresh.xml): a duplicate claims nothing, no marts run
+    again = defs.resolve_job_def("inbox_import_job").execute_in_process(
+        instance=instance, run_config=later.run_config
+    )
+    skipped = marts_after_inbox(run_status_context(instance, again.run_id))
+    assert isinstance(skipped, dg.SkipReason) and "claimed no report day" in skipped.skip_message
+
+
+def run_status_context(instance, run_id):
+    event = next(
+        r.event_log_entry.dagster_event
+        for r in instance.get_records_for_run(run_id).records
+        if r.event_log_entry.dagster_event
+        and r.event_log_entry.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+    )
+    return dg.build_run_status_sensor_context(
+        sensor_name="marts_after_inbox",
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+    )
 
 
 def test_rejected_run_fails_with_reason(data_dir, inbox_dir, instance):

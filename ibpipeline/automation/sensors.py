@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -222,10 +222,14 @@ def closed_dates(data_dir: Path, account_ids: Sequence[str], day: date) -> dict[
 
 
 def has_normalized_history(data_dir: Path, start: date) -> Callable[[str], bool]:
-    """Predicate: the account has a ``nav_daily`` row on ``start`` (its history was normalized
-    already, e.g. by a backfill before discovery was turned on)."""
-    table = parquet.read_day("nav_daily", start, data_dir=data_dir)
-    present = set() if table is None else set(table["account_id"].to_pylist())
+    """Predicate: the account has a ``nav_daily`` row in the first week from ``start`` (its
+    history was normalized already, e.g. by a backfill before discovery was turned on; a week so
+    that a start on a weekend or holiday still finds the first business day)."""
+    present: set[str] = set()
+    for offset in range(7):
+        table = parquet.read_day("nav_daily", start + timedelta(days=offset), data_dir=data_dir)
+        if table is not None:
+            present.update(table["account_id"].to_pylist())
     return present.__contains__
 
 

@@ -1,14 +1,15 @@
 """Ingest hand-downloaded Flex statements through the same raw -> normalized path as fetches.
 
 A file is parsed once (``ibpipeline.flex.parse``), copied into the content-addressed raw store,
-pointed at by the per-date manifests (``source="inbox"``) of the days it may claim, and the
-normalized day files of those days are rewritten from it (``normalized.write_days``). A ledger entry
+made the statement of its accounts in the per-date manifests of the days it covers
+(``source="inbox"``; other accounts of those days keep their statement), and the normalized day
+files of those days are rebuilt (``normalized.normalize_days``). A ledger entry
 ``<data_dir>/raw/inbox/<sha256>.json`` written last marks the content as ingested, so the same
 bytes dropped again (under any name) are a duplicate and change nothing.
 
-A day is claimed only when it has no manifest yet or every account of its current statement is
-covered by this file on that day: an inbox file never hides another account's data. Days it may
-not claim are reported as ``days_kept`` (their current statement stays in use).
+The newest stored statement of an (account, day) wins, whether fetched or dropped here: a file of
+one account never hides another account's rows, and a later Flex re-fetch takes back only the
+accounts it contains.
 
 Inbox folder layout: new files in ``<inbox>/``; after processing ``<inbox>/processed/<name>``;
 files that fail to parse ``<inbox>/rejected/<name>`` plus ``<inbox>/rejected/<name>.reason.txt``.
@@ -30,9 +31,8 @@ from typing import Literal
 
 from ibpipeline.assets.normalized import (
     NORMALIZED_TABLES,
-    TableStats,
+    normalize_days,
     parsed_tables,
-    write_days,
 )
 from ibpipeline.flex.parse import FlexParseError, parse_statement
 from ibpipeline.partitions import InvalidAccountIdError, validate_account_id
@@ -64,7 +64,6 @@ class ImportResult:
     from_date: date | None = None
     to_date: date | None = None
     days_claimed: tuple[date, ...] = ()
-    days_kept: tuple[date, ...] = ()
     partitions: tuple[tuple[str, date], ...] = ()
     reason: str | None = None
     moved_to: Path | None = field(default=None, compare=False)
@@ -77,8 +76,8 @@ class ImportResult:
             return f"{self.name}: duplicate of already ingested {self.sha256[:12]}, nothing written"
         return (
             f"{self.name}: ingested {self.sha256[:12]} accounts {list(self.accounts)} "
-            f"{self.from_date}..{self.to_date}: {len(self.days_claimed)} days claimed, "
-            f"{len(self.days_kept)} kept, {len(self.partitions)} account-days read from it"
+            f"{self.from_date}..{self.to_date}: {len(self.days_claimed)} days, "
+            f"{len(self.partitions)} account-days read from it"
         )
 
 
@@ -99,11 +98,6 @@ def coverage(statements: Iterable[tuple[str, date, date]]) -> dict[date, set[str
         for day in _days(first, last):
             out[day].add(account_id)
     return dict(out)
-
-
-def claimable(day_accounts: set[str], current: rawstore.Manifest | None) -> bool:
-    """Whether a file covering ``day_accounts`` on a day may replace that day's manifest."""
-    return current is None or set(current.accounts) <= day_accounts
 
 
 def _parse(content: bytes, sha256: str) -> tuple[dict, list[tuple[str, date, date]]]:
@@ -146,25 +140,24 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
     covered = coverage(statements)
     accounts = tuple(sorted({a for a, _, _ in statements}))
     first, last = min(covered), max(covered)
-    claimed, kept = [], []
-    for day in sorted(covered):
-        (
-            claimed if claimable(covered[day], rawstore.read_manifest(data_dir, day)) else kept
-        ).append(day)
-
+    claimed = sorted(covered)
     stored = rawstore.put_statement(data_dir, content)
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    manifest = rawstore.Manifest(
-        sha256=stored.sha256,
-        size=stored.size,
-        from_date=first,
-        to_date=last,
-        accounts=accounts,
-        fetched_at=moment.isoformat(timespec="seconds"),
-        source="inbox",
-    )
-    rawstore.write_manifests(data_dir, claimed, manifest)
-    write_days(data_dir, tables, claimed, {name: TableStats() for name in NORMALIZED_TABLES})
+    for day in claimed:
+        rawstore.write_manifest(
+            data_dir,
+            day,
+            rawstore.Manifest(
+                sha256=stored.sha256,
+                size=stored.size,
+                from_date=first,
+                to_date=last,
+                accounts=tuple(sorted(covered[day])),
+                fetched_at=moment.isoformat(timespec="seconds"),
+                source="inbox",
+            ),
+        )
+    normalize_days(data_dir, claimed, NORMALIZED_TABLES, preparsed={stored.sha256: tables})
     wanted = sorted((a, d) for d in claimed for a in covered[d])
     result = ImportResult(
         path.name,
@@ -174,7 +167,6 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         from_date=first,
         to_date=last,
         days_claimed=tuple(claimed),
-        days_kept=tuple(kept),
         partitions=tuple(wanted),
     )
     ledger = {
@@ -185,7 +177,6 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         "from_date": first.isoformat(),
         "to_date": last.isoformat(),
         "days_claimed": [d.isoformat() for d in claimed],
-        "days_kept": [d.isoformat() for d in kept],
     }
     atomic_write_bytes(
         ledger_path(data_dir, sha256), (json.dumps(ledger, indent=1) + "\n").encode()

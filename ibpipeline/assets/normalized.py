@@ -2,13 +2,13 @@
 
 Partitioned by ``daily`` like ``raw_flex_statement``, so raw and normalized run in one job and a
 backfill of any range is one run. For the run's report dates the asset reads the per-date
-manifests, groups the dates by the statement that covers them, parses each statement once,
+manifests (which statement supplies each account of the day), parses each statement once,
 reconstructs daily positions, and replaces every (table, date) file with all accounts' rows of
 that date (an empty file when the day has no rows).
 """
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -41,7 +41,7 @@ class MissingRawStatementError(Exception):
     """A selected report date has no raw statement manifest (fetch it first)."""
 
 
-def manifests_for(data_dir: Path, days: Iterable[date]) -> dict[date, rawstore.Manifest]:
+def manifests_for(data_dir: Path, days: Iterable[date]) -> dict[date, rawstore.DayManifest]:
     """The manifest of every day; raises MissingRawStatementError naming all days without one."""
     found, missing = {}, []
     for day in sorted(set(days)):
@@ -134,41 +134,57 @@ class TableStats:
                 self.preview = table
 
 
-def write_days(
-    data_dir: Path,
-    tables: Mapping[str, pa.Table],
-    days: Iterable[date],
-    stats: dict[str, TableStats],
-) -> None:
-    """Replace the (table, day) file of every table in ``stats`` and every day of ``days`` with
-    that day's rows of ``tables`` (an empty file with the schema when the day has none)."""
-    days = sorted(set(days))
-    for name, table_stats in stats.items():
-        groups = split_by_date(tables[name], set(days))
-        empty = tables[name].schema.empty_table()
-        for day in days:
-            part = groups.get(day, empty)
-            parquet.write_day(name, day, part, data_dir=data_dir)
-            table_stats.add(part)
+def rows_supplied(
+    table: pa.Table, supplied: Mapping[date, Collection[str]]
+) -> dict[date, pa.Table]:
+    """Rows of ``table`` for each day of ``supplied``, only of the accounts listed for that day."""
+    out = {}
+    for day, part in split_by_date(table, set(supplied)).items():
+        accounts = set(supplied[day])
+        if not set(pc.unique(part["account_id"]).to_pylist()) <= accounts:
+            part = part.filter(
+                pc.is_in(part["account_id"], pa.array(sorted(accounts), pa.string()))
+            )
+        out[day] = part
+    return out
 
 
 def normalize_days(
-    data_dir: Path, days: Iterable[date], tables: Iterable[str]
+    data_dir: Path,
+    days: Iterable[date],
+    tables: Iterable[str],
+    preparsed: Mapping[str, Mapping[str, pa.Table]] | None = None,
 ) -> dict[str, TableStats]:
-    """Write every selected (table, date) file from the stored statements.
+    """Replace the (table, day) file of every selected table and day from the stored statements.
 
-    Each statement is read and parsed once; a date's rows come only from the statement its
-    manifest points at. Raises MissingRawStatementError before writing anything when a date has
-    no manifest.
+    A day's file holds, for each account of its manifest, that account's rows from the statement
+    supplying it (an empty file with the schema when the day has no rows). Each statement is read
+    and parsed once (``preparsed``: tables of statements already parsed, by sha256). Raises
+    MissingRawStatementError before writing anything when a day has no manifest.
     """
+    tables = tuple(tables)
     manifests = manifests_for(data_dir, days)
-    by_sha: dict[str, list[date]] = defaultdict(list)
+    plan: dict[str, dict[date, tuple[str, ...]]] = defaultdict(dict)
     for day, manifest in manifests.items():
-        by_sha[manifest.sha256].append(day)
+        for entry in manifest.statements:
+            plan[entry.sha256][day] = entry.accounts
+    parts: dict[str, dict[date, list[pa.Table]]] = {name: defaultdict(list) for name in tables}
+    schemas: dict[str, pa.Schema] = {}
+    for sha256, supplied in sorted(plan.items()):
+        parsed = (preparsed or {}).get(sha256) or statement_tables(
+            rawstore.read_statement(data_dir, sha256), sha256
+        )
+        for name in tables:
+            schemas.setdefault(name, parsed[name].schema)
+            for day, part in rows_supplied(parsed[name], supplied).items():
+                parts[name][day].append(part)
     stats = {name: TableStats() for name in tables}
-    for sha256, wanted in sorted(by_sha.items()):
-        parsed = statement_tables(rawstore.read_statement(data_dir, sha256), sha256)
-        write_days(data_dir, parsed, wanted, stats)
+    for name in tables:
+        for day in sorted(manifests):
+            pieces = parts[name].get(day) or [schemas[name].empty_table()]
+            table = pa.concat_tables(pieces, promote_options="default")
+            parquet.write_day(name, day, table, data_dir=data_dir)
+            stats[name].add(table)
     return stats
 
 

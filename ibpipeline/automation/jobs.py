@@ -91,7 +91,6 @@ def import_inbox_file(
             "sha256": result.sha256,
             "accounts": list(result.accounts),
             "days_claimed": len(result.days_claimed),
-            "days_kept": len(result.days_kept),
             "moved_to": str(result.moved_to),
         },
     )

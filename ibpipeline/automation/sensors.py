@@ -188,8 +188,9 @@ def discover(
 # account discovery: sources ----------------------------------------------------------------
 
 
-def latest_flex_manifest(data_dir: Path) -> tuple[date, rawstore.Manifest] | None:
-    """The newest report date whose manifest comes from a Flex fetch, and that manifest."""
+def latest_flex_manifest(data_dir: Path) -> tuple[date, rawstore.DayManifest] | None:
+    """The newest report date supplied by a Flex fetch, and its manifest (whose ``accounts`` are
+    every account of that day, also those a later inbox file took over)."""
     folder = rawstore.flex_root(data_dir) / "by_date"
     if not folder.is_dir():
         return None
@@ -200,7 +201,7 @@ def latest_flex_manifest(data_dir: Path) -> tuple[date, rawstore.Manifest] | Non
         except ValueError:
             continue
         manifest = rawstore.read_manifest(data_dir, day)
-        if manifest is not None and manifest.source == "flex":
+        if manifest is not None and any(m.source == "flex" for m in manifest.statements):
             return day, manifest
     return None
 

@@ -3,7 +3,13 @@
 Layout under ``<data_dir>/raw/flex``:
 
 - ``statements/<sha256[:2]>/<sha256>.xml``: statement bytes, written once, never modified;
-- ``by_date/<YYYY-MM-DD>.json``: which statement covers that report date (``Manifest``).
+- ``by_date/<YYYY-MM-DD>.json``: which stored statement supplies each account's rows of that report
+  date (``DayManifest``: a list of ``Manifest`` entries, newest first, with disjoint accounts).
+
+The most recently stored statement that covers an (account, report date) is the one used: storing a
+statement takes over exactly the accounts it contains, and every other account keeps its statement.
+So a Flex query that drops an account, or a hand-downloaded file of a single account, never hides
+the rows of another account.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -38,10 +44,11 @@ class StoredStatement:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Which stored statement covers a report date.
+    """One stored statement supplying a report date.
 
     ``from_date``/``to_date`` are the statement's inclusive period; ``accounts`` the sorted account
-    ids it contains; ``fetched_at`` a UTC ISO-8601 instant; ``source`` ``flex`` or ``inbox``.
+    ids it supplies for the day; ``fetched_at`` a UTC ISO-8601 instant; ``source`` ``flex`` or
+    ``inbox``.
     """
 
     sha256: str
@@ -58,19 +65,18 @@ class Manifest:
         if self.from_date > self.to_date:
             raise ValueError(f"manifest from_date {self.from_date} is after to_date {self.to_date}")
 
-    def to_json(self) -> bytes:
-        """Canonical JSON bytes (sorted keys, ISO dates)."""
+    def to_doc(self) -> dict:
+        """JSON-ready dict (ISO dates)."""
         doc = asdict(self)
         doc["from_date"] = self.from_date.isoformat()
         doc["to_date"] = self.to_date.isoformat()
         doc["accounts"] = list(self.accounts)
-        return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
+        return doc
 
     @classmethod
-    def from_json(cls, data: bytes) -> Manifest:
-        """Parse ``to_json`` output; raises RawStoreError on malformed content."""
+    def from_doc(cls, doc: dict) -> Manifest:
+        """Parse ``to_doc`` output; raises RawStoreError on malformed content."""
         try:
-            doc = json.loads(data)
             return cls(
                 sha256=str(doc["sha256"]),
                 size=int(doc["size"]),
@@ -82,6 +88,11 @@ class Manifest:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RawStoreError(f"malformed manifest: {exc}") from exc
+
+    def without(self, account_ids: Iterable[str]) -> Manifest:
+        """This entry minus ``account_ids``."""
+        taken = set(account_ids)
+        return replace(self, accounts=tuple(a for a in self.accounts if a not in taken))
 
     def same_content(self, other: Manifest) -> bool:
         """True when both point at the same statement/period/accounts (``fetched_at`` ignored)."""
@@ -100,6 +111,51 @@ class Manifest:
             other.accounts,
             other.source,
         )
+
+
+@dataclass(frozen=True)
+class DayManifest:
+    """Every statement supplying one report date, newest first; their ``accounts`` are disjoint."""
+
+    statements: tuple[Manifest, ...]
+
+    @property
+    def newest(self) -> Manifest:
+        """The most recently stored statement of the day."""
+        return self.statements[0]
+
+    @property
+    def accounts(self) -> tuple[str, ...]:
+        """Every account with a statement for the day, sorted."""
+        return tuple(sorted(a for m in self.statements for a in m.accounts))
+
+    def taking(self, manifest: Manifest) -> DayManifest:
+        """This day after storing ``manifest``: it supplies its accounts, the others keep theirs."""
+        rest = (m.without(manifest.accounts) for m in self.statements)
+        return DayManifest((manifest, *(m for m in rest if m.accounts)))
+
+    def same_content(self, other: DayManifest) -> bool:
+        """Same statements, periods, accounts and sources (``fetched_at`` ignored)."""
+        return len(self.statements) == len(other.statements) and all(
+            a.same_content(b) for a, b in zip(self.statements, other.statements, strict=True)
+        )
+
+    def to_json(self) -> bytes:
+        """Canonical JSON bytes (sorted keys, ISO dates)."""
+        doc = {"statements": [m.to_doc() for m in self.statements]}
+        return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DayManifest:
+        """Parse ``to_json`` output; raises RawStoreError on malformed content."""
+        try:
+            doc = json.loads(data)
+            statements = tuple(Manifest.from_doc(m) for m in doc["statements"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RawStoreError(f"malformed manifest: {exc}") from exc
+        if not statements:
+            raise RawStoreError("malformed manifest: no statement")
+        return cls(statements)
 
 
 def flex_root(data_dir: Path) -> Path:
@@ -152,10 +208,11 @@ def read_statement(data_dir: Path, sha256: str) -> bytes:
 
 
 def write_manifest(data_dir: Path, day: date, manifest: Manifest) -> bool:
-    """Point report date ``day`` at ``manifest``; return True when the file changed.
+    """Make ``manifest`` supply its accounts on report date ``day``; return True when the file
+    changed. Other accounts of the day keep their statement (``DayManifest.taking``).
 
-    A manifest with the same content (ignoring ``fetched_at``) is left untouched, so re-fetching
-    identical bytes writes nothing. ``day`` must lie inside the manifest's period.
+    Storing the same statement again (ignoring ``fetched_at``) writes nothing. ``day`` must lie
+    inside the manifest's period.
     """
     if not manifest.from_date <= day <= manifest.to_date:
         raise ValueError(
@@ -163,9 +220,10 @@ def write_manifest(data_dir: Path, day: date, manifest: Manifest) -> bool:
             f"{manifest.from_date}..{manifest.to_date}"
         )
     current = read_manifest(data_dir, day)
-    if current is not None and current.same_content(manifest):
+    updated = DayManifest((manifest,)) if current is None else current.taking(manifest)
+    if current is not None and current.same_content(updated):
         return False
-    atomic_write_bytes(manifest_path(data_dir, day), manifest.to_json())
+    atomic_write_bytes(manifest_path(data_dir, day), updated.to_json())
     return True
 
 
@@ -174,10 +232,10 @@ def write_manifests(data_dir: Path, days: Iterable[date], manifest: Manifest) ->
     return sum(write_manifest(data_dir, d, manifest) for d in days)
 
 
-def read_manifest(data_dir: Path, day: date) -> Manifest | None:
-    """The manifest of report date ``day``, or None when that date was never fetched."""
+def read_manifest(data_dir: Path, day: date) -> DayManifest | None:
+    """The manifest of report date ``day``, or None when no statement covers that date."""
     path = manifest_path(data_dir, day)
     try:
-        return Manifest.from_json(path.read_bytes())
+        return DayManifest.from_json(path.read_bytes())
     except FileNotFoundError:
         return None

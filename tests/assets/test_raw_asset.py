@@ -25,7 +25,7 @@ def test_single_partition(flex_sim, flex_query_id, flex_statement, instance, dat
     assert result.success
     sends = [r for r in flex_sim.requests if r.endpoint == "SendRequest"]
     assert [(r.fd, r.td) for r in sends] == [("20250702", "20250702")]
-    manifest = rawstore.read_manifest(data_dir, date(2025, 7, 2))
+    manifest = rawstore.read_manifest(data_dir, date(2025, 7, 2)).newest
     assert manifest.accounts == tuple(FIXTURE_ACCOUNTS)
     assert (manifest.from_date, manifest.to_date) == (date(2025, 7, 2), date(2025, 7, 2))
     assert rawstore.read_statement(data_dir, manifest.sha256) == flex_statement
@@ -70,7 +70,9 @@ def test_range_over_365_days_is_split_into_windows(
     sends = [(r.fd, r.td) for r in flex_sim.requests if r.endpoint == "SendRequest"]
     assert sends == [("20240101", "20241230"), ("20241231", "20250203")]
     assert len(list((data_dir / "raw/flex/by_date").iterdir())) == 400
-    assert rawstore.read_manifest(data_dir, date(2024, 12, 31)).from_date == date(2024, 12, 31)
+    assert rawstore.read_manifest(data_dir, date(2024, 12, 31)).newest.from_date == date(
+        2024, 12, 31
+    )
     # Both windows returned the same bytes: stored once.
     assert len(list((data_dir / "raw/flex/statements").rglob("*.xml"))) == 1
 

@@ -42,7 +42,7 @@ def test_400_day_backfill_is_one_run_two_requests_each_statement_parsed_once(
     assert result.success
     sends = [r for r in sim.requests if r.endpoint == "SendRequest"]
     assert [(r.fd, r.td) for r in sends] == [("20240102", "20241231"), ("20250101", "20250204")]
-    assert rawstore.read_manifest(data_dir, END).from_date == date(2025, 1, 1)
+    assert rawstore.read_manifest(data_dir, END).newest.from_date == date(2025, 1, 1)
     assert sorted(instance.get_dynamic_partitions("account")) == sorted(world_accounts)
     assert len(parse_calls) == 2  # each statement once, for every account
     assert_normalized(data_dir, world, world_accounts, START, END)

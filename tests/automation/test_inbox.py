@@ -52,7 +52,7 @@ def test_ingest_then_same_bytes_again_is_a_duplicate(
     assert first.days_claimed == tuple(date(2024, 2, d) for d in range(5, 10))
     assert first.moved_to == inbox_dir / "processed" / "a.xml"
     assert not (inbox_dir / "a.xml").exists()
-    manifest = rawstore.read_manifest(data_dir, START)
+    manifest = rawstore.read_manifest(data_dir, START).newest
     assert (manifest.source, manifest.sha256) == ("inbox", first.sha256)
     assert rawstore.read_statement(data_dir, first.sha256) == statement
     nav = parquet.read_table("nav_daily", data_dir=data_dir)
@@ -99,21 +99,37 @@ def test_unparseable_file_is_rejected_and_nothing_else_touched(
     assert tree(data_dir / "raw") | tree(data_dir / "normalized") == before
 
 
-def test_file_never_hides_other_accounts(data_dir, inbox_dir, world, world_accounts):
-    """Days whose statement covers an account the file lacks keep their statement."""
-    a, b = sorted(world_accounts[:2])
+def test_file_never_hides_other_accounts_and_a_refetch_takes_back_only_its_own(
+    data_dir, inbox_dir, world, world_accounts
+):
+    """A file of one account takes over that account only; a later statement of the other
+    accounts (a Flex re-fetch without it) leaves its rows in place."""
+    a, b, c = sorted(world_accounts)
     both = inbox.process_inbox_file(
-        data_dir,
-        inbox_dir,
-        drop(inbox_dir, "both.xml", render_statement(world, [a, b], START, START)),
+        data_dir, inbox_dir, drop(inbox_dir, "ab.xml", render_statement(world, [a, b], START, END))
     )
-    only_a = render_statement(world, [a], START, END)
-    result = inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "a.xml", only_a))
-    assert result.days_kept == (START,)
-    assert START not in result.days_claimed and len(result.days_claimed) == 4
-    assert rawstore.read_manifest(data_dir, START).sha256 == both.sha256
-    assert rawstore.read_manifest(data_dir, END).sha256 == result.sha256
-    assert parquet.read_table("nav_daily", data_dir=data_dir, account_ids=[b]).num_rows == 1
+    only_c = render_statement(world, [c], START, START)
+    result = inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "c.xml", only_c))
+    assert result.days_claimed == (START,)
+    day = rawstore.read_manifest(data_dir, START)
+    assert [(m.sha256, m.accounts) for m in day.statements] == [
+        (result.sha256, (c,)),
+        (both.sha256, (a, b)),
+    ]
+
+    def nav_accounts(day):
+        table = parquet.read_table("nav_daily", data_dir=data_dir, start=day, end=day)
+        return sorted(table.column("account_id").to_pylist())
+
+    assert nav_accounts(START) == [a, b, c]  # one day file, rows of both statements
+    assert nav_accounts(END) == [a, b]
+    refetch = render_statement(world, [a, b], START, START, query_name="refetch")
+    inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "ab2.xml", refetch))
+    assert nav_accounts(START) == [a, b, c]
+    nav = parquet.read_table("nav_daily", data_dir=data_dir, start=START, end=START)
+    assert {r["account_id"]: r["total_base"] for r in nav.to_pylist()} == {
+        x: world.day(x, START).nav.total_base for x in (a, b, c)
+    }
 
 
 def test_sensor_requests_one_run_per_settled_file(data_dir, inbox_dir, statement, instance):

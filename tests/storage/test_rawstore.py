@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
@@ -52,16 +53,18 @@ def test_manifest_round_trip_and_idempotent_rewrite(tmp_path):
     m = manifest(stored.sha256, stored.size)
     days = [date(2024, 3, 1) + timedelta(days=i) for i in range(5)]
     assert rawstore.write_manifests(tmp_path, days, m) == 5
-    assert rawstore.read_manifest(tmp_path, date(2024, 3, 3)) == m
+    assert rawstore.read_manifest(tmp_path, date(2024, 3, 3)) == rawstore.DayManifest((m,))
     assert (tmp_path / "raw/flex/by_date/2024-03-03.json").exists()
     # Same statement fetched again later: nothing rewritten, first fetched_at kept.
     later = manifest(stored.sha256, stored.size, fetched_at="2024-03-07T07:00:00+00:00")
     assert rawstore.write_manifests(tmp_path, days, later) == 0
-    assert rawstore.read_manifest(tmp_path, date(2024, 3, 3)).fetched_at == m.fetched_at
+    assert rawstore.read_manifest(tmp_path, date(2024, 3, 3)).newest.fetched_at == m.fetched_at
     # A different statement re-points the date; the old bytes stay.
     new = rawstore.put_statement(tmp_path, XML + b" ")
     assert rawstore.write_manifest(tmp_path, date(2024, 3, 3), manifest(new.sha256, new.size))
-    assert rawstore.read_manifest(tmp_path, date(2024, 3, 3)).sha256 == new.sha256
+    assert rawstore.read_manifest(tmp_path, date(2024, 3, 3)).statements == (
+        manifest(new.sha256, new.size),
+    )
     assert rawstore.read_statement(tmp_path, stored.sha256) == XML
     assert rawstore.read_manifest(tmp_path, date(2024, 2, 1)) is None
 
@@ -77,3 +80,28 @@ def test_manifest_validation(tmp_path):
     bad.write_text("{}")
     with pytest.raises(rawstore.RawStoreError, match="malformed manifest"):
         rawstore.read_manifest(tmp_path, date(2024, 3, 2))
+
+
+def test_newest_statement_supplies_its_accounts_others_keep_theirs(tmp_path):
+    day = date(2024, 3, 4)
+    flex = manifest("a" * 64, 10)  # U1111111, U2222222
+    rawstore.write_manifest(tmp_path, day, flex)
+    inbox_one = replace(manifest("b" * 64, 5), accounts=("U2222222", "U3333333"), source="inbox")
+    assert rawstore.write_manifest(tmp_path, day, inbox_one)
+    current = rawstore.read_manifest(tmp_path, day)
+    assert [(m.sha256[0], m.accounts) for m in current.statements] == [
+        ("b", ("U2222222", "U3333333")),
+        ("a", ("U1111111",)),
+    ]
+    assert current.accounts == ("U1111111", "U2222222", "U3333333")
+    # a Flex re-fetch without U3333333 takes back its own accounts only
+    refetch = manifest("c" * 64, 11)
+    assert rawstore.write_manifest(tmp_path, day, refetch)
+    assert [
+        (m.sha256[0], m.accounts) for m in rawstore.read_manifest(tmp_path, day).statements
+    ] == [
+        ("c", ("U1111111", "U2222222")),
+        ("b", ("U3333333",)),
+    ]
+    # storing the same statement again changes nothing
+    assert not rawstore.write_manifest(tmp_path, day, replace(refetch, fetched_at="later"))

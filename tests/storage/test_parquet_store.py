@@ -156,3 +156,17 @@ def test_read_table_filters_accounts_inside_day_files(tmp_path):
     one = parquet.read_day("t", D1, data_dir=tmp_path, account_id="U1111111")
     assert one.column("value_base").to_pylist() == [Decimal("1")]
     assert parquet.read_day("t", date(2024, 3, 6), data_dir=tmp_path) is None
+
+
+def test_documented_pandas_read_of_a_table_folder(tmp_path):
+X
+    import pandas as pd
+
+    parquet.write_day("t", D1, rows("U1111111", D1, ["1", "2"]), data_dir=tmp_path)
+    parquet.write_day("t", D2, rows("U2222222", D2, ["3"]), data_dir=tmp_path)
+    frame = pd.read_parquet(tmp_path / "normalized" / "t", partitioning=None)
+    assert sorted(zip(frame["account_id"], frame["value_base"], strict=True)) == [
+        ("U1111111", Decimal("1")),
+        ("U1111111", Decimal("2")),
+        ("U2222222", Decimal("3")),
+    ]

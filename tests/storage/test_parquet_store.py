@@ -159,7 +159,7 @@ def test_read_table_filters_accounts_inside_day_files(tmp_path):
 
 
 def test_documented_pandas_read_of_a_table_folder(tmp_path):
-X
+    """README: pd.read_parquet(<table folder>, partitioning=None) reads every day file."""
     import pandas as pd
 
     parquet.write_day("t", D1, rows("U1111111", D1, ["1", "2"]), data_dir=tmp_path)

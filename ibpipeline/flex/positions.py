@@ -63,6 +63,19 @@ _DATE_SOURCES = (
     "fx_rates",
 )
 _INPUT_TABLES = ("nav_daily", *_DATE_SOURCES)
+_MOVES = ("level_of_detail", "conid", "asset_category", "quantity", "fx_rate_to_base")
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "nav_daily": (),
+    "open_positions": POSITIONS_DAILY.names,
+    "prior_period_positions": ("conid", "price", "fx_rate_to_base", *_INSTRUMENT_FIELDS),
+    "trades": (*_MOVES, "close_price", *_INSTRUMENT_FIELDS),
+    "transfers": (*_MOVES, "direction", *_INSTRUMENT_FIELDS),
+    "corporate_actions": (*_MOVES, *_INSTRUMENT_FIELDS),
+    "cash_transactions": (),
+    "fx_rates": ("from_currency", "to_currency", "rate"),
+}
+"""Columns read from each input table besides ``account_id`` and ``date`` (the others are never
+looked at; converting only these to Python keeps reconstruction time and memory down)."""
 SOURCE_OPEN_POSITIONS = "OpenPositions"
 SOURCE_RECONSTRUCTED = "reconstructed"
 SOURCE_UNPRICED = "unpriced"
@@ -122,9 +135,11 @@ class _Window:
         self.instruments.setdefault(conid, {k: row.get(k) for k in _INSTRUMENT_FIELDS})
 
 
-def _rows_by_account(table: pa.Table) -> dict[str, list[Row]]:
+def _rows_by_account(table: pa.Table, columns: Iterable[str]) -> dict[str, list[Row]]:
+    """``table``'s ``account_id``, ``date`` and ``columns`` (those it has) as dicts per account."""
+    wanted = dict.fromkeys(("account_id", "date", *columns))
     out: dict[str, list[Row]] = defaultdict(list)
-    for row in table.to_pylist():
+    for row in table.select([c for c in wanted if c in table.column_names]).to_pylist():
         out[row["account_id"]].append(row)
     return out
 
@@ -371,7 +386,7 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
     warning. Raises PositionReconstructionError when a priced position has no FX rate on a report
     date, or a statement's OpenPositions span several report dates.
     """
-    rows = {name: _rows_by_account(parsed.tables[name]) for name in _INPUT_TABLES}
+    rows = {name: _rows_by_account(parsed.tables[name], _COLUMNS[name]) for name in _INPUT_TABLES}
     done: dict[str, set[date]] = defaultdict(set)
     out: list[Row] = []
     for info in sorted(parsed.statements, key=lambda s: (s.to_date, s.from_date), reverse=True):

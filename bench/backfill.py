@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  statements parsed      {len(parses):8d}")
     print(f"  nav_daily day files    {files:8d}   rows {nav_rows}")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  peak RSS               {peak_mib:8.0f} MiB (simulator, Dagster and run in one process)")
+    print(
+        f"  peak RSS               {peak_mib:8.0f} MiB (simulator, Dagster and run in one process)"
+    )
     missed = sends != windows or len(parses) != windows
     if args.accounts == 100 and args.days == 365 and not args.marts:
         missed |= wall > TARGET_SECONDS

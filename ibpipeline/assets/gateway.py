@@ -47,11 +47,10 @@ from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ibpipeline import settings
-from ibpipeline.assets.normalized import column_schema, preview_markdown
+from ibpipeline.assets.normalized import column_schema, preview_markdown, split_by
 from ibpipeline.gateway.collector import (
     CollectionResult,
     GatewayCollectionError,
@@ -94,33 +93,6 @@ def selected_partitions(keys: Iterable[str]) -> list[PartitionId]:
         by_dim = gateway_account_daily.get_partition_key_from_str(key).keys_by_dimension
         out.add((by_dim[ACCOUNT_DIMENSION], date.fromisoformat(by_dim[DATE_DIMENSION])))
     return sorted(out)
-
-
-def split_by_partition(table: pa.Table, wanted: set[PartitionId]) -> dict[PartitionId, pa.Table]:
-    """Rows of ``table`` grouped by ``(account_id, date)``, keeping only the ``wanted`` groups.
-
-    Row order inside a group is preserved. ``table`` must have ``account_id`` and ``date`` columns.
-    """
-    if table.num_rows == 0 or not wanted:
-        return {}
-    order = pc.sort_indices(
-        pa.table(
-            {"a": table["account_id"], "d": table["date"], "i": pa.array(range(table.num_rows))}
-        ),
-        sort_keys=[("a", "ascending"), ("d", "ascending"), ("i", "ascending")],
-    )
-    ordered = table.take(order)
-    account_ids = ordered["account_id"].to_pylist()
-    days = ordered["date"].to_pylist()
-    out: dict[PartitionId, pa.Table] = {}
-    start = 0
-    for i in range(1, len(account_ids) + 1):
-        if i == len(account_ids) or (account_ids[i], days[i]) != (account_ids[start], days[start]):
-            key = (account_ids[start], days[start])
-            if key in wanted:
-                out[key] = ordered.slice(start, i - start)
-            start = i
-    return out
 
 
 class RawSnapshotError(ValueError):
@@ -328,7 +300,7 @@ def normalize_gateway_partitions(
     for day, wanted in sorted(by_day.items()):
         built = snapshots_tables(read_day_snapshots(data_dir, day))
         for name in tables:
-            groups = split_by_partition(built[name], set(wanted))
+            groups = split_by(built[name], ("account_id", "date"), set(wanted))
             empty = TABLE_SCHEMAS[name].empty_table()
             for account_id, _ in wanted:
                 part = groups.get((account_id, day), empty)

@@ -8,7 +8,7 @@ that date (an empty file when the day has no rows).
 """
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -60,25 +60,26 @@ def manifests_for(data_dir: Path, days: Iterable[date]) -> dict[date, rawstore.D
     return found
 
 
-def split_by_date(table: pa.Table, wanted: set[date]) -> dict[date, pa.Table]:
-    """Rows of ``table`` grouped by ``date``, keeping only the ``wanted`` dates.
-
-    Row order inside a day is preserved. ``table`` must have a ``date`` column.
-    """
+def split_by(
+    table: pa.Table, columns: Sequence[str], wanted: Collection[tuple]
+) -> dict[tuple, pa.Table]:
+    """Rows of ``table`` grouped by the values of ``columns`` (keys are tuples of them), keeping
+    only the ``wanted`` groups. Row order inside a group is preserved."""
     if table.num_rows == 0 or not wanted:
         return {}
+    keys = {f"k{i}": table[c] for i, c in enumerate(columns)}
     order = pc.sort_indices(
-        pa.table({"d": table["date"], "i": pa.array(range(table.num_rows))}),
-        sort_keys=[("d", "ascending"), ("i", "ascending")],
+        pa.table({**keys, "i": pa.array(range(table.num_rows))}),
+        sort_keys=[(k, "ascending") for k in (*keys, "i")],
     )
     ordered = table.take(order)
-    days = ordered["date"].to_pylist()
-    out: dict[date, pa.Table] = {}
+    values = list(zip(*(ordered[c].to_pylist() for c in columns), strict=True))
+    out: dict[tuple, pa.Table] = {}
     start = 0
-    for i in range(1, len(days) + 1):
-        if i == len(days) or days[i] != days[start]:
-            if days[start] in wanted:
-                out[days[start]] = ordered.slice(start, i - start)
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            if values[start] in wanted:
+                out[values[start]] = ordered.slice(start, i - start)
             start = i
     return out
 
@@ -139,7 +140,7 @@ def rows_supplied(
 ) -> dict[date, pa.Table]:
     """Rows of ``table`` for each day of ``supplied``, only of the accounts listed for that day."""
     out = {}
-    for day, part in split_by_date(table, set(supplied)).items():
+    for (day,), part in split_by(table, ("date",), {(d,) for d in supplied}).items():
         accounts = set(supplied[day])
         if not set(pc.unique(part["account_id"]).to_pylist()) <= accounts:
             part = part.filter(

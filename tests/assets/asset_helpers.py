@@ -25,13 +25,6 @@ def make_resources(sim: FlexSimulator, query_id: str, data_dir: Path) -> dict:
     }
 
 
-def range_tags(start: str, end: str) -> dict[str, str]:
-    return {
-        "dagster/asset_partition_range_start": start,
-        "dagster/asset_partition_range_end": end,
-    }
-
-
 def tree_digest(root: Path) -> dict[str, bytes]:
     """Relative path -> bytes of every file under ``root``."""
     return {

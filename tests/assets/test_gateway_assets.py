@@ -25,7 +25,7 @@ from ibpipeline.assets.gateway import (
     read_day_snapshots,
     snapshots_tables,
 )
-from ibpipeline.assets.normalized import split_by_date
+from ibpipeline.assets.normalized import split_by
 from ibpipeline.automation.gateway_schedule import (
     build_gateway_snapshot_schedule,
     gateway_snapshot_job,
@@ -128,7 +128,7 @@ def write_flex_nav(world: World, data_dir: Path, day: date) -> None:
     from the same world, parsed by the real parser, stored by the normalized writer."""
     ids = [a.account_id for a in world.accounts]
     parsed = parse_statement(render_statement(world, ids, day, day))
-    for d, part in split_by_date(parsed.tables["nav_daily"], {day}).items():
+    for (d,), part in split_by(parsed.tables["nav_daily"], ("date",), {(day,)}).items():
         parquet.write_day("nav_daily", d, part, data_dir=data_dir)
 
 

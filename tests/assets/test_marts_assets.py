@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from asset_helpers import make_resources, range_tags
+from asset_helpers import make_resources
 from dagster_dbt import DbtProject
 
 from ibpipeline import settings
@@ -49,6 +49,7 @@ from ibpipeline.assets.tearsheets import (
     xirr_cashflows,
 )
 from ibpipeline.automation.jobs import flex_daily_job
+from ibpipeline.automation.ranges import range_tags
 from ibpipeline.dbt import PROJECT_DIR, dbt_resource, manifest_is_stale
 from ibpipeline.finance.returns import xirr
 from ibpipeline.flex.ratelimit import RateLimit

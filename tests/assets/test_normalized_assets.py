@@ -5,11 +5,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from asset_helpers import files_containing, make_resources, range_tags, tree_digest
+from asset_helpers import files_containing, make_resources, tree_digest
 
 import ibpipeline.assets.normalized as normalized
 from ibpipeline.assets import flex_assets, normalized_flex, raw_flex_statement, warehouse_views
 from ibpipeline.automation.jobs import flex_daily_job
+from ibpipeline.automation.ranges import range_tags
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
 from ibpipeline.storage import parquet
@@ -179,7 +180,7 @@ def test_refetch_with_failure_keeps_data_and_hides_token(
     assert files_containing(data_dir, flex_token.encode()) == []
 
 
-def test_split_by_date_keeps_order_and_selection():
+def test_split_by_keeps_order_and_selection():
     table = pa.table(
         {
             "account_id": ["U2222222", "U1111111", "U2222222", "U1111111"],
@@ -190,8 +191,15 @@ def test_split_by_date_keeps_order_and_selection():
             "n": [1, 2, 3, 4],
         }
     )
-    groups = normalized.split_by_date(table, {date(2024, 1, 3), date(2024, 1, 2), date(2024, 1, 9)})
+    wanted = {(date(2024, 1, 3),), (date(2024, 1, 2),), (date(2024, 1, 9),)}
+    groups = normalized.split_by(table, ("date",), wanted)
     assert {k: v.column("n").to_pylist() for k, v in groups.items()} == {
-        date(2024, 1, 3): [1, 3],
-        date(2024, 1, 2): [2],
+        (date(2024, 1, 3),): [1, 3],
+        (date(2024, 1, 2),): [2],
+    }
+    wanted = {("U2222222", date(2024, 1, 3)), ("U1111111", date(2024, 1, 4))}
+    groups = normalized.split_by(table, ("account_id", "date"), wanted)
+    assert {k: v.column("n").to_pylist() for k, v in groups.items()} == {
+        ("U2222222", date(2024, 1, 3)): [1, 3],
+        ("U1111111", date(2024, 1, 4)): [4],
     }

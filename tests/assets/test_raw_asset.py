@@ -2,9 +2,10 @@ from datetime import date
 
 import dagster as dg
 import pytest
-from asset_helpers import files_containing, make_resources, range_tags, tree_digest
+from asset_helpers import files_containing, make_resources, tree_digest
 
 from ibpipeline.assets.raw import raw_flex_statement, statement_accounts
+from ibpipeline.automation.ranges import range_tags
 from ibpipeline.flex.errors import FlexTokenInvalid
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.partitions import InvalidAccountIdError

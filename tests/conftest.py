@@ -9,10 +9,8 @@ import pytest
 
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.sim.flex_server import FlexSimulator
+from tests.fixture_files import PUBLIC_FLEX_DIR
 
-PUBLIC_FLEX_DIR = (
-    Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "flex" / "public"
-)
 FLEX_TOKEN = "731054826619374025548312"  # 24 digits like a real token; grep-able in leak tests
 FLEX_QUERY_ID = "800969"
 

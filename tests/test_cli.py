@@ -12,9 +12,10 @@ import pytest
 
 from ibpipeline.cli import build_parser, main
 from ibpipeline.demo import report, run_demo
+from tests.fixture_files import PUBLIC_FLEX_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLIC = ROOT / ".." / "shared" / "fixtures" / "flex" / "public"
+PUBLIC = PUBLIC_FLEX_DIR
 
 
 def test_parse_writes_tables(tmp_path, capsys):

@@ -17,8 +17,9 @@ import pytest
 import ibpipeline.flex.parse as parse_module
 from ibpipeline.flex.parse import ParsedFlex, parse_statement, parse_to_parquet
 from ibpipeline.flex.schema import SCHEMAS
+from tests.fixture_files import PUBLIC_FLEX_DIR
 
-PUBLIC = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "flex" / "public"
+PUBLIC = PUBLIC_FLEX_DIR
 FILE17 = PUBLIC / "pp_file17_one_day_many_sections.xml"
 FILE26 = PUBLIC / "pp_file26_two_accounts.xml"
 FULL_YEAR = PUBLIC / "opensteuerauszug_full_year_2025.xml"

@@ -12,8 +12,9 @@ from ibpipeline.flex.positions import (
     reconstruct_daily_positions,
 )
 from ibpipeline.flex.schema import POSITIONS_DAILY
+from tests.fixture_files import PUBLIC_FLEX_DIR
 
-PUBLIC = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "flex" / "public"
+PUBLIC = PUBLIC_FLEX_DIR
 PREV, MON, TUE, WED, THU, FRI = (date(2024, 3, d) for d in (1, 4, 5, 6, 7, 8))
 WEEK = (MON, TUE, WED, THU, FRI)
 

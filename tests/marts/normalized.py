@@ -13,9 +13,10 @@ import pyarrow as pa
 
 from ibpipeline.flex.schema import DECIMAL, SCHEMAS
 from ibpipeline.storage.parquet import write_day
+from tests.fixture_files import PUBLIC_FLEX_DIR
 
 REPO = Path(__file__).resolve().parents[2]
-PUBLIC_FLEX = REPO / ".." / "shared" / "fixtures" / "flex" / "public"
+PUBLIC_FLEX = PUBLIC_FLEX_DIR
 DBT = REPO / ".venv" / "bin" / "dbt"
 PROJECT = REPO / "dbt_project"
 

@@ -13,8 +13,9 @@ from lxml import etree
 
 from ibpipeline.sim.flex_statement import render_statement
 from ibpipeline.world import World
+from tests.fixture_files import PUBLIC_FLEX_DIR
 
-PUBLIC = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "flex" / "public"
+PUBLIC = PUBLIC_FLEX_DIR
 GENERATED = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
 FROM, TO = date(2024, 3, 4), date(2024, 6, 28)
 SECTIONS = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal as D
-from pathlib import Path
 
 from ibpipeline.flex.parse import parse_statement
 from ibpipeline.flex.positions import (

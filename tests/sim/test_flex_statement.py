@@ -6,7 +6,6 @@ import re
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from lxml import etree

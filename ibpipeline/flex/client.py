@@ -3,9 +3,11 @@
 Reactions per ErrorCode follow the reference (docs: flex-web-service.md §1.1): 1019 polls the same
 reference code with growing intervals until ``poll_deadline``; 1018 waits ``rate_wait_s`` and repeats
 the call; transient codes (1001, 1004-1009, 1021), network errors and HTTP 5xx retry with growing
-back-off a bounded number of times; 1017 starts again with a new SendRequest (bounded); every other
+back-off a bounded number of times, and so does a GetStatement body cut short (the same reference
+code is polled again); 1017 starts again with a new SendRequest (bounded); every other
 code raises its specific ``FlexRequestError`` subclass at once. The token never appears in logs,
-exceptions, reprs or returned metadata.
+exceptions, reprs or returned metadata: every text taken from a response (ErrorMessage, parser
+errors, httpx errors) is redacted before it is raised or logged, as a proxy may echo the request.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
@@ -32,6 +34,7 @@ from ibpipeline.flex.errors import (
     FlexReferenceCodeInvalid,
     FlexResponseError,
     FlexStatementTimeout,
+    FlexTruncatedResponse,
     error_for_code,
     redact,
     redact_url_token,
@@ -122,7 +125,7 @@ class _Stats:
 def parse_response(body: bytes, http_status: int = 200, content_type: str = "") -> bytes | Envelope:
     """Classify a Flex Web Service body: the statement bytes (root ``FlexQueryResponse``) or an
     ``Envelope``. Raises ``FlexResponseError`` for HTML pages, non-XML (CSV/TEXT query output),
-    truncated/malformed XML and any other root element."""
+    truncated/malformed XML (``FlexTruncatedResponse``) and any other root element."""
     head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if "html" in content_type.lower() or head.startswith((b"<!doctype html", b"<html")):
         raise FlexResponseError(
@@ -137,7 +140,7 @@ def parse_response(body: bytes, http_status: int = 200, content_type: str = "") 
     try:
         root = etree.fromstring(body, _XML_PARSER)
     except etree.XMLSyntaxError as exc:
-        raise FlexResponseError(
+        raise FlexTruncatedResponse(
             f"got truncated or malformed XML (HTTP {http_status}, {len(body)} bytes): {exc}"
         ) from None
     if root.tag == STATEMENT_ROOT:
@@ -419,12 +422,13 @@ class FlexClient:
     ) -> bytes | Envelope | FlexError:
         """One HTTP GET, parsed. Network errors and unparseable HTTP 5xx bodies are returned (to be
         retried); other unparseable bodies raise ``FlexResponseError``. No exception raised here
-        chains an httpx exception (those carry the request URL, token included)."""
+        chains an httpx exception (those carry the request URL, token included); every text taken
+        from the response is redacted."""
         error: FlexError
         try:
             response = self._http.get(url, params={"t": self._token, **params})
         except httpx.HTTPError as exc:
-            detail = redact_url_token(redact(str(exc), self._token))
+            detail = self._redact(str(exc))
             response, error = (
                 None,
                 FlexConnectionError(
@@ -434,14 +438,24 @@ class FlexClient:
         if response is None:
             return error
         try:
-            return parse_response(
+            outcome = parse_response(
                 response.content, response.status_code, response.headers.get("content-type", "")
             )
         except FlexResponseError as exc:
-            error = FlexResponseError(f"{endpoint} ({context}): {redact(str(exc), self._token)}")
+            error = type(exc)(f"{endpoint} ({context}): {self._redact(str(exc))}")
+        else:
+            if isinstance(outcome, Envelope) and outcome.message:
+                outcome = replace(outcome, message=self._redact(outcome.message))
+            return outcome
         if response.status_code >= 500:
             return error
+        if isinstance(error, FlexTruncatedResponse) and endpoint == "GetStatement":
+            return error  # cut short in transit: the reference code is still valid, poll again
         raise error
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the token, verbatim or as a ``t=`` URL parameter."""
+        return redact_url_token(redact(text, self._token))
 
     def _pause_transient(self, failures: int, error: FlexError) -> int:
         """Sleep before retry number ``failures + 1`` (5 s, 10 s, 20 s, ... by default), or raise

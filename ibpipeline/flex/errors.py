@@ -49,6 +49,10 @@ class FlexResponseError(FlexError):
     (HTML error page, truncated or non-XML body, CSV/TEXT query output, unexpected envelope)."""
 
 
+class FlexTruncatedResponse(FlexResponseError):
+    """An XML body that does not parse (cut short or malformed); GetStatement retries it."""
+
+
 class FlexConnectionError(FlexError):
     """The HTTP request itself failed (DNS, connect, timeout) after the bounded retries."""
 

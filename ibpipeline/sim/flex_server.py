@@ -24,11 +24,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 from ibpipeline.flex.errors import (
@@ -85,8 +86,12 @@ def envelope(
     code: int | None = None,
     reference_code: str | None = None,
     url: str | None = None,
+    message: str | None = None,
 ) -> bytes:
-    """A ``FlexStatementResponse`` exactly as IBKR writes it (no XML declaration, single quotes)."""
+    """A ``FlexStatementResponse`` exactly as IBKR writes it (no XML declaration, single quotes).
+
+    ``message`` replaces IBKR's ErrorMessage of ``code`` (XML-escaped here).
+    """
     lines = [
         f"<FlexStatementResponse timestamp='{ibkr_timestamp(moment)}'>",
         f"<Status>{status}</Status>",
@@ -94,7 +99,8 @@ def envelope(
     if code is not None:
         lines += [
             f"<ErrorCode>{code}</ErrorCode>",
-            f"<ErrorMessage>{ERROR_MESSAGES.get(code, 'Unknown error.')}</ErrorMessage>",
+            f"<ErrorMessage>{escape(message or ERROR_MESSAGES.get(code, 'Unknown error.'))}"
+            "</ErrorMessage>",
         ]
     if reference_code is not None:
         lines.append(f"<ReferenceCode>{reference_code}</ReferenceCode>")
@@ -120,7 +126,9 @@ class FlexFaults:
     that pass the token check; ``next_get_codes`` likewise on GetStatement only; ``fail_code``
     answers every such request until cleared; ``truncate_next`` cuts the next N statement bodies in
     half; ``forget_next_references`` issues N reference codes the server then does not know (1017);
-    ``unavailable_next`` answers the next N requests with an HTML "HTTP 503" page (a proxy outage).
+    ``unavailable_next`` answers the next N requests with an HTML "HTTP 503" page (a proxy outage);
+    ``echo_token`` makes every Fail/Warn envelope's ErrorMessage echo the request path and the
+    token (as a misconfigured proxy or service might).
     """
 
     next_codes: list[int] = field(default_factory=list)
@@ -129,6 +137,7 @@ class FlexFaults:
     truncate_next: int = 0
     forget_next_references: int = 0
     unavailable_next: int = 0
+    echo_token: bool = False
 
 
 @dataclass(frozen=True)
@@ -327,6 +336,13 @@ class FlexSimulator:
             reply = self._deliver(decided, key) if isinstance(decided, _Reference) else decided
         else:
             reply = _Reply(404, _NOT_FOUND_HTML, HTML_CONTENT_TYPE, "NotFound")
+        if self.faults.echo_token and reply.error_code is not None:
+            echoed = (
+                f"{ERROR_MESSAGES.get(reply.error_code, 'Unknown error.')} Request "
+                f"{handler.path} with token {params.get('t', '')}"
+            )
+            body = envelope(reply.status, datetime.now(UTC), code=reply.error_code, message=echoed)
+            reply = replace(reply, body=body)
         record = FlexRequestRecord(
             endpoint=endpoint,
             query=params.get("q"),
@@ -483,10 +499,13 @@ class FlexSimulator:
 
 
 def world_statement_source(
-    world: Any, date_format: str = "yyyyMMdd", today: Callable[[], date] = date.today
+    world: Any,
+    date_format: str = "yyyyMMdd",
+    today: Callable[[], date] = date.today,
+    quirks: Any = None,
 ) -> StatementSource:
     """A ``StatementSource`` rendering every account of ``world`` with
-    ``ibpipeline.sim.flex_statement.render_statement``.
+    ``ibpipeline.sim.flex_statement.render_statement`` (``quirks``: its ``StatementQuirks``).
 
     Windows: ``fd``/``td`` as given; ``p`` = the ``p`` calendar days before ``today`` (both with
     ``period=""``, as IBKR marks overrides); neither = the last business day before ``today``
@@ -508,7 +527,13 @@ def world_statement_source(
                 period = "LastBusinessDay"
         account_ids = [account.account_id for account in world.accounts]
         return render_statement(
-            world, account_ids, from_date, to_date, date_format=date_format, period=period
+            world,
+            account_ids,
+            from_date,
+            to_date,
+            date_format=date_format,
+            period=period,
+            quirks=quirks,
         )
 
     return source
@@ -524,13 +549,24 @@ def run_flex_simulator(
     inception: date,
     date_format: str = "yyyyMMdd",
     generation_polls: int = 0,
+    quirks: str = "",
+    fx_commission_in_base: bool = False,
 ) -> None:
-    """``ibpipeline sim flex``: serve a seeded World's statements until Ctrl-C."""
+    """``ibpipeline sim flex``: serve a seeded World's statements until Ctrl-C.
+
+    ``quirks``: a ``flex_statement.parse_quirks`` spec; ``fx_commission_in_base``: the World option.
+    """
+    from ibpipeline.sim.flex_statement import parse_quirks
     from ibpipeline.world import World
 
-    world = World(seed=seed, n_accounts=accounts, inception=inception)
+    world = World(
+        seed=seed,
+        n_accounts=accounts,
+        inception=inception,
+        fx_commission_in_base=fx_commission_in_base,
+    )
     simulator = FlexSimulator(
-        world_statement_source(world, date_format),
+        world_statement_source(world, date_format, quirks=parse_quirks(quirks)),
         token,
         {query_id},
         host=host,

@@ -395,14 +395,22 @@ def test_invalid_reference_forever_raises(sim, clock, flex_token, flex_query_id)
 # --- bad bodies ------------------------------------------------------------------------------
 
 
-def test_truncated_statement_raises_response_error(sim, clock, flex_token, flex_query_id):
+def test_truncated_statement_is_polled_again(sim, clock, flex_token, flex_query_id, flex_statement):
     sim.faults.truncate_next = 1
+    with make_client(sim, clock, flex_token) as client:
+        result = client.fetch(flex_query_id)
+    assert result.content == flex_statement
+    assert (sim.count(SEND_REQUEST), sim.count(GET_STATEMENT)) == (1, 2)
+
+
+def test_truncated_statement_forever_raises_response_error(sim, clock, flex_token, flex_query_id):
+    sim.faults.truncate_next = 100
     with (
         make_client(sim, clock, flex_token) as client,
         pytest.raises(FlexResponseError, match="truncated"),
     ):
         client.fetch(flex_query_id)
-    assert sim.count(GET_STATEMENT) == 1
+    assert (sim.count(SEND_REQUEST), sim.count(GET_STATEMENT)) == (1, 4)
 
 
 def test_html_404_page_raises_clear_error(sim, clock, flex_token, flex_query_id):

@@ -1,15 +1,19 @@
 """Ingest hand-downloaded Flex statements through the same raw -> normalized path as fetches.
 
 A file is parsed once (``ibpipeline.flex.parse``), copied into the content-addressed raw store,
-made the statement of its accounts in the per-date manifests of the days it covers
-(``source="inbox"``; other accounts of those days keep their statement), and the normalized day
-files of those days are rebuilt (``normalized.normalize_days``). A ledger entry
+and recorded in the per-date manifests (``source="inbox"``) as the supplier of exactly the
+(table, account, day) triples it has rows for (``claims_by_day``); then the normalized day files
+of those days are rebuilt (``normalized.normalize_days``). A ledger entry
 ``<data_dir>/raw/inbox/<sha256>.json`` written last marks the content as ingested, so the same
 bytes dropped again (under any name) are a duplicate and change nothing.
 
-The newest stored statement of an (account, day) wins, whether fetched or dropped here: a file of
-one account never hides another account's rows, and a later Flex re-fetch takes back only the
-accounts it contains.
+Rules (docs/tolerance.md, "Import rules"): every account id a row carries is kept (sub-accounts
+such as ``U1234567F`` inside ``U1234567``'s statement included); the newest stored statement of a
+(table, account, day) wins, so a file that has no rows for an account-day (or only trades) never
+hides what an earlier file stored there; rows dated outside their statement's period (IBKR's
+opening NAV row of the day before ``fromDate``) are stored as a *fallback* for their own day, used
+only where no statement claims it. Parse warnings (values that did not convert, a wrong
+``count``, a clipped period) are reported in the result, never a reason to reject the file.
 
 Inbox folder layout: new files in ``<inbox>/``; after processing ``<inbox>/processed/<name>``;
 files that fail to parse ``<inbox>/rejected/<name>`` plus ``<inbox>/rejected/<name>.reason.txt``.
@@ -29,12 +33,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+import pyarrow as pa
+
 from ibpipeline.assets.normalized import (
     NORMALIZED_TABLES,
     normalize_days,
     parsed_tables,
 )
-from ibpipeline.flex.parse import FlexParseError, parse_statement
+from ibpipeline.flex.parse import FlexParseError, ParsedFlex, StatementInfo, parse_statement
 from ibpipeline.partitions import InvalidAccountIdError, validate_account_id
 from ibpipeline.storage import atomic_write_bytes, rawstore
 
@@ -67,6 +73,8 @@ class ImportResult:
     partitions: tuple[tuple[str, date], ...] = ()
     reason: str | None = None
     moved_to: Path | None = field(default=None, compare=False)
+    warnings: tuple[str, ...] = ()
+    rows: int = 0
 
     def summary(self) -> str:
         """One human-readable line."""
@@ -74,10 +82,11 @@ class ImportResult:
             return f"{self.name}: rejected ({self.reason})"
         if self.status == "duplicate":
             return f"{self.name}: duplicate of already ingested {self.sha256[:12]}, nothing written"
+        period = f"{self.from_date}..{self.to_date}" if self.from_date else "no dated rows"
         return (
             f"{self.name}: ingested {self.sha256[:12]} accounts {list(self.accounts)} "
-            f"{self.from_date}..{self.to_date}: {len(self.days_claimed)} days, "
-            f"{len(self.partitions)} account-days read from it"
+            f"{period}: {self.rows} rows, {len(self.days_claimed)} days, "
+            f"{len(self.partitions)} account-days read from it, {len(self.warnings)} warning(s)"
         )
 
 
@@ -91,30 +100,56 @@ def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def coverage(statements: Iterable[tuple[str, date, date]]) -> dict[date, set[str]]:
-    """Day -> accounts whose statement in the file covers that day (``(account, from, to)``)."""
-    out: dict[date, set[str]] = defaultdict(set)
-    for account_id, first, last in statements:
-        for day in _days(first, last):
-            out[day].add(account_id)
+def account_periods(statements: Iterable[StatementInfo]) -> dict[str | None, set[date]]:
+    """Report days each account's statement covers (effective periods); key None: the whole
+    file's span, the period of rows whose account has no FlexStatement of its own."""
+    out: dict[str | None, set[date]] = defaultdict(set)
+    statements = list(statements)
+    for s in statements:
+        out[s.account_id].update(_days(s.from_date, s.to_date))
+    if statements:
+        first = min(s.from_date for s in statements)
+        out[None] = set(_days(first, max(s.to_date for s in statements)))
     return dict(out)
 
 
-def _parse(content: bytes, sha256: str) -> tuple[dict, list[tuple[str, date, date]]]:
-    """Normalized tables and ``(account, from, to)`` per statement; raises InboxRejection."""
+@dataclass(frozen=True)
+class DayClaims:
+    """What a file supplies on one report day: ``table -> accounts`` it has rows for inside
+    their statement's period (``claims``) and outside it (``fallback``)."""
+
+    claims: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    fallback: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+
+def claims_by_day(
+    tables: dict[str, pa.Table], statements: Iterable[StatementInfo]
+) -> dict[date, DayClaims]:
+    """Day -> the (table, account) pairs the file has rows for (see ``DayClaims``)."""
+    periods = account_periods(statements)
+    out: dict[date, DayClaims] = defaultdict(DayClaims)
+    for name, table in tables.items():
+        if table.num_rows == 0:
+            continue
+        pairs = table.group_by(["account_id", "date"]).aggregate([])
+        for account, day in zip(
+            pairs["account_id"].to_pylist(), pairs["date"].to_pylist(), strict=True
+        ):
+            period = periods.get(account, periods.get(None, set()))
+            target = out[day].claims if day in period else out[day].fallback
+            target[name].add(account)
+    return dict(out)
+
+
+def _parse(content: bytes, sha256: str) -> tuple[ParsedFlex, dict[str, pa.Table]]:
+    """The parsed statement and its normalized tables; raises InboxRejection."""
     try:
         parsed = parse_statement(content, source_sha256=sha256)
-        statements = [
-            (validate_account_id(s.account_id), s.from_date, s.to_date) for s in parsed.statements
-        ]
-        if not statements:
+        for s in parsed.statements:
+            validate_account_id(s.account_id)
+        if not parsed.statements:
             raise InboxRejection("no FlexStatement element: not an Activity Flex statement")
-        for account_id, first, last in statements:
-            if first > last:
-                raise InboxRejection(
-                    f"statement of {account_id} ends {last} before it starts {first}"
-                )
-        return parsed_tables(parsed), statements
+        return parsed, parsed_tables(parsed)
     except (FlexParseError, InvalidAccountIdError) as exc:
         raise InboxRejection(str(exc)) from exc
 
@@ -133,32 +168,50 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
     try:
         if not content:
             raise InboxRejection("empty file")
-        tables, statements = _parse(content, sha256)
+        parsed, tables = _parse(content, sha256)
     except InboxRejection as exc:
         return ImportResult(path.name, sha256, "rejected", reason=str(exc))
 
-    covered = coverage(statements)
-    accounts = tuple(sorted({a for a, _, _ in statements}))
-    first, last = min(covered), max(covered)
-    claimed = sorted(covered)
+    by_day = claims_by_day(tables, parsed.statements)
+    warnings = list(parsed.warnings)
+    outside = sorted(d for d, c in by_day.items() if c.fallback)
+    if outside:
+        warnings.append(
+            f"rows dated outside their statement's period on {len(outside)} day(s) "
+            f"({outside[0]}..{outside[-1]}): stored where no other statement supplies them"
+        )
+    if not by_day:
+        warnings.append("the file has no dated rows: nothing to store besides the raw bytes")
     stored = rawstore.put_statement(data_dir, content)
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    for day in claimed:
-        rawstore.write_manifest(
-            data_dir,
-            day,
-            rawstore.Manifest(
-                sha256=stored.sha256,
-                size=stored.size,
-                from_date=first,
-                to_date=last,
-                accounts=tuple(sorted(covered[day])),
-                fetched_at=moment.isoformat(timespec="seconds"),
-                source="inbox",
-            ),
-        )
-    normalize_days(data_dir, claimed, NORMALIZED_TABLES, preparsed={stored.sha256: tables})
-    wanted = sorted((a, d) for d in claimed for a in covered[d])
+    first = min(s.from_date for s in parsed.statements)
+    last = max(s.to_date for s in parsed.statements)
+    base = rawstore.Manifest(
+        sha256=stored.sha256,
+        size=stored.size,
+        from_date=first,
+        to_date=last,
+        accounts=(),
+        fetched_at=moment.isoformat(timespec="seconds"),
+        source="inbox",
+    )
+    rawstore.write_day_manifests(
+        data_dir,
+        {d: rawstore.Manifest.of_rows(base, c.claims, c.fallback) for d, c in by_day.items()},
+    )
+    claimed = sorted(by_day)
+    if claimed:
+        normalize_days(data_dir, claimed, NORMALIZED_TABLES, preparsed={stored.sha256: tables})
+    wanted = sorted(
+        {
+            (a, d)
+            for d, c in by_day.items()
+            for part in (c.claims, c.fallback)
+            for v in part.values()
+            for a in v
+        }
+    )
+    accounts = tuple(sorted({a for a, _ in wanted} | {s.account_id for s in parsed.statements}))
     result = ImportResult(
         path.name,
         sha256,
@@ -168,6 +221,8 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         to_date=last,
         days_claimed=tuple(claimed),
         partitions=tuple(wanted),
+        warnings=tuple(warnings),
+        rows=sum(t.num_rows for t in tables.values()),
     )
     ledger = {
         "sha256": sha256,
@@ -177,6 +232,7 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         "from_date": first.isoformat(),
         "to_date": last.isoformat(),
         "days_claimed": [d.isoformat() for d in claimed],
+        "warnings": list(warnings),
     }
     atomic_write_bytes(
         ledger_path(data_dir, sha256), (json.dumps(ledger, indent=1) + "\n").encode()

@@ -7,7 +7,6 @@ reconstructs daily positions, and replaces every (table, date) file with all acc
 that date (an empty file when the day has no rows).
 """
 
-from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -135,19 +134,8 @@ class TableStats:
                 self.preview = table
 
 
-def rows_supplied(
-    table: pa.Table, supplied: Mapping[date, Collection[str]]
-) -> dict[date, pa.Table]:
-    """Rows of ``table`` for each day of ``supplied``, only of the accounts listed for that day."""
-    out = {}
-    for (day,), part in split_by(table, ("date",), {(d,) for d in supplied}).items():
-        accounts = set(supplied[day])
-        if not set(pc.unique(part["account_id"]).to_pylist()) <= accounts:
-            part = part.filter(
-                pc.is_in(part["account_id"], pa.array(sorted(accounts), pa.string()))
-            )
-        out[day] = part
-    return out
+def _accounts(table: pa.Table) -> set[str]:
+    return set(pc.unique(table["account_id"]).to_pylist()) if table.num_rows else set()
 
 
 def normalize_days(
@@ -158,32 +146,51 @@ def normalize_days(
 ) -> dict[str, TableStats]:
     """Replace the (table, day) file of every selected table and day from the stored statements.
 
-    A day's file holds, for each account of its manifest, that account's rows from the statement
-    supplying it (an empty file with the schema when the day has no rows). Each statement is read
-    and parsed once (``preparsed``: tables of statements already parsed, by sha256). Raises
+    A day's file holds, for each account, that account's rows from the statement supplying them
+    (``rawstore.DayManifest.suppliers``: the newest claim of the (table, account), else the newest
+    fallback); an empty file with the schema when the day has no rows. Each statement is read and
+    parsed once (``preparsed``: tables of statements already parsed, by sha256). Raises
     MissingRawStatementError before writing anything when a day has no manifest.
     """
     tables = tuple(tables)
     manifests = manifests_for(data_dir, days)
-    plan: dict[str, dict[date, tuple[str, ...]]] = defaultdict(dict)
-    for day, manifest in manifests.items():
-        for entry in manifest.statements:
-            plan[entry.sha256][day] = entry.accounts
-    parts: dict[str, dict[date, list[pa.Table]]] = {name: defaultdict(list) for name in tables}
+    needed = sorted({m.sha256 for manifest in manifests.values() for m in manifest.statements})
+    by_day: dict[str, dict[str, dict[date, pa.Table]]] = {}
     schemas: dict[str, pa.Schema] = {}
-    for sha256, supplied in sorted(plan.items()):
+    for sha256 in needed:
         parsed = (preparsed or {}).get(sha256) or statement_tables(
             rawstore.read_statement(data_dir, sha256), sha256
         )
+        wanted = {
+            (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
+        }
+        by_day[sha256] = {}
         for name in tables:
             schemas.setdefault(name, parsed[name].schema)
-            for day, part in rows_supplied(parsed[name], supplied).items():
-                parts[name][day].append(part)
+            by_day[sha256][name] = {
+                day: part for (day,), part in split_by(parsed[name], ("date",), wanted).items()
+            }
     stats = {name: TableStats() for name in tables}
     for name in tables:
-        for day in sorted(manifests):
-            pieces = parts[name].get(day) or [schemas[name].empty_table()]
-            table = pa.concat_tables(pieces, promote_options="default")
+        for day, manifest in sorted(manifests.items()):
+            rows = {sha: by_day[sha][name].get(day) for sha in by_day}
+            present = {sha: _accounts(part) for sha, part in rows.items() if part is not None}
+            supplier = manifest.suppliers(name, present)
+            pieces = []
+            for sha in dict.fromkeys(m.sha256 for m in manifest.statements):
+                part = rows.get(sha)
+                if part is None:
+                    continue
+                mine = sorted(a for a, s in supplier.items() if s == sha)
+                if present[sha] - set(mine):
+                    part = part.filter(pc.is_in(part["account_id"], pa.array(mine, pa.string())))
+                if part.num_rows:
+                    pieces.append(part)
+            table = (
+                pa.concat_tables(pieces, promote_options="default")
+                if pieces
+                else schemas[name].empty_table()
+            )
             parquet.write_day(name, day, table, data_dir=data_dir)
             stats[name].add(table)
     return stats

@@ -4,20 +4,29 @@ Layout under ``<data_dir>/raw/flex``:
 
 - ``statements/<sha256[:2]>/<sha256>.xml``: statement bytes, written once, never modified;
 - ``by_date/<YYYY-MM-DD>.json``: which stored statement supplies each account's rows of that report
-  date (``DayManifest``: a list of ``Manifest`` entries, newest first, with disjoint accounts).
+  date (``DayManifest``: a list of ``Manifest`` entries, newest first).
 
-The most recently stored statement that covers an (account, report date) is the one used: storing a
-statement takes over exactly the accounts it contains, and every other account keeps its statement.
-So a Flex query that drops an account, or a hand-downloaded file of a single account, never hides
-the rows of another account.
+What an entry supplies is its *claims*: ``table -> accounts`` (the key ``*`` means every table).
+A Flex Web Service fetch claims every table of the accounts of its FlexStatements for every day of
+its window (``claims=None``, i.e. ``{"*": accounts}``); a hand-downloaded file claims exactly the
+(table, account) pairs it has rows for on that day. Entries may also carry ``fallback`` claims:
+rows dated outside the statement's period (IBKR's opening NAV row of the day before ``fromDate``),
+used only where no entry claims that (table, account). Resolution (``DayManifest.supplier``): the
+newest entry claiming a (table, account) supplies it, else the newest fallback. So a Flex query
+that drops an account, a file of a single account, or a trades-only file never hides other rows.
+
+Manifest updates are read-modify-write under an exclusive ``fcntl`` lock on ``by_date/.lock``, so
+concurrent writers (a Flex run and an import) never lose each other's entries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -26,6 +35,9 @@ from ibpipeline.storage import atomic_write_bytes
 
 Source = Literal["flex", "inbox"]
 SOURCES: tuple[str, ...] = ("flex", "inbox")
+ALL_TABLES = "*"
+"""Claims key meaning every table."""
+Claims = Mapping[str, tuple[str, ...]]
 
 
 class RawStoreError(Exception):
@@ -42,13 +54,21 @@ class StoredStatement:
     written: bool
 
 
+def _claims(value: Mapping[str, Iterable[str]] | None) -> dict[str, tuple[str, ...]] | None:
+    """Canonical claims: sorted tables, each with sorted unique accounts, empty ones dropped."""
+    if value is None:
+        return None
+    return {t: tuple(sorted(set(a))) for t, a in sorted(value.items()) if a}
+
+
 @dataclass(frozen=True)
 class Manifest:
     """One stored statement supplying a report date.
 
-    ``from_date``/``to_date`` are the statement's inclusive period; ``accounts`` the sorted account
-    ids it supplies for the day; ``fetched_at`` a UTC ISO-8601 instant; ``source`` ``flex`` or
-    ``inbox``.
+    ``from_date``/``to_date`` are the statement's inclusive (effective) period; ``accounts`` the
+    sorted ids it supplies anything for on the day; ``claims`` ``table -> accounts`` it supplies
+    (None: every table of ``accounts``); ``fallback`` ``table -> accounts`` it supplies only where
+    no entry claims them; ``fetched_at`` a UTC ISO-8601 instant; ``source`` ``flex`` or ``inbox``.
     """
 
     sha256: str
@@ -58,19 +78,59 @@ class Manifest:
     accounts: tuple[str, ...]
     fetched_at: str
     source: Source = "flex"
+    claims: Claims | None = None
+    fallback: Claims = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"manifest source must be one of {SOURCES}, got {self.source!r}")
         if self.from_date > self.to_date:
             raise ValueError(f"manifest from_date {self.from_date} is after to_date {self.to_date}")
+        object.__setattr__(self, "claims", _claims(self.claims))
+        object.__setattr__(self, "fallback", _claims(self.fallback) or {})
+        if self.claims is not None:
+            named = {a for c in (self.claims, self.fallback) for v in c.values() for a in v}
+            object.__setattr__(self, "accounts", tuple(sorted(named)))
+
+    @classmethod
+    def of_rows(
+        cls,
+        base: Manifest,
+        claims: Mapping[str, Iterable[str]],
+        fallback: Mapping[str, Iterable[str]] | None = None,
+    ) -> Manifest:
+        """``base`` (statement, period, time, source) with explicit per-table claims."""
+        return replace(base, accounts=(), claims=dict(claims), fallback=dict(fallback or {}))
+
+    @property
+    def strong(self) -> Claims:
+        """``table -> accounts`` this entry takes over (``*``: every table)."""
+        return {ALL_TABLES: self.accounts} if self.claims is None else self.claims
+
+    def claimed(self, table: str) -> frozenset[str]:
+        """Accounts whose ``table`` rows of the day this entry supplies."""
+        strong = self.strong
+        return frozenset(strong.get(table, ())) | frozenset(strong.get(ALL_TABLES, ()))
+
+    def fallback_for(self, table: str) -> frozenset[str]:
+        """Accounts whose ``table`` rows this entry supplies only when nobody claims them."""
+        return frozenset(self.fallback.get(table, ()))
 
     def to_doc(self) -> dict:
         """JSON-ready dict (ISO dates)."""
-        doc = asdict(self)
-        doc["from_date"] = self.from_date.isoformat()
-        doc["to_date"] = self.to_date.isoformat()
-        doc["accounts"] = list(self.accounts)
+        doc = {
+            "sha256": self.sha256,
+            "size": self.size,
+            "from_date": self.from_date.isoformat(),
+            "to_date": self.to_date.isoformat(),
+            "accounts": list(self.accounts),
+            "fetched_at": self.fetched_at,
+            "source": self.source,
+        }
+        if self.claims is not None:
+            doc["claims"] = {t: list(a) for t, a in self.claims.items()}
+        if self.fallback:
+            doc["fallback"] = {t: list(a) for t, a in self.fallback.items()}
         return doc
 
     @classmethod
@@ -85,37 +145,48 @@ class Manifest:
                 accounts=tuple(doc["accounts"]),
                 fetched_at=str(doc["fetched_at"]),
                 source=doc.get("source", "flex"),
+                claims=doc.get("claims"),
+                fallback=doc.get("fallback") or {},
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RawStoreError(f"malformed manifest: {exc}") from exc
 
-    def without(self, account_ids: Iterable[str]) -> Manifest:
-        """This entry minus ``account_ids``."""
-        taken = set(account_ids)
-        return replace(self, accounts=tuple(a for a in self.accounts if a not in taken))
+    def without(self, newer: Manifest) -> Manifest | None:
+        """This entry minus what ``newer`` takes over; None when nothing of it is left.
+
+        A whole-statement entry (``claims=None``) loses the accounts ``newer`` takes over for
+        every table; per-table claims lose exactly the (table, account) pairs ``newer`` claims.
+        Fallback claims are kept while anything of this entry's could still be used.
+        """
+        every = set(newer.strong.get(ALL_TABLES, ()))
+        if self.claims is None:
+            if newer.claims is not None and not every:
+                return self  # a per-table entry never strips a whole-statement one
+            left = tuple(a for a in self.accounts if a not in every)
+            return replace(self, accounts=left) if left else None
+        claims = {
+            t: [a for a in accs if a not in every and a not in newer.claimed(t)]
+            for t, accs in self.claims.items()
+        }
+        fallback = {
+            t: [
+                a
+                for a in accs
+                if a not in every and a not in newer.claimed(t) and a not in newer.fallback_for(t)
+            ]
+            for t, accs in self.fallback.items()
+        }
+        out = replace(self, claims=claims, fallback=fallback)
+        return out if out.accounts else None
 
     def same_content(self, other: Manifest) -> bool:
-        """True when both point at the same statement/period/accounts (``fetched_at`` ignored)."""
-        return (
-            self.sha256,
-            self.size,
-            self.from_date,
-            self.to_date,
-            self.accounts,
-            self.source,
-        ) == (
-            other.sha256,
-            other.size,
-            other.from_date,
-            other.to_date,
-            other.accounts,
-            other.source,
-        )
+        """True when both point at the same statement/period/claims (``fetched_at`` ignored)."""
+        return replace(self, fetched_at="") == replace(other, fetched_at="")
 
 
 @dataclass(frozen=True)
 class DayManifest:
-    """Every statement supplying one report date, newest first; their ``accounts`` are disjoint."""
+    """Every statement supplying one report date, newest first (see the module docstring)."""
 
     statements: tuple[Manifest, ...]
 
@@ -127,15 +198,36 @@ class DayManifest:
     @property
     def accounts(self) -> tuple[str, ...]:
         """Every account with a statement for the day, sorted."""
-        return tuple(sorted(a for m in self.statements for a in m.accounts))
+        return tuple(sorted({a for m in self.statements for a in m.accounts}))
 
     def taking(self, manifest: Manifest) -> DayManifest:
-        """This day after storing ``manifest``: it supplies its accounts, the others keep theirs."""
-        rest = (m.without(manifest.accounts) for m in self.statements)
-        return DayManifest((manifest, *(m for m in rest if m.accounts)))
+        """This day after storing ``manifest``: it supplies what it claims, older entries keep
+        the rest (entries left with nothing are dropped)."""
+        rest = (m.without(manifest) for m in self.statements)
+        return DayManifest((manifest, *(m for m in rest if m is not None)))
+
+    def suppliers(self, table: str, present: Mapping[str, Iterable[str]]) -> dict[str, str]:
+        """``account -> sha256`` of the statement supplying each account's ``table`` rows.
+
+        ``present``: sha256 -> accounts that have ``table`` rows of the day in that statement
+        (whole-statement entries supply, as a fallback, rows of accounts they do not name, such
+        as sub-account rows ``U1234567F`` inside ``U1234567``'s statement). Newest claim wins,
+        then the newest fallback.
+        """
+        out: dict[str, str] = {}
+        for m in self.statements:
+            for account in m.claimed(table):
+                out.setdefault(account, m.sha256)
+        for m in self.statements:
+            extra = set(m.fallback_for(table))
+            if m.claims is None:
+                extra |= set(present.get(m.sha256, ()))
+            for account in sorted(extra):
+                out.setdefault(account, m.sha256)
+        return out
 
     def same_content(self, other: DayManifest) -> bool:
-        """Same statements, periods, accounts and sources (``fetched_at`` ignored)."""
+        """Same statements, periods, claims and sources (``fetched_at`` ignored)."""
         return len(self.statements) == len(other.statements) and all(
             a.same_content(b) for a, b in zip(self.statements, other.statements, strict=True)
         )
@@ -207,18 +299,22 @@ def read_statement(data_dir: Path, sha256: str) -> bytes:
     return content
 
 
-def write_manifest(data_dir: Path, day: date, manifest: Manifest) -> bool:
-    """Make ``manifest`` supply its accounts on report date ``day``; return True when the file
-    changed. Other accounts of the day keep their statement (``DayManifest.taking``).
+@contextlib.contextmanager
+def manifest_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the manifests (``by_date/.lock``, ``fcntl.flock``) while every
+    read-modify-write of them runs, across processes; released when the holder dies."""
+    folder = flex_root(data_dir) / "by_date"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
-    Storing the same statement again (ignoring ``fetched_at``) writes nothing. ``day`` must lie
-    inside the manifest's period.
-    """
-    if not manifest.from_date <= day <= manifest.to_date:
-        raise ValueError(
-            f"report date {day} is outside the statement period "
-            f"{manifest.from_date}..{manifest.to_date}"
-        )
+
+def _update_day(data_dir: Path, day: date, manifest: Manifest) -> bool:
+    """Caller holds ``manifest_lock``."""
     current = read_manifest(data_dir, day)
     updated = DayManifest((manifest,)) if current is None else current.taking(manifest)
     if current is not None and current.same_content(updated):
@@ -227,9 +323,31 @@ def write_manifest(data_dir: Path, day: date, manifest: Manifest) -> bool:
     return True
 
 
+def write_manifest(data_dir: Path, day: date, manifest: Manifest) -> bool:
+    """Make ``manifest`` supply what it claims on report date ``day``; return True when the file
+    changed. Everything else of the day keeps its statement (``DayManifest.taking``).
+
+    Storing the same statement again (ignoring ``fetched_at``) writes nothing. A whole-statement
+    entry (``claims=None``) must cover ``day`` with its period.
+    """
+    return write_day_manifests(data_dir, {day: manifest}) == 1
+
+
 def write_manifests(data_dir: Path, days: Iterable[date], manifest: Manifest) -> int:
-    """``write_manifest`` for every day; return how many manifest files changed."""
-    return sum(write_manifest(data_dir, d, manifest) for d in days)
+    """``write_manifest`` for every day (one lock for all); return how many files changed."""
+    return write_day_manifests(data_dir, dict.fromkeys(days, manifest))
+
+
+def write_day_manifests(data_dir: Path, entries: Mapping[date, Manifest]) -> int:
+    """Store one entry per report date under one lock; return how many manifest files changed."""
+    for day, manifest in entries.items():
+        if manifest.claims is None and not manifest.from_date <= day <= manifest.to_date:
+            raise ValueError(
+                f"report date {day} is outside the statement period "
+                f"{manifest.from_date}..{manifest.to_date}"
+            )
+    with manifest_lock(data_dir):
+        return sum(_update_day(data_dir, day, m) for day, m in sorted(entries.items()))
 
 
 def read_manifest(data_dir: Path, day: date) -> DayManifest | None:

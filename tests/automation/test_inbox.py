@@ -49,7 +49,8 @@ def test_ingest_then_same_bytes_again_is_a_duplicate(
     first = inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "a.xml", statement))
     assert first.status == "ingested"
     assert first.accounts == tuple(accounts)
-    assert first.days_claimed == tuple(date(2024, 2, d) for d in range(5, 10))
+    # the statement's opening NAV row (Friday before fromDate) is stored as a fallback day
+    assert first.days_claimed == (date(2024, 2, 2), *(date(2024, 2, d) for d in range(5, 10)))
     assert first.moved_to == inbox_dir / "processed" / "a.xml"
     assert not (inbox_dir / "a.xml").exists()
     manifest = rawstore.read_manifest(data_dir, START).newest
@@ -59,7 +60,7 @@ def test_ingest_then_same_bytes_again_is_a_duplicate(
     expected = {
         (a, d): world.day(a, d).nav.total_base
         for a in accounts
-        for d in world.business_days(START, END)
+        for d in world.business_days(world.previous_business_day(START), END)
     }
     assert {(r["account_id"], r["date"]): r["total_base"] for r in nav.to_pylist()} == expected
     before = tree(data_dir / "raw") | tree(data_dir / "normalized")
@@ -81,7 +82,7 @@ def test_ingest_then_same_bytes_again_is_a_duplicate(
         (lambda good: good[: len(good) // 2], "invalid or truncated"),
         (lambda good: b"", "empty file"),
         (lambda good: b"<html><body>not flex</body></html>", "FlexQueryResponse"),
-        (lambda good: good.replace(b'accountId="U', b'accountId="x', 1), "invalid account id"),
+        (lambda good: good.replace(b'accountId="U', b'accountId="U/../', 1), "account id"),
     ],
 )
 def test_unparseable_file_is_rejected_and_nothing_else_touched(
@@ -110,7 +111,7 @@ def test_file_never_hides_other_accounts_and_a_refetch_takes_back_only_its_own(
     )
     only_c = render_statement(world, [c], START, START)
     result = inbox.process_inbox_file(data_dir, inbox_dir, drop(inbox_dir, "c.xml", only_c))
-    assert result.days_claimed == (START,)
+    assert result.days_claimed == (date(2024, 2, 2), START)  # + its opening NAV day (fallback)
     day = rawstore.read_manifest(data_dir, START)
     assert [(m.sha256, m.accounts) for m in day.statements] == [
         (result.sha256, (c,)),
@@ -158,7 +159,7 @@ def test_sensor_requests_one_run_per_settled_file(data_dir, inbox_dir, statement
     assert (inbox_dir / "processed" / "a.xml").is_file()
     mats = result.asset_materializations_for_node("import_inbox_file")
     raw_days = sorted(m.partition for m in mats if m.asset_key == dg.AssetKey("raw_flex_statement"))
-    assert raw_days == [f"2024-02-0{d}" for d in range(5, 10)]
+    assert raw_days == [f"2024-02-0{d}" for d in (2, *range(5, 10))]
     assert len(instance.get_dynamic_partitions("account")) == 2
     old = time.time() - 60
     os.utime(inbox_dir / "fresh.xml", (old, old))  # fresh.xml has settled meanwhile
@@ -173,7 +174,7 @@ def test_sensor_requests_one_run_per_settled_file(data_dir, inbox_dir, statement
 
     # the marts follow: one marts_job range run over the days the file claimed
     follow = marts_after_inbox(run_status_context(instance, result.run_id))
-    assert follow.tags["dagster/asset_partition_range_start"] == "2024-02-05"
+    assert follow.tags["dagster/asset_partition_range_start"] == "2024-02-02"
     assert follow.tags["dagster/asset_partition_range_end"] == "2024-02-09"
     assert follow.run_key == f"marts-after-inbox:{result.run_id}"
     # the same bytes again (fresh.xml): a duplicate claims nothing, no marts run

@@ -14,8 +14,10 @@ Assets
   ``<data_dir>/normalized/<table>/account_id=<id>/date=<day>/part-0.parquet``. Appending a
   snapshot is therefore exactly idempotent: re-running a partition with the same raw files writes
   the same rows, and every partition is backfillable from raw.
-- Check ``gateway_vs_flex_nav``: the last snapshot's ``NetLiquidation`` of a day vs that day's
-  Flex ``nav_daily.total_base``, per account, in base currency.
+- Check ``gateway_vs_flex_nav``: the last trustworthy snapshot's ``NetLiquidation`` of a day vs
+  that day's Flex ``nav_daily.total_base``, per account, in base currency.
+- Check ``gateway_snapshots_trustworthy`` (WARN): rows read while a gateway had lost connectivity
+  (1100, 2110) or data (1101); they stay in the tables with ``trustworthy = false``.
 
 Partitioning choice (tested with dagster 1.13.27)
 
@@ -47,6 +49,7 @@ from typing import Any
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ibpipeline import settings
@@ -243,6 +246,7 @@ def snapshot_rows(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str,
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in GATEWAY_TABLES}
     for status in (r for r in records if r["kind"] == "gateway"):
         gateway = status["gateway"]
+        trust = {"gateway": gateway, "trustworthy": bool(status.get("trustworthy", True))}
         parts = {
             "gateway_account_values": _value_rows(
                 by_kind[(gateway, "account_value")], "account_update"
@@ -254,7 +258,7 @@ def snapshot_rows(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str,
             "gateway_pnl": _pnl_rows(by_kind[(gateway, "pnl")]),
         }
         for name, rows in parts.items():
-            out[name] += [common | {"gateway": gateway} | row for row in rows]
+            out[name] += [common | trust | row for row in rows]
     return out
 
 
@@ -280,6 +284,7 @@ class TableWrite:
 
     rows: int = 0
     partitions: int = 0
+    untrustworthy_rows: int = 0
     preview: pa.Table | None = None
 
 
@@ -308,6 +313,8 @@ def normalize_gateway_partitions(
                 snapshot_ids.update(part["snapshot_id"].to_pylist())
                 stats[name].rows += part.num_rows
                 stats[name].partitions += 1
+                trusted = pc.sum(part["trustworthy"], min_count=0).as_py()
+                stats[name].untrustworthy_rows += part.num_rows - trusted
                 if stats[name].preview is None and part.num_rows:
                     stats[name].preview = part
     return stats, snapshot_ids
@@ -357,9 +364,13 @@ class NavComparison:
 
 
 def last_net_liquidation(table: pa.Table) -> dict[str, Any] | None:
-    """The ``NetLiquidation`` row of the latest snapshot in an account-day's account values
-    (account summary preferred over account updates), or None when there is none."""
-    rows = [r for r in table.to_pylist() if r["key"] == NAV_KEY and r["value_decimal"] is not None]
+    """The ``NetLiquidation`` row of the latest trustworthy snapshot in an account-day's account
+    values (account summary preferred over account updates), or None when there is none."""
+    rows = [
+        r
+        for r in table.to_pylist()
+        if r["key"] == NAV_KEY and r["value_decimal"] is not None and r.get("trustworthy", True)
+    ]
     if not rows:
         return None
     return max(
@@ -375,7 +386,7 @@ def compare_nav(
     gw_path = parquet.partition_path(data_dir, "gateway_account_values", account_id, day)
     nlv = last_net_liquidation(pq.read_table(gw_path)) if gw_path.exists() else None
     if nlv is None:
-        return None, f"{account_id} {day}: no gateway snapshot with {NAV_KEY}"
+        return None, f"{account_id} {day}: no trustworthy gateway snapshot with {NAV_KEY}"
     flex_day = parquet.read_day("nav_daily", day, data_dir=data_dir, account_id=account_id)
     flex = [] if flex_day is None else flex_day.to_pylist()
     if not flex or flex[0]["total_base"] is None:
@@ -439,13 +450,15 @@ def nav_check_result(
 
 
 def outcomes_metadata(outcomes: Sequence[GatewayOutcome]) -> dict[str, dict[str, Any]]:
-    """Per-gateway status for metadata: ok, accounts, attempts, error."""
+    """Per-gateway status for metadata: ok, accounts, attempts, error, connectivity, trust."""
     return {
         o.address: {
             "ok": o.ok,
             "accounts": list(o.accounts),
             "attempts": o.attempts,
             "error": o.error,
+            "connectivity_codes": list(o.connectivity_codes),
+            "trustworthy": o.trustworthy,
         }
         for o in outcomes
     }
@@ -474,6 +487,11 @@ def gateway_snapshot_raw(
     for outcome in result.gateways:
         if not outcome.ok:
             context.log.warning(f"gateway {outcome.address} failed: {outcome.error}")
+        elif not outcome.trustworthy:
+            context.log.warning(
+                f"gateway {outcome.address} reported connectivity codes "
+                f"{list(outcome.connectivity_codes)}: its data is stored as not trustworthy"
+            )
     new_accounts = register_accounts(context.instance, result.accounts)
     content = to_jsonl(result)
     path = write_snapshot(data_dir.root(), result, content)
@@ -490,6 +508,7 @@ def gateway_snapshot_raw(
             "accounts": list(result.accounts),
             "new_accounts": new_accounts,
             "partial": not all(o.ok for o in result.gateways),
+            "trustworthy": all(o.trustworthy for o in result.gateways if o.ok),
             "gateways": dg.MetadataValue.json(outcomes_metadata(result.gateways)),
             "path": dg.MetadataValue.path(str(path)),
             "size_bytes": len(content),
@@ -507,6 +526,7 @@ def _table_metadata(
         "date_range": f"{days[0]}..{days[-1]}",
         "accounts": sorted({a for a, _ in partitions}),
         "snapshots": len(snapshot_ids),
+        "untrustworthy_rows": stats.untrustworthy_rows,
         "dagster/column_schema": column_schema(TABLE_SCHEMAS[name]),
     }
     if stats.preview is not None:
@@ -547,6 +567,16 @@ def gateway_tables(
         )
 
 
+def _check_scope(context: dg.AssetCheckExecutionContext, root: Path) -> list[PartitionId]:
+    """The run's partitions, or every stored gateway account-day when run on its own."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return selected_partitions(context.partition_keys)
+    return [
+        (p.account_id, p.date)
+        for p in parquet.list_partitions("gateway_account_values", data_dir=root)
+    ]
+
+
 @dg.asset_check(
     asset="gateway_account_values",
     additional_deps=["nav_daily"],
@@ -561,15 +591,8 @@ def gateway_vs_flex_nav(
 ) -> dg.AssetCheckResult:
     """Compare every account-day in scope; skip those without gateway or Flex data."""
     root = data_dir.root()
-    if context.has_partition_key or context.has_partition_key_range:
-        scope = selected_partitions(context.partition_keys)
-    else:
-        scope = [
-            (p.account_id, p.date)
-            for p in parquet.list_partitions("gateway_account_values", data_dir=root)
-        ]
     comparisons, skipped = [], []
-    for account_id, day in scope:
+    for account_id, day in _check_scope(context, root):
         comparison, reason = compare_nav(root, account_id, day)
         if comparison is None:
             skipped.append(reason)
@@ -578,5 +601,49 @@ def gateway_vs_flex_nav(
     return nav_check_result(comparisons, skipped, NAV_TOLERANCE_BASE)
 
 
+@dg.asset_check(
+    asset="gateway_account_values",
+    description=(
+        "Warns when gateway rows were read while a gateway had lost connectivity (1100, 2110) or "
+        "data (1101): trustworthy = false, excluded from gateway_vs_flex_nav."
+    ),
+)
+def gateway_snapshots_trustworthy(
+    context: dg.AssetCheckExecutionContext, data_dir: DataDirResource
+) -> dg.AssetCheckResult:
+    """WARN listing the untrustworthy snapshots of the run's partitions (or of every stored one)."""
+    root = data_dir.root()
+    untrusted: dict[tuple[str, str, str], int] = defaultdict(int)
+    rows = 0
+    for account_id, day in _check_scope(context, root):
+        path = parquet.partition_path(root, "gateway_account_values", account_id, day)
+        if not path.exists():
+            continue
+        table = pq.read_table(path, columns=["snapshot_id", "gateway", "trustworthy"])
+        rows += table.num_rows
+        for r in table.filter(pc.invert(table["trustworthy"])).to_pylist():
+            untrusted[(account_id, r["snapshot_id"], r["gateway"])] += 1
+    listed = [
+        {"account_id": a, "snapshot_id": s, "gateway": g, "rows": n}
+        for (a, s, g), n in sorted(untrusted.items())
+    ]
+    snapshots = sorted({s for _, s, _ in untrusted})
+    return dg.AssetCheckResult(
+        passed=not untrusted,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(snapshots)} snapshot(s) read during lost connectivity or data: "
+            + ", ".join(snapshots[:5])
+            if untrusted
+            else f"all {rows} rows trustworthy"
+        ),
+        metadata={
+            "rows": rows,
+            "untrustworthy_rows": sum(untrusted.values()),
+            "untrustworthy": dg.MetadataValue.json(listed[:MAX_LISTED_DIFFERENCES]),
+        },
+    )
+
+
 gateway_assets = [gateway_snapshot_raw, gateway_tables]
-gateway_checks = [gateway_vs_flex_nav]
+gateway_checks = [gateway_vs_flex_nav, gateway_snapshots_trustworthy]

@@ -1,9 +1,9 @@
 """Gateway snapshots on a schedule and on demand.
 
-- ``gateway_snapshot_job``: ``gateway_snapshot_raw`` + the three gateway tables + the
-  ``gateway_vs_flex_nav`` check, partitioned by ``gateway_account_daily``. Launch it from the UI
-  with the partition range "every account x today" (the raw step ignores the partition: it always
-  captures now).
+- ``gateway_snapshot_job``: ``gateway_snapshot_raw`` + the three gateway tables + the checks
+  ``gateway_vs_flex_nav`` and ``gateway_snapshots_trustworthy``, partitioned by
+  ``gateway_account_daily``. Launch it from the UI with the partition range "every account x
+  today" (the raw step ignores the partition: it always captures now).
 - ``gateway_snapshot_schedule``: every ``$IB_SNAPSHOT_INTERVAL_MINUTES`` (15) minutes within
   ``$IB_SNAPSHOT_HOURS`` (09:30-16:00, both ends included), Monday-Friday, America/New_York;
   STOPPED until switched on. Each tick runs the job over every registered account x the tick's
@@ -23,9 +23,9 @@ import dagster as dg
 from ibpipeline import settings
 from ibpipeline.assets.gateway import (
     gateway_account_daily,
+    gateway_checks,
     gateway_snapshot_raw,
     gateway_tables,
-    gateway_vs_flex_nav,
 )
 from ibpipeline.automation.ranges import account_range_tags
 from ibpipeline.gateway.schema import EASTERN
@@ -140,7 +140,7 @@ def take_snapshot(
     run_config: Mapping[str, object] | None = None,
 ) -> SnapshotRuns:
     """Snapshot every gateway now, then rebuild every registered account's gateway tables for the
-    snapshot's date and run ``gateway_vs_flex_nav``.
+    snapshot's date and run the gateway checks.
 
     ``resources`` needs ``gateway`` (GatewayResource) and ``data_dir`` (DataDirResource). Raises
     the step's error when no gateway could be read (nothing is written then). ``run_config``
@@ -155,7 +155,7 @@ def take_snapshot(
     tables_run = None
     if registered:
         tables_run = dg.materialize(
-            [gateway_tables, gateway_vs_flex_nav],
+            [gateway_tables, *gateway_checks],
             instance=instance,
             resources=resources,
             tags=account_range_tags(registered[0], registered[-1], day, day),

@@ -12,6 +12,11 @@ Some gateways failing gives a partial result (``CollectionResult.gateways`` list
 all failing raises ``GatewayCollectionError`` naming every gateway and its error. Connections are
 always closed. Nothing is ever written to a gateway except read requests.
 
+Connectivity: the codes 1100/1101/1102/2103/2105/2110 a gateway sends during the attempt that
+succeeded are kept (``GatewayOutcome.connectivity_codes``, in the raw ``gateway`` record); data
+read while the gateway had lost its link to IB (1100, 2110) or after it lost data (1101) is not
+trustworthy (``GatewayOutcome.trustworthy``, the tables' ``trustworthy`` column).
+
 ``list_managed_accounts`` only connects (same read-only handshake) and returns each gateway's
 managed account ids, for account discovery.
 """
@@ -45,6 +50,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CLIENT_ID = 17
 CLIENT_ID_IN_USE = 326
+CONNECTIVITY_CODES = frozenset({1100, 1101, 1102, 2103, 2105, 2110})
+UNTRUSTWORTHY_CODES = frozenset({1100, 1101, 2110})
+"""Connectivity lost (1100 IB-TWS, 2110 TWS-server) or restored with data lost (1101). 1102
+(restored, data maintained) and the farm codes 2103/2105 (market data / historical data farms,
+which a snapshot does not use) are recorded only."""
+
+
+def is_trustworthy(codes: Collection[int]) -> bool:
+    """False when any connectivity code seen during a snapshot means its data may be stale."""
+    return not UNTRUSTWORTHY_CODES.intersection(codes)
 
 
 class GatewayConfigError(ValueError):
@@ -101,13 +116,19 @@ def parse_gateways(text: str) -> list[GatewayAddress]:
 
 @dataclass(frozen=True)
 class GatewayOutcome:
-    """How collecting from one gateway went (``error`` is the last attempt's, None when ok)."""
+    """How collecting from one gateway went (``error`` is the last attempt's, None when ok).
+
+    ``connectivity_codes``: codes of ``CONNECTIVITY_CODES`` received during the successful attempt,
+    in arrival order; ``trustworthy`` is ``is_trustworthy`` of them.
+    """
 
     address: str
     ok: bool
     error: str | None
     accounts: tuple[str, ...]
     attempts: int
+    connectivity_codes: tuple[int, ...] = ()
+    trustworthy: bool = True
 
 
 class GatewayCollectionError(RuntimeError):
@@ -155,6 +176,7 @@ class _GatewayData:
     portfolio: list[PortfolioItem]
     positions: list[Position]
     pnl: dict[str, tuple[float, float, float]]  # account -> (daily, unrealized, realized), base
+    connectivity_codes: list[int] = field(default_factory=list)
 
 
 class _GatewayError(Exception):
@@ -245,6 +267,14 @@ async def _read_gateway(
 ) -> _GatewayData:
     """One attempt: connect, read every accepted account, disconnect."""
     ib = IB()
+    codes: list[int] = []
+
+    def on_error(req_id: int, code: int, msg: str, contract: Any) -> None:
+        if code in CONNECTIVITY_CODES:
+            log.warning("gateway %s: connectivity message %d: %s", address, code, msg)
+            codes.append(code)
+
+    ib.errorEvent += on_error
     try:
         await _connect(ib, address, client_id, timeout)
         accounts = [a for a in ib.managedAccounts() if accept(a)]
@@ -264,9 +294,11 @@ async def _read_gateway(
             portfolio=[p for a in accounts for p in ib.portfolio(a)],
             positions=[p for p in ib.positions() if p.account in wanted],
             pnl={a: (p.dailyPnL, p.unrealizedPnL, p.realizedPnL) for a, p in pnls.items()},
+            connectivity_codes=codes,
         )
     finally:
         ib.disconnect()
+        ib.errorEvent -= on_error
 
 
 async def _collect_gateway(
@@ -291,7 +323,17 @@ async def _collect_gateway(
                 "gateway %s attempt %d/%d failed: %s", address, attempt + 1, retries + 1, error
             )
             continue
-        return GatewayOutcome(str(address), True, None, tuple(data.accounts), attempt + 1), data
+        codes = tuple(data.connectivity_codes)
+        outcome = GatewayOutcome(
+            str(address),
+            True,
+            None,
+            tuple(data.accounts),
+            attempt + 1,
+            codes,
+            is_trustworthy(codes),
+        )
+        return outcome, data
     return GatewayOutcome(str(address), False, error, (), retries + 1), None
 
 
@@ -497,12 +539,14 @@ async def collect_snapshots_async(
                 "error": outcome.error,
                 "accounts": list(outcome.accounts),
                 "attempts": outcome.attempts,
+                "connectivity_codes": list(outcome.connectivity_codes),
+                "trustworthy": outcome.trustworthy,
             }
         )
         if data is None:
             continue
         records += [stamp | r for r in _raw_records(outcome.address, data)]
-        gw = {"gateway": outcome.address}
+        gw = {"gateway": outcome.address, "trustworthy": outcome.trustworthy}
         value_rows += [gw | r for r in _value_rows(data)]
         position_rows += [gw | r for r in _position_rows(data)]
         pnl_rows += [gw | r for r in _pnl_rows(data)]

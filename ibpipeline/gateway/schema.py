@@ -1,8 +1,10 @@
 """Arrow schemas of the gateway snapshot tables and the value conversions they rely on.
 
 Every row carries ``snapshot_id``, ``captured_at`` (UTC instant the collection started),
-``gateway`` (``host:port``), ``account_id`` and ``date`` (the account's report date: the
-US/Eastern date of ``captured_at``).
+``gateway`` (``host:port``), ``account_id``, ``date`` (the account's report date: the
+US/Eastern date of ``captured_at``) and ``trustworthy`` (false when the gateway reported lost
+connectivity (1100, 2110) or lost data (1101) during the snapshot; snapshots stored before these
+codes were recorded count as trustworthy).
 
 - ``gateway_account_values``: one row per account value (``source = "account_update"``, from
   reqAccountUpdates) and per account summary value (``source = "account_summary"``, from
@@ -45,6 +47,12 @@ _COMMON = [
     pa.field("gateway", pa.string(), nullable=False),
     pa.field("account_id", pa.string(), nullable=False),
     pa.field("date", pa.date32(), nullable=False),
+    pa.field(
+        "trustworthy",
+        pa.bool_(),
+        nullable=False,
+        metadata={"doc": "false: read while the gateway was disconnected or had lost data"},
+    ),
 ]
 
 ACCOUNT_VALUES_SCHEMA = pa.schema(

@@ -26,7 +26,7 @@ realized is the day's realized trade PnL, both converted to base.
 
 Faults (``GatewayFaults``, settable per simulator at construction or at run time) model refused
 connections, client id in use (326 then close), dropped sockets, stalls, connectivity messages
-1100/1101/1102, farm messages 2104/2106/2158 and unset PnL values.
+1100/1101/1102/2103/2105/2110, farm messages 2104/2106/2158 and unset PnL values.
 """
 
 from __future__ import annotations
@@ -67,10 +67,15 @@ INFO_MESSAGES: dict[int, str] = {
     1100: "Connectivity between IB and Trader Workstation has been lost.",
     1101: "Connectivity between IB and Trader Workstation has been restored - data lost.",
     1102: "Connectivity between IB and Trader Workstation has been restored - data maintained.",
+    2103: "Market data farm connection is broken:usfarm",
     2104: "Market data farm connection is OK:usfarm",
+    2105: "HMDS data farm connection is broken:ushmds",
     2106: "HMDS data farm connection is OK:ushmds",
     2158: "Sec-def data farm connection is OK:secdefnj",
+    2110: "Connectivity between Trader Workstation and server is broken. It will be restored "
+    "automatically.",
 }
+CONNECTIVITY_CODES = frozenset({1100, 1101, 1102, 2103, 2105, 2110})
 FARM_CODES = (2104, 2106, 2158)
 MSG_CLIENT_ID_IN_USE = (
     "Unable to connect as the client id is already in use. Retry with a unique client id."
@@ -151,7 +156,7 @@ class GatewayFaults:
         (0 = right after the handshake reply).
     stall: send the handshake reply, then never answer anything.
     one_shot: the connection faults above (326, drop, stall) hit only the next connection.
-    connectivity_codes: 1100/1101/1102 messages sent after the startup messages.
+    connectivity_codes: 1100/1101/1102/2103/2105/2110 messages sent after the startup messages.
     farm_messages: send the informational 2104/2106/2158 after startup (as real gateways do).
     unset_pnl: PnL values (94, 95) are sent as UNSET_DOUBLE.
     """
@@ -166,9 +171,11 @@ class GatewayFaults:
     unset_pnl: bool = False
 
     def __post_init__(self) -> None:
-        unknown = set(self.connectivity_codes) - {1100, 1101, 1102}
+        unknown = set(self.connectivity_codes) - CONNECTIVITY_CODES
         if unknown:
-            raise ValueError(f"connectivity_codes must be 1100/1101/1102, got {sorted(unknown)}")
+            raise ValueError(
+                f"connectivity_codes must be in {sorted(CONNECTIVITY_CODES)}, got {sorted(unknown)}"
+            )
         if self.drop_after_messages is not None and self.drop_after_messages < 0:
             raise ValueError("drop_after_messages must be >= 0")
 

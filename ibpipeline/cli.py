@@ -45,6 +45,8 @@ def _sim_flex(args: argparse.Namespace) -> int:
         args.inception,
         date_format=args.date_format,
         generation_polls=args.generation_polls,
+        quirks=args.quirks,
+        fx_commission_in_base=args.fx_commission_in_base,
     )
     return 0
 
@@ -145,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     flex.add_argument("--accounts", type=_positive, default=4)
     flex.add_argument("--inception", type=_date, default=DEFAULT_INCEPTION)
     flex.add_argument("--date-format", default="yyyyMMdd")
+    flex.add_argument(
+        "--quirks",
+        default="",
+        help="real-statement quirks, e.g. sub_accounts=OPT+FUT,omit=OpenPositions,"
+        "separator=comma,time=HHmmss,zone,fx_net_cash_zero,count=1",
+    )
+    flex.add_argument(
+        "--fx-commission-in-base",
+        action="store_true",
+        help="FX conversions pay their commission in the base currency (as IBKR does)",
+    )
     flex.add_argument("--generation-polls", type=int, default=1, help="1019 answers per statement")
     flex.set_defaults(func=_sim_flex)
 

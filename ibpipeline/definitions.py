@@ -11,7 +11,7 @@ import dagster as dg
 
 from ibpipeline import settings
 from ibpipeline.assets import flex_assets
-from ibpipeline.assets.checks import mart_checks
+from ibpipeline.assets.checks import mart_checks, positions_checks
 from ibpipeline.assets.gateway import gateway_assets, gateway_checks
 from ibpipeline.assets.marts import dbt_mart_assets, marts_job
 from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts
@@ -56,7 +56,7 @@ ASSETS = [
     tearsheets,
     *([postgres_marts] if settings.postgres_dsn_configured() else []),
 ]
-ASSET_CHECKS: list[dg.AssetChecksDefinition] = [*gateway_checks, *mart_checks]
+ASSET_CHECKS: list[dg.AssetChecksDefinition] = [*gateway_checks, *mart_checks, *positions_checks]
 JOBS = [flex_daily_job, inbox_import_job, gateway_snapshot_job, marts_job]
 SCHEDULES: list[dg.ScheduleDefinition] = [flex_daily_schedule_from_env(), gateway_snapshot_schedule]
 SENSORS: list[dg.SensorDefinition] = [account_discovery_sensor, inbox_sensor, marts_after_inbox]

@@ -4,6 +4,8 @@
 - ``no_business_day_gaps``: every account has NAV on every business day (Mon-Fri) between its
   first and last NAV day.
 - ``latest_day_is_fresh``: the newest NAV day is no older than the previous business day.
+- ``positions_evidence`` (on ``positions_daily``, reads the normalized Parquet): WARN listing the
+  account days with securities in NAV but no position rows (statements without OpenPositions).
 
 Uniqueness of each mart's key is checked by the dbt ``unique_combination`` tests, which
 dagster-dbt turns into asset checks of the marts. The checks here open the database read-only,
@@ -20,9 +22,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import duckdb
+import pyarrow.parquet as pq
 
 from ibpipeline.assets.marts import DUCKDB_POOL
 from ibpipeline.resources import DataDirResource
+from ibpipeline.storage import parquet
 from ibpipeline.storage.warehouse import warehouse_path
 
 HALF_CENT = Decimal("0.005")
@@ -236,3 +240,71 @@ def latest_day_is_fresh(data_dir: DataDirResource) -> dg.AssetCheckResult:
 
 
 mart_checks = [nav_reconciles, no_business_day_gaps, latest_day_is_fresh]
+
+
+# --------------------------------------------------------------------------------------------------
+# Positions evidence (normalized Parquet, no DuckDB)
+
+POSITIONS_DAILY = dg.AssetKey("positions_daily")
+_SECURITY_COLUMNS = ("stock_base", "options_base", "bonds_base")
+
+
+def _read_columns(table_name: str, columns: Sequence[str], root: Path, days: set[date] | None):
+    """``columns`` of a normalized table's stored day files (``days``: only those; None = all)."""
+    rows: list[dict] = []
+    for part in parquet.list_partitions(table_name, data_dir=root):
+        if days is not None and part.date not in days:
+            continue
+        table = pq.ParquetFile(part.path).read()
+        rows.extend(table.select([c for c in columns if c in table.column_names]).to_pylist())
+    return rows
+
+
+def days_without_positions(
+    nav_rows: Iterable[Mapping[str, object]], position_rows: Iterable[Mapping[str, object]]
+) -> list[tuple[str, date]]:
+    """Sorted (account_id, date) of NAV rows whose stock, options or bonds value (base) is
+    non-zero but which have no positions_daily row."""
+    held = {(r["account_id"], r["date"]) for r in position_rows}
+    out = set()
+    for r in nav_rows:
+        key = (r["account_id"], r["date"])
+        if key not in held and any(r.get(c) for c in _SECURITY_COLUMNS):
+            out.add(key)
+    return sorted(out)  # type: ignore[arg-type]
+
+
+@dg.asset_check(
+    asset=POSITIONS_DAILY,
+    additional_deps=["nav_daily"],
+    description="WARN: account days whose nav_daily has a non-zero stock, options or bonds value "
+    "(base currency) but no positions_daily row, i.e. days the statements give no position "
+    "evidence for (no OpenPositions snapshot). Covers the run's days, or every stored day.",
+)
+def positions_evidence(
+    context: dg.AssetCheckExecutionContext, data_dir: DataDirResource
+) -> dg.AssetCheckResult:
+    """List the account days with securities in NAV but no positions."""
+    root = data_dir.root()
+    days = None
+    if context.has_partition_key or context.has_partition_key_range:
+        days = {date.fromisoformat(key) for key in context.partition_keys}
+    nav = _read_columns("nav_daily", ("account_id", "date", *_SECURITY_COLUMNS), root, days)
+    positions = _read_columns("positions_daily", ("account_id", "date"), root, days)
+    missing = days_without_positions(nav, positions)
+    by_account: dict[str, int] = {}
+    for account_id, _ in missing:
+        by_account[account_id] = by_account.get(account_id, 0) + 1
+    return dg.AssetCheckResult(
+        passed=not missing,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "nav_account_days": len({(r["account_id"], r["date"]) for r in nav}),
+            "days_without_positions": len(missing),
+            "by_account": dg.MetadataValue.json(by_account),
+            "first_missing": dg.MetadataValue.md(_md_list([f"{a} {d}" for a, d in missing])),
+        },
+    )
+
+
+positions_checks = [positions_evidence]

@@ -1,7 +1,16 @@
 """Daily positions of a window statement: ``positions_daily`` (see ``docs/architecture.md``).
 
 One-day Flex requests would cost a request per report date, so the end-of-day positions of every
-report date are reconstructed from one statement per account:
+report date are reconstructed from one statement per account, only from evidence the statement
+gives: its OpenPositions snapshot and the days walked back (or forward) from it through the
+statement's own trades, transfers and corporate actions. A statement without OpenPositions rows
+yields no positions at all (never positions invented from trades alone: a buy of 10 does not make
+-10 before it); PriorPeriodPositions rows carry no quantity (IBKR's schema has none), so they price
+days but cannot stand in for the snapshot. An account whose OpenPositions section is empty (flat)
+is told apart from a query without the section only in a multi-account response where another
+account has OpenPositions rows (one query, one set of sections); alone, it yields no rows. The
+``positions_evidence`` asset check (``ibpipeline.assets.checks``) lists account days with NAV in
+securities but no position rows.
 
 - Report dates: the statement's EquitySummary (``nav_daily``) dates in [fromDate, toDate] (the row
   of the day before fromDate is excluded); without EquitySummary, the weekdays of the window that
@@ -346,8 +355,13 @@ def _printed_row(w: _Window, row: Row) -> Row:
     return out
 
 
-def _statement_rows(w: _Window, skip: set[date]) -> tuple[list[Row], list[date]]:
-    """Rows of one statement (report dates in ``skip`` left out) and its report dates."""
+def _statement_rows(
+    w: _Window, skip: set[date], query_has_open_positions: bool
+) -> tuple[list[Row], list[date]]:
+    """Rows of one statement (report dates in ``skip`` left out) and its report dates; none
+    without an OpenPositions snapshot (see the module doc)."""
+    if not w.anchor_dates and not query_has_open_positions:
+        return [], []
     anchor = _anchor(w)
     days = [d for d in report_dates(w, anchor) if d not in skip]
     quantities = daily_quantities(_end_quantities(w), anchor, w.deltas, days)
@@ -380,18 +394,24 @@ def _sort_key(row: Row) -> tuple:
 def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
     """``positions_daily`` of a parsed statement: every report date's end-of-day positions per
     account (schema :data:`ibpipeline.flex.schema.POSITIONS_DAILY`), sorted by account_id, date,
-    conid (SUMMARY before LOT rows).
+    conid (SUMMARY before LOT rows). Statements without an OpenPositions snapshot contribute no
+    rows (see the module doc).
 
     Rows of days without a price get ``source = "unpriced"`` (see the module doc) and a logged
     warning. Raises PositionReconstructionError when a priced position has no FX rate on a report
     date, or a statement's OpenPositions span several report dates.
     """
     rows = {name: _rows_by_account(parsed.tables[name], _COLUMNS[name]) for name in _INPUT_TABLES}
+    snapshot = any(
+        r["conid"] is not None for account in rows["open_positions"].values() for r in account
+    )
     done: dict[str, set[date]] = defaultdict(set)
     out: list[Row] = []
     for info in sorted(parsed.statements, key=lambda s: (s.to_date, s.from_date), reverse=True):
         by_table = {name: rows[name].get(info.account_id, []) for name in _INPUT_TABLES}
-        statement_rows, days = _statement_rows(_window(info, by_table), done[info.account_id])
+        statement_rows, days = _statement_rows(
+            _window(info, by_table), done[info.account_id], snapshot
+        )
         done[info.account_id].update(days)
         out.extend(statement_rows)
     for row in out:

@@ -16,12 +16,21 @@ Figures (all reproduce the world exactly):
   bondInterest + withholdingTax + commissions + otherFees + advisorFees + netTradesSales +
   netTradesPurchases + cashSettlingMtm (futures variation) = endingCash. BASE_SUMMARY converts each
   flow at its day's rate and start/end cash at their days' rates; fxTranslationGainLoss closes it.
+  Commissions count in their ``ibCommissionCurrency`` (the base currency for FX conversions of a
+  world built with ``fx_commission_in_base``).
+
+Real-statement quirks (:class:`StatementQuirks`, all off by default: the output is then unchanged)
+imitate what IBKR writes: sub-account ids on some trade rows, omitted sections, date-time
+separators, time formats and zones, netCash="0" on FX conversions, a wrong ``count``. Always
+written, as IBKR does: the EquitySummary row of the day before ``from_date`` (the opening NAV) and
+one FlexStatement per account (several per response).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -35,7 +44,17 @@ _DATE_FORMATS = {  # date setting -> (strftime date, strftime time) as IBKR pair
     "yyyyMMdd": ("%Y%m%d", "%H%M%S"),
     "yyyy-MM-dd": ("%Y-%m-%d", "%H:%M:%S"),
     "MM/dd/yyyy": ("%m/%d/%Y", "%H:%M:%S"),
+    "MM/dd/yy": ("%m/%d/%y", "%H:%M:%S"),
+    "dd/MM/yyyy": ("%d/%m/%Y", "%H:%M:%S"),
+    "dd/MM/yy": ("%d/%m/%y", "%H:%M:%S"),
+    "dd-MMM-yy": ("%d-{mon}-%y", "%H:%M:%S"),
 }
+DATE_FORMATS = tuple(_DATE_FORMATS)
+"""Every Flex date setting the renderer writes (those of ``ibpipeline.flex.dates``)."""
+_TIME_FORMATS = {"HHmmss": "%H%M%S", "HH:mm:ss": "%H:%M:%S"}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+SUB_ACCOUNT_SUFFIX = "F"
+OMITTABLE_SECTIONS = frozenset({"OpenPositions", "PriorPeriodPositions"})
 _TWR_PLACES = Decimal("1E-9")
 _PCT_PLACES = Decimal("0.01")
 _PRICE_PLACES = Decimal("1E-9")
@@ -117,15 +136,94 @@ def esc(text: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class StatementQuirks:
+    """Real-statement quirks to write (every one off by default; see each file in SOURCES.md).
+
+    - ``sub_account_categories``: asset categories (e.g. ``{"OPT", "FUT"}``) whose Trades rows
+      (ORDER, EXECUTION, CLOSED_LOT) carry ``accountId="<account>F"`` inside the account's
+      statement, as ``ibflexreader_cash_report_trades.xml`` does for its OPT/FUT trades.
+    - ``omit_sections``: sections left out entirely (``OpenPositions``, ``PriorPeriodPositions``),
+      as queries without them return.
+    - ``datetime_separator``: between date and time: ``;`` (IBKR's default), ``", "``
+      (``2013-03-05, 19:45:00``), ``" "`` (``2025-05-22 20:41:57``), ``""`` or ``"T"``.
+    - ``time_format``: ``HHmmss`` or ``HH:mm:ss`` (None: IBKR's pairing with the date format,
+      ``HHmmss`` for yyyyMMdd else ``HH:mm:ss``; ``yyyy-MM-dd;HHmmss`` is real too).
+    - ``time_zone``: append the New York zone abbreviation (`` EDT``/`` EST``) to date-times.
+    - ``fx_net_cash_zero``: CASH (FX conversion) trade rows print ``netCash="0"``, as IBKR does.
+    - ``statements_count``: the ``FlexStatements count`` written (None: the true number).
+    """
+
+    sub_account_categories: frozenset[str] = frozenset()
+    omit_sections: frozenset[str] = frozenset()
+    datetime_separator: str = ";"
+    time_format: str | None = None
+    time_zone: bool = False
+    fx_net_cash_zero: bool = False
+    statements_count: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.omit_sections) - OMITTABLE_SECTIONS
+        if unknown:
+            raise ValueError(
+                f"cannot omit {sorted(unknown)}; omittable: {sorted(OMITTABLE_SECTIONS)}"
+            )
+        if self.datetime_separator not in (";", ", ", " ", "", "T"):
+            raise ValueError(f"unsupported datetime_separator {self.datetime_separator!r}")
+        if self.time_format is not None and self.time_format not in _TIME_FORMATS:
+            raise ValueError(f"unsupported time_format {self.time_format!r}")
+
+    def account_id(self, account_id: str, asset_category: str) -> str:
+        """The ``accountId`` a Trades row of ``asset_category`` is written with."""
+        if asset_category in self.sub_account_categories:
+            return account_id + SUB_ACCOUNT_SUFFIX
+        return account_id
+
+
+NO_QUIRKS = StatementQuirks()
+_SEPARATORS = {"semicolon": ";", "comma": ", ", "space": " ", "none": "", "T": "T"}
+
+
+def parse_quirks(spec: str) -> StatementQuirks:
+    """Quirks from a command-line spec: comma-separated ``sub_accounts=OPT+FUT``,
+    ``omit=OpenPositions+PriorPeriodPositions``, ``separator=semicolon|comma|space|none|T``,
+    ``time=HHmmss|HH:mm:ss``, ``zone``, ``fx_net_cash_zero``, ``count=<n>`` ("" = none).
+    Raises ValueError on an unknown item."""
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, _, value = item.partition("=")
+        if key == "sub_accounts":
+            kwargs["sub_account_categories"] = frozenset(value.split("+"))
+        elif key == "omit":
+            kwargs["omit_sections"] = frozenset(value.split("+"))
+        elif key == "separator" and value in _SEPARATORS:
+            kwargs["datetime_separator"] = _SEPARATORS[value]
+        elif key == "time":
+            kwargs["time_format"] = value
+        elif key == "zone" and not value:
+            kwargs["time_zone"] = True
+        elif key == "fx_net_cash_zero" and not value:
+            kwargs["fx_net_cash_zero"] = True
+        elif key == "count" and value.isdigit():
+            kwargs["statements_count"] = int(value)
+        else:
+            raise ValueError(f"unknown statement quirk {item!r}")
+    return StatementQuirks(**kwargs)
+
+
 class _Fmt:
     """Date and date-time formatting for one statement (cached per date)."""
 
-    def __init__(self, date_format: str) -> None:
+    def __init__(self, date_format: str, quirks: StatementQuirks = NO_QUIRKS) -> None:
         if date_format not in _DATE_FORMATS:
             raise ValueError(
                 f"unsupported date_format {date_format!r}; use one of {', '.join(_DATE_FORMATS)}"
             )
         self._date, self._time = _DATE_FORMATS[date_format]
+        if quirks.time_format is not None:
+            self._time = _TIME_FORMATS[quirks.time_format]
+        self._sep = quirks.datetime_separator
+        self._zone = quirks.time_zone
         self._cache: dict[date, str] = {}
 
     def d(self, day: date | None) -> str:
@@ -134,15 +232,17 @@ class _Fmt:
             return ""
         text = self._cache.get(day)
         if text is None:
-            text = self._cache[day] = day.strftime(self._date)
+            pattern = self._date.replace("{mon}", _MONTHS[day.month - 1])
+            text = self._cache[day] = day.strftime(pattern)
         return text
 
     def dt(self, at: datetime | None) -> str:
-        """A UTC instant as New York local ``<date>;<time>`` ("" for None)."""
+        """A UTC instant as New York local ``<date><separator><time>[ <zone>]`` ("" for None)."""
         if at is None:
             return ""
         local = at.astimezone(NEW_YORK)
-        return f"{self.d(local.date())};{local.strftime(self._time)}"
+        text = f"{self.d(local.date())}{self._sep}{local.strftime(self._time)}"
+        return f"{text} {local.tzname()}" if self._zone else text
 
 
 def _instrument_block(inst: Instrument, fmt: _Fmt) -> tuple[str, str]:
@@ -207,8 +307,10 @@ class _Statement:
     """Renders one account's FlexStatement."""
 
     def __init__(self, world: World, account_id: str, from_date: date, to_date: date, fmt: _Fmt,
-                 period: str, generated: str, described: dict[int, tuple[str, str]]) -> None:  # fmt: skip
+                 period: str, generated: str, described: dict[int, tuple[str, str]],
+                 quirks: StatementQuirks = NO_QUIRKS) -> None:  # fmt: skip
         self.world = world
+        self.quirks = quirks
         self.account = world.account(account_id)
         self.base = self.account.base_currency
         self.fmt = fmt
@@ -221,6 +323,9 @@ class _Statement:
             for c, (before, after) in described.items()
         }
         self.head = f'accountId="{account_id}" acctAlias="{esc(self.account.alias)}" model=""'
+        self.sub_head = self.head.replace(
+            f'accountId="{account_id}"', f'accountId="{account_id}{SUB_ACCOUNT_SUFFIX}"', 1
+        )
         inception = world.inception
         self.prev_date = world.previous_business_day(from_date)
         self.all_dates = [self.prev_date, *world.business_days(from_date, to_date)]
@@ -241,11 +346,11 @@ class _Statement:
             _section("EquitySummaryInBase", self.equity_summary()),
             self.change_in_nav(),
             _section("CashReport", self.cash_report()),
-            _section("OpenPositions", self.open_positions()),
+            self._optional("OpenPositions", self.open_positions),
             *(_section(name, ()) for name in _EMPTY_BEFORE_TRADES),
             _section("Trades", self.trades()),
             *(_section(name, ()) for name in _EMPTY_AFTER_TRADES),
-            _section("PriorPeriodPositions", self.prior_period_positions()),
+            self._optional("PriorPeriodPositions", self.prior_period_positions),
             _section("CorporateActions", ()),
             _section("CashTransactions", self.cash_transactions()),
             *(_section(name, ()) for name in _EMPTY_AFTER_CASH),
@@ -253,6 +358,10 @@ class _Statement:
             "</FlexStatement>\n",
         ]
         return parts
+
+    def _optional(self, name: str, rows: Any) -> str:
+        """Section ``name`` unless the quirks omit it ("" then)."""
+        return "" if name in self.quirks.omit_sections else _section(name, rows())
 
     # ---------------------------------------------------------------------------------------------
 
@@ -314,7 +423,7 @@ class _Statement:
             for txn in state.cash_transactions:
                 v[_CNAV_TYPE_FIELD[txn.type]] += txn.amount * txn.fx_rate_to_base
             for trade in state.trades:
-                v["commissions"] += trade.commission * trade.fx_rate_to_base
+                v["commissions"] += trade.commission * _commission_rate(trade, state)
         flows = sum(v.values(), ZERO)
         v["startingValue"] = starting
         v["endingValue"] = ending
@@ -345,7 +454,7 @@ class _Statement:
             for txn in state.cash_transactions:
                 add(txn.currency, _CASH_TYPE_FIELD[txn.type], txn.amount, fx[txn.currency])
             for t in state.trades:
-                add(t.currency, "commissions", t.commission, fx[t.currency])
+                add(t.commission_currency, "commissions", t.commission, fx[t.commission_currency])
                 if t.asset_category == "FUT":
                     add(t.currency, "cashSettlingMtm", t.net_cash - t.commission, fx[t.currency])
                 elif t.asset_category == "CASH":
@@ -497,8 +606,12 @@ class _Statement:
         else:  # a closed lot: cost and P&L only
             proceeds, net_cash, mtm = ZERO, ZERO, ZERO
         opened = f.dt(lot_open)
+        q = self.quirks
+        head = self.sub_head if t.asset_category in q.sub_account_categories else self.head
+        if q.fx_net_cash_zero and inst is None:
+            net_cash = ZERO
         return (
-            f'<{tag} {self.head} currency="{t.currency}" fxRateToBase="{num(t.fx_rate_to_base)}"'
+            f'<{tag} {head} currency="{t.currency}" fxRateToBase="{num(t.fx_rate_to_base)}"'
             f'{block} tradeID="{t.trade_id if execution else ""}" relatedTradeID=""'
             f' reportDate="{f.d(t.trade_date)}" dateTime="{f.dt(t.executed_at)}"'
             f' tradeDate="{f.d(t.trade_date)}"'
@@ -577,6 +690,13 @@ class _Statement:
                 )
 
 
+def _commission_rate(trade: Trade, state: AccountDay) -> Decimal:
+    """The base rate of the trade's commission currency (the trade's own rate when the same)."""
+    if trade.commission_currency == trade.currency:
+        return trade.fx_rate_to_base
+    return state.fx_to_base[trade.commission_currency]
+
+
 def render_statement(
     world: World,
     account_ids: Sequence[str],
@@ -587,12 +707,14 @@ def render_statement(
     period: str = "",
     query_name: str = "ibpipeline",
     when_generated: datetime | None = None,
+    quirks: StatementQuirks | None = None,
 ) -> bytes:
     """An Activity Flex ``FlexQueryResponse`` (UTF-8 bytes) for ``account_ids`` over
     [``from_date``, ``to_date``] (report dates, inclusive).
 
-    ``date_format`` is one of ``yyyyMMdd`` (times ``HHmmss``), ``yyyy-MM-dd`` or ``MM/dd/yyyy``
-    (times ``HH:mm:ss``); ``when_generated`` (UTC, default now) is written in New York time.
+    ``date_format`` is one of :data:`DATE_FORMATS` (times ``HHmmss`` for ``yyyyMMdd``, else
+    ``HH:mm:ss``); ``when_generated`` (UTC, default now) is written in New York time; ``quirks``
+    (default none) selects the real-statement quirks of :class:`StatementQuirks`.
     Raises ValueError for an empty account list, ``from_date > to_date`` or an unknown format,
     KeyError for an unknown account.
     """
@@ -600,16 +722,18 @@ def render_statement(
         raise ValueError("render_statement needs at least one account id")
     if from_date > to_date:
         raise ValueError(f"from_date {from_date} is after to_date {to_date}")
-    fmt = _Fmt(date_format)
+    quirks = quirks or NO_QUIRKS
+    fmt = _Fmt(date_format, quirks)
     generated = fmt.dt(when_generated or datetime.now(UTC))
+    count = len(account_ids) if quirks.statements_count is None else quirks.statements_count
     blocks = {conid: _instrument_block(inst, fmt) for conid, inst in world.instruments.items()}
     parts = [
         f'<FlexQueryResponse queryName="{esc(query_name)}" type="AF">\n'
-        f'<FlexStatements count="{len(account_ids)}">\n'
+        f'<FlexStatements count="{count}">\n'
     ]
     for account_id in account_ids:
         statement = _Statement(
-            world, account_id, from_date, to_date, fmt, period, generated, blocks
+            world, account_id, from_date, to_date, fmt, period, generated, blocks, quirks
         )
         parts.extend(statement.render())
     parts.append("</FlexStatements>\n</FlexQueryResponse>\n")

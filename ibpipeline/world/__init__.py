@@ -70,10 +70,20 @@ class World:
 
     ``inception`` on a weekend moves to the next Monday. Days after ``horizon`` (a month before the
     derivatives' expiry, about six years after inception) are rejected.
+
+    ``fx_commission_in_base`` (off by default): FX conversions pay IBKR's USD 2.00 commission
+    in the account's base currency (``commission_currency`` = base, converted at the day's rate,
+    5 decimal places), as IBKR does, instead of -2.00 in the pair's second currency; ``net_cash``
+    is then the proceeds only and the commission leaves the base cash (``trade_cash``).
     """
 
     def __init__(
-        self, seed: int = 7, n_accounts: int = 4, inception: date = date(2024, 1, 2)
+        self,
+        seed: int = 7,
+        n_accounts: int = 4,
+        inception: date = date(2024, 1, 2),
+        *,
+        fx_commission_in_base: bool = False,
     ) -> None:
         if n_accounts < 1:
             raise ValueError(f"n_accounts must be >= 1, got {n_accounts}")
@@ -81,6 +91,7 @@ class World:
             inception += timedelta(days=1)
         self.seed = seed
         self.inception = inception
+        self.fx_commission_in_base = fx_commission_in_base
         self._lock = threading.RLock()
         self._market = Market(seed, inception)
         self.instruments: dict[int, Instrument] = self._market.instruments
@@ -88,7 +99,8 @@ class World:
         self.accounts, self.master_account_id = make_accounts(seed, n_accounts, inception)
         self._by_id = {a.account_id: a for a in self.accounts}
         self._sims = {
-            a.account_id: AccountSim(a, i, seed, self._market) for i, a in enumerate(self.accounts)
+            a.account_id: AccountSim(a, i, seed, self._market, fx_commission_in_base)
+            for i, a in enumerate(self.accounts)
         }
         self._dates: list[date] = []
         self._index: dict[date, int] = {}

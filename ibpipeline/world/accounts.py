@@ -6,7 +6,8 @@ only on (seed, account index, market), never on which days were requested first.
 Cash identity per currency, every day (tested):
 ``cash_d = cash_{d-1} + sum(cash transactions) + sum(trade cash) + variation_d`` where trade cash is
 ``net_cash`` in the trade currency (plus ``quantity`` of the pair's first currency for ``CASH`` FX
-conversions) and ``variation_d`` is the futures variation margin on positions held at the previous
+conversions, plus the commission in ``commission_currency`` when that differs from the trade
+currency: FX conversions of a world built with ``fx_commission_in_base``) and ``variation_d`` is the futures variation margin on positions held at the previous
 close (``qty * multiplier * (close_d - close_{d-1})``).
 """
 
@@ -209,8 +210,13 @@ def trade_cash(trade: Trade) -> dict[str, Decimal]:
     """Cash effect of one trade per currency (see the module docstring)."""
     if trade.asset_category == "CASH":
         first = trade.symbol.split(".")[0]
-        return {first: trade.quantity, trade.currency: trade.net_cash}
-    return {trade.currency: trade.net_cash}
+        out = {first: trade.quantity, trade.currency: trade.net_cash}
+    else:
+        out = {trade.currency: trade.net_cash}
+    if trade.commission_currency != trade.currency:
+        ccy = trade.commission_currency
+        out[ccy] = out.get(ccy, ZERO) + trade.commission
+    return out
 
 
 def _add(cash: dict[str, Decimal], ccy: str, amount: Decimal) -> None:
@@ -239,8 +245,10 @@ class _Book:
 class AccountSim:
     """One account's generator: ``step`` appends the next business day's ``AccountDay``."""
 
-    def __init__(self, account: Account, index: int, seed: int, market: Market) -> None:
+    def __init__(self, account: Account, index: int, seed: int, market: Market,
+                 fx_commission_in_base: bool = False) -> None:  # fmt: skip
         self.account = account
+        self.fx_commission_in_base = fx_commission_in_base
         self.index = index
         self.market = market
         self.days: list[AccountDay] = []
@@ -558,7 +566,11 @@ class AccountSim:
             return
         at = self._exec_time(ctx.d, "IDEALPRO")
         proceeds = cents(-qty * rate)
-        commission = Decimal("-2.00")
+        commission, commission_ccy = Decimal("-2.00"), second
+        if self.fx_commission_in_base:  # IBKR: USD 2.00 charged in base currency, 5 places
+            commission_ccy = self.account.base_currency
+            commission = -(2 * ctx.fx_to_base["USD"]).quantize(FX_PRICE_PLACES, ROUND_HALF_EVEN)
+        net_cash = proceeds + commission if commission_ccy == second else proceeds
         self._orders += 1
         serial = self._next_serial()
         trade = Trade(
@@ -578,8 +590,8 @@ class AccountSim:
             trade_price=rate,
             proceeds=proceeds,
             commission=commission,
-            commission_currency=second,
-            net_cash=proceeds + commission,
+            commission_currency=commission_ccy,
+            net_cash=net_cash,
             close_price=rate,
             open_close="",
             realized_pnl=ZERO,

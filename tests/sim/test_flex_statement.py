@@ -283,6 +283,10 @@ def test_overlapping_windows_agree_on_shared_days(world: World) -> None:
         ("yyyyMMdd", r"\d{8}", r"\d{8};\d{6}"),
         ("yyyy-MM-dd", r"\d{4}-\d{2}-\d{2}", r"\d{4}-\d{2}-\d{2};\d{2}:\d{2}:\d{2}"),
         ("MM/dd/yyyy", r"\d{2}/\d{2}/\d{4}", r"\d{2}/\d{2}/\d{4};\d{2}:\d{2}:\d{2}"),
+        ("MM/dd/yy", r"\d{2}/\d{2}/\d{2}", r"\d{2}/\d{2}/\d{2};\d{2}:\d{2}:\d{2}"),
+        ("dd/MM/yyyy", r"\d{2}/\d{2}/\d{4}", r"\d{2}/\d{2}/\d{4};\d{2}:\d{2}:\d{2}"),
+        ("dd/MM/yy", r"\d{2}/\d{2}/\d{2}", r"\d{2}/\d{2}/\d{2};\d{2}:\d{2}:\d{2}"),
+        ("dd-MMM-yy", r"\d{2}-[A-Z][a-z]{2}-\d{2}", r"\d{2}-[A-Z][a-z]{2}-\d{2};\d{2}:\d{2}:\d{2}"),
     ],
 )
 def test_date_formats(world: World, date_format, date_re, datetime_re) -> None:
@@ -290,7 +294,9 @@ def test_date_formats(world: World, date_format, date_re, datetime_re) -> None:
     xml = render_statement(world, acct, date(2024, 5, 1), date(2024, 5, 31),
                            date_format=date_format, when_generated=GENERATED)  # fmt: skip
     st = etree.fromstring(xml).find(".//FlexStatement")
-    to = {"yyyyMMdd": "20240531", "yyyy-MM-dd": "2024-05-31", "MM/dd/yyyy": "05/31/2024"}
+    to = {"yyyyMMdd": "20240531", "yyyy-MM-dd": "2024-05-31", "MM/dd/yyyy": "05/31/2024",
+          "MM/dd/yy": "05/31/24", "dd/MM/yyyy": "31/05/2024", "dd/MM/yy": "31/05/24",
+          "dd-MMM-yy": "31-May-24"}  # fmt: skip
     assert st.get("toDate") == to[date_format]
     assert re.fullmatch(datetime_re, st.get("whenGenerated"))
     for row in st.iter("EquitySummaryByReportDateInBase", "ConversionRate"):
@@ -337,7 +343,7 @@ def test_escaping_and_ibflex_reads_it(world: World, xml: bytes) -> None:
         ({"account_ids": []}, ValueError),
         ({"account_ids": ["U0000000"]}, KeyError),
         ({"from_date": date(2024, 5, 2), "to_date": date(2024, 5, 1)}, ValueError),
-        ({"date_format": "dd-MMM-yy"}, ValueError),
+        ({"date_format": "yyyy.MM.dd"}, ValueError),
     ],
 )
 def test_bad_arguments(world: World, kwargs, error) -> None:

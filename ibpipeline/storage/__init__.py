@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+STALE_TMP_SECONDS = 15 * 60
+"""A temp file of ``atomic_target`` older than this was left by a killed writer."""
 
 
 @contextlib.contextmanager
@@ -22,9 +25,11 @@ def atomic_target(path: Path) -> Iterator[Path]:
     The temp file lives in the same directory (same filesystem, so the rename is atomic) and is
     named ``.<name>.<random>.tmp`` so globs like ``*.parquet`` never match it. On any exception the
     temp file is removed and ``path`` is left as it was. The file's data is flushed before the
-    rename, so a crash leaves the old or the new content, never an empty or partial file.
+    rename, so a crash leaves the old or the new content, never an empty or partial file; the
+    temp file a killed writer leaves is removed by the next write into that folder.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path.parent)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -35,6 +40,22 @@ def atomic_target(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temp_files(folder: Path, older_than_s: float = STALE_TMP_SECONDS) -> int:
+    """Delete ``.<name>.<random>.tmp`` files in ``folder`` not modified for ``older_than_s``
+    seconds (left by a killed writer; a live writer's file is younger). Returns how many."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX)):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -93,6 +93,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+WARNINGS_SHOWN = 5
+"""Warning lines printed per imported file (all of them are in the file's ledger entry)."""
+
+
 def _import(args: argparse.Namespace) -> int:
     from ibpipeline.inbox import import_statement
 
@@ -101,11 +105,39 @@ def _import(args: argparse.Namespace) -> int:
         print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     rejected = 0
+    ingested = []
     for path in args.files:
         result = import_statement(args.data_dir, path)
         rejected += result.status == "rejected"
         print(result.summary(), file=sys.stderr if result.status == "rejected" else sys.stdout)
+        for line in result.warnings[:WARNINGS_SHOWN]:
+            print(f"  warning: {line}", file=sys.stderr)
+        if len(result.warnings) > WARNINGS_SHOWN:
+            print(
+                f"  ... {len(result.warnings) - WARNINGS_SHOWN} more warning(s) in "
+                f"{args.data_dir}/raw/inbox/{result.sha256}.json",
+                file=sys.stderr,
+            )
+        if result.status == "ingested" and result.days_claimed:
+            ingested.append(result)
+    if ingested and not args.no_marts:
+        _import_marts(args.data_dir, ingested)
     return 1 if rejected else 0
+
+
+def _import_marts(data_dir: Path, results: list) -> None:
+    """One ``marts_job`` run (local Dagster instance) over the days the imported files stored."""
+    os.environ[settings.DATA_DIR_ENV] = str(Path(data_dir).resolve())  # before defs are built
+    from ibpipeline.automation.backfill import run_marts
+    from ibpipeline.definitions import defs
+    from ibpipeline.demo import demo_instance
+    from ibpipeline.partitions import register_accounts
+
+    days = sorted(d for r in results for d in r.days_claimed)
+    with demo_instance(Path.cwd()) as instance:
+        register_accounts(instance, sorted({a for r in results for a in r.accounts}))
+        run_id = run_marts(defs, instance, days[0], days[-1])
+    print(f"marts rebuilt for {days[0]}..{days[-1]} in run {run_id}")
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -131,6 +163,11 @@ def _backfill(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ibpipeline``."""
     parser = argparse.ArgumentParser(prog="ibpipeline", description=__doc__)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (default: one line)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     sim = commands.add_parser("sim", help="run a local simulator of an IBKR service")
@@ -180,7 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
         "are left in place",
     )
     imp.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    imp.add_argument("--data-dir", type=Path, default=settings.data_dir())
+    imp.add_argument(
+        "--data-dir",
+        type=Path,
+        default=settings.data_dir(),
+        metavar="DIR",
+        help=f"data folder (default: ${settings.DATA_DIR_ENV} or ./data)",
+    )
+    imp.add_argument(
+        "--no-marts",
+        action="store_true",
+        help="store raw + normalized only; do not rebuild the dbt marts for the imported days "
+        "(default: rebuild them in one marts_job run of the local Dagster instance)",
+    )
     imp.set_defaults(func=_import)
 
     backfill = commands.add_parser(
@@ -214,7 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ibpipeline`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if args.debug:
+        return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one clear line; --debug shows the traceback
+        print(f"error: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The innermost user-facing error of ``exc`` (Dagster wraps step errors) as one line."""
+    while getattr(exc, "user_exception", None) is not None:
+        exc = exc.user_exception
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

@@ -201,7 +201,13 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
     )
     claimed = sorted(by_day)
     if claimed:
-        normalize_days(data_dir, claimed, NORMALIZED_TABLES, preparsed={stored.sha256: tables})
+        normalize_days(
+            data_dir,
+            claimed,
+            NORMALIZED_TABLES,
+            preparsed={stored.sha256: tables},
+            changed={d: {*c.claims, *c.fallback} for d, c in by_day.items()},
+        )
     wanted = sorted(
         {
             (a, d)

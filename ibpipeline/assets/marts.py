@@ -28,6 +28,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 from ibpipeline import settings
 from ibpipeline.dbt import dbt_project
 from ibpipeline.partitions import daily
+from ibpipeline.process import children_die_with_this_process
 from ibpipeline.resources import DataDirResource
 
 MARTS_GROUP = "marts"
@@ -50,11 +51,25 @@ class MartsTranslator(DagsterDbtTranslator):
 TRANSLATOR = MartsTranslator()
 
 
-def window_vars(start: datetime, end: datetime) -> dict[str, str]:
-    """dbt vars rebuilding ``start <= date < end`` (a partition time window, end exclusive)."""
+HISTORY_MIN_DATE = "1900-01-01"
+HISTORY_MAX_DATE = "9999-12-31"
+
+
+def window_vars(
+    start: datetime, end: datetime, first: datetime | None = None, last: datetime | None = None
+) -> dict[str, str]:
+    """dbt vars rebuilding ``start <= date < end`` (a partition time window, end exclusive).
+
+    Report days outside the partitions (statements imported from before ``IBPIPELINE_START_DATE``
+    or dated after yesterday) belong to the edge partitions: a window starting at the first key
+    (``first``) also rebuilds every earlier day, one ending after the last key (``last``, the
+    exclusive end of the newest partition) every later day.
+    """
     if end <= start:
         raise ValueError(f"empty date window {start:%Y-%m-%d}..{end:%Y-%m-%d}")
-    return {"min_date": start.date().isoformat(), "max_date": end.date().isoformat()}
+    low = HISTORY_MIN_DATE if first is not None and start <= first else start.date().isoformat()
+    high = HISTORY_MAX_DATE if last is not None and end >= last else end.date().isoformat()
+    return {"min_date": low, "max_date": high}
 
 
 @contextmanager
@@ -92,9 +107,12 @@ def daily_marts(
     # partition_time_window spans a single key and a range alike; has_partition_key is False in
     # range runs, so it must not decide whether to filter.
     window = context.partition_time_window
-    dbt_vars = window_vars(window.start, window.end)
+    first, last = daily.get_first_partition_window(), daily.get_last_partition_window()
+    dbt_vars = window_vars(
+        window.start, window.end, first.start if first else None, last.end if last else None
+    )
     context.log.info(f"dbt build of {dbt_vars['min_date']} <= date < {dbt_vars['max_date']}")
-    with data_dir_env(data_dir.root()):
+    with data_dir_env(data_dir.root()), children_die_with_this_process():
         invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
     yield from invocation.stream()
 
@@ -112,7 +130,7 @@ def summary_marts(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, data_dir: DataDirResource
 ) -> Iterator[Any]:
     """``dbt build`` of the full-history summary tables."""
-    with data_dir_env(data_dir.root()):
+    with data_dir_env(data_dir.root()), children_die_with_this_process():
         invocation = dbt.cli(["build"], context=context)
     yield from invocation.stream()
 

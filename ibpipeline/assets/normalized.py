@@ -143,8 +143,12 @@ def normalize_days(
     days: Iterable[date],
     tables: Iterable[str],
     preparsed: Mapping[str, Mapping[str, pa.Table]] | None = None,
+    changed: Mapping[date, Collection[str]] | None = None,
 ) -> dict[str, TableStats]:
     """Replace the (table, day) file of every selected table and day from the stored statements.
+
+    ``changed`` (day -> tables) limits the rewrite to those files (an import rewrites only the
+    tables it supplies; every other file of the day has the same suppliers as before).
 
     A day's file holds, for each account, that account's rows from the statement supplying them
     (``rawstore.DayManifest.suppliers``: the newest claim of the (table, account), else the newest
@@ -173,6 +177,8 @@ def normalize_days(
     stats = {name: TableStats() for name in tables}
     for name in tables:
         for day, manifest in sorted(manifests.items()):
+            if changed is not None and name not in changed.get(day, ()):
+                continue
             rows = {sha: by_day[sha][name].get(day) for sha in by_day}
             present = {sha: _accounts(part) for sha, part in rows.items() if part is not None}
             supplier = manifest.suppliers(name, present)

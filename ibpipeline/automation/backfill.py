@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 
+from ibpipeline.assets.marts import marts_job
 from ibpipeline.automation.jobs import FLEX_INGEST_SELECTION, flex_daily_job
 from ibpipeline.automation.ranges import range_tags
 from ibpipeline.partitions import ACCOUNT_DIMENSION, daily
+
+
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+"""Run config keeping a CLI run's console to warnings and errors (the full log is in the UI)."""
 
 
 @dataclass(frozen=True)
@@ -61,3 +66,25 @@ def run_backfill(
         else list(FLEX_INGEST_SELECTION.resolve(defs.resolve_asset_graph())),
     )
     return BackfillResult(result.run_id, tuple(instance.get_dynamic_partitions(ACCOUNT_DIMENSION)))
+
+
+def marts_range(start: date, end: date, today: date | None = None) -> tuple[date, date]:
+    """``start..end`` clamped to the daily partition keys (first key .. yesterday): days before the
+    first key are rebuilt with it, days after the last key with the last (``marts.window_vars``)."""
+    first = daily.start.date()
+    last = max(first, (today or date.today()) - timedelta(days=1))
+    clamp = lambda d: min(max(d, first), last)  # noqa: E731
+    return clamp(start), clamp(end)
+
+
+def run_marts(defs: dg.Definitions, instance: dg.DagsterInstance, start: date, end: date) -> str:
+    """Run ``marts_job`` (daily marts over ``start..end``, summary marts, tearsheets, checks) in
+    this process as one run; return its run id. Used after ``ibpipeline import``."""
+    first, last = marts_range(start, end)
+    job = defs.resolve_job_def(marts_job.name)
+    result = job.execute_in_process(
+        instance=instance,
+        tags=range_tags(first.isoformat(), last.isoformat()),
+        run_config=QUIET_CONSOLE,
+    )
+    return result.run_id

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -457,3 +457,17 @@ def test_checks_fail_on_broken_marts(pipeline: Pipeline, tmp_path: Path) -> None
     assert not fresh.passed and fresh.severity == dg.AssetCheckSeverity.WARN
     assert fresh.metadata["stale_accounts"].value == 1
     assert late in fresh.metadata["stale"].value and account not in fresh.metadata["stale"].value
+
+
+def test_window_vars_give_edge_partitions_the_days_outside_the_partitions() -> None:
+    first, last = datetime(2024, 1, 1, tzinfo=UTC), datetime(2026, 11, 30, tzinfo=UTC)
+    inner = window_vars(
+        datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC), first, last
+    )
+    assert inner == {"min_date": "2024-03-01", "max_date": "2024-04-01"}
+    assert window_vars(first, datetime(2024, 1, 2, tzinfo=UTC), first, last)["min_date"] == (
+        "1900-01-01"
+    )
+    assert window_vars(datetime(2026, 11, 29, tzinfo=UTC), last, first, last)["max_date"] == (
+        "9999-12-31"
+    )

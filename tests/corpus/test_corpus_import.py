@@ -1,0 +1,153 @@
+"""Every real Flex statement imports whole, loses no row and reaches the marts.
+
+Parametrized over the corpus folders (``tests/fixture_files.corpus_files``: the in-tree copies and,
+when ``../shared`` exists, the GPL/AGPL files there), so a file added to a folder is tested with no
+code change. Expected values are read from the XML here with lxml, independently of the parser:
+EXECUTION trades per account, every EquitySummaryByReportDateInBase row with its total, DETAIL cash
+transactions summed per account and currency, SUMMARY open positions per account and day.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+from lxml import etree
+
+from ibpipeline.cli import main
+from ibpipeline.storage import parquet
+from tests.fixture_files import corpus_files, shared_only_corpus_names
+from tests.marts.normalized import dbt_build
+
+FILES = corpus_files()
+IDS = [p.name.removesuffix(".xml") for p in FILES]
+NULLS = {"", "-", "--", "N/A"}
+
+
+def test_the_corpus_is_complete_here_or_skipped_with_a_reason() -> None:
+    """The in-tree copies are always tested; the shared-only files too when ../shared exists."""
+    names = {p.name for p in FILES}
+    assert len([n for n in names if (Path("tests/fixtures/flex/corpus") / n).exists()]) >= 18
+    missing = [n for n in shared_only_corpus_names() if n not in names]
+    assert not missing
+
+
+def _date(text: str) -> date:
+    """yyyyMMdd or yyyy-MM-dd (the forms the corpus uses), date part of a date-time."""
+    text = text.split(";")[0].split(",")[0].split(" ")[0]
+    return date.fromisoformat(text if "-" in text else f"{text[:4]}-{text[4:6]}-{text[6:8]}")
+
+
+class Expected:
+    """What the XML says, read element by element."""
+
+    def __init__(self, path: Path) -> None:
+        self.executions: Counter[str] = Counter()
+        self.nav: dict[tuple[str, date], Decimal] = {}
+        self.cash: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        self.positions: dict[tuple[str, date], Decimal] = defaultdict(Decimal)
+        self.accounts: set[str] = set()
+        root = etree.parse(str(path)).getroot()
+        for statement in root.iter("FlexStatement"):
+            header = statement.get("accountId")
+            self.accounts.add(header)
+
+            def account(el, header=header):
+                value = el.get("accountId")
+                return header if value in (None, *NULLS) else value
+
+            for el in statement.iter("Trade"):
+                if el.get("levelOfDetail", "EXECUTION") in ("EXECUTION", ""):
+                    self.executions[account(el)] += 1
+            for el in statement.iter("EquitySummaryByReportDateInBase"):
+                self.nav[(account(el), _date(el.get("reportDate")))] = Decimal(el.get("total"))
+            for el in statement.iter("CashTransaction"):
+                if el.get("levelOfDetail", "DETAIL") in ("DETAIL", ""):
+                    key = (account(el), el.get("currency"))
+                    self.cash[key] += Decimal(el.get("amount"))
+            for el in statement.iter("OpenPosition"):
+                if el.get("levelOfDetail", "SUMMARY") in ("SUMMARY", ""):
+                    key = (account(el), _date(el.get("reportDate") or statement.get("toDate")))
+                    self.positions[key] += Decimal(el.get("position"))
+
+
+@pytest.fixture(scope="module", params=FILES, ids=IDS)
+def imported(request, tmp_path_factory) -> tuple[Path, Path, Expected]:
+    """The file imported with ``ibpipeline import --no-marts`` into its own data folder."""
+    path: Path = request.param
+    data_dir = tmp_path_factory.mktemp(path.stem[:40])
+    assert main(["import", "--no-marts", "--data-dir", str(data_dir), str(path)]) == 0
+    return path, data_dir, Expected(path)
+
+
+def _rows(data_dir: Path, name: str) -> list[dict]:
+    """Every stored row of a normalized table (none when it has no file)."""
+    return parquet.read_table(name, data_dir=data_dir).to_pylist()
+
+
+def test_every_execution_is_stored_under_its_account(imported) -> None:
+    _, data_dir, expected = imported
+    trades = _rows(data_dir, "trades")
+    got = Counter(r["account_id"] for r in trades if r["level_of_detail"] == "EXECUTION")
+    assert got == expected.executions
+
+
+def test_every_equity_summary_row_is_in_nav_daily_with_its_total(imported) -> None:
+    _, data_dir, expected = imported
+    nav = _rows(data_dir, "nav_daily")
+    got = {(r["account_id"], r["date"]): r["total_base"] for r in nav}
+    assert got == expected.nav
+
+
+def test_detail_cash_transactions_sum_as_in_the_xml(imported) -> None:
+    _, data_dir, expected = imported
+    rows = _rows(data_dir, "cash_transactions")
+    got: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for r in rows:
+        if r["level_of_detail"] == "DETAIL":
+            got[(r["account_id"], r["currency"])] += r["amount"]
+    assert dict(got) == dict(expected.cash)
+
+
+def test_open_positions_sum_as_in_the_xml(imported) -> None:
+    _, data_dir, expected = imported
+    rows = _rows(data_dir, "positions_daily")
+    got: dict[tuple[str, date], Decimal] = defaultdict(Decimal)
+    for r in rows:
+        if (r["account_id"], r["date"]) in expected.positions and r["level_of_detail"] == "SUMMARY":
+            got[(r["account_id"], r["date"])] += r["quantity"]
+    assert dict(got) == dict(expected.positions)
+
+
+def test_reimport_changes_nothing(imported) -> None:
+    path, data_dir, _ = imported
+    before = {p: p.read_bytes() for p in (data_dir / "normalized").rglob("*.parquet")}
+    assert main(["import", "--no-marts", "--data-dir", str(data_dir), str(path)]) == 0
+    assert {p: p.read_bytes() for p in (data_dir / "normalized").rglob("*.parquet")} == before
+
+
+@pytest.fixture(scope="module")
+def all_in_one(tmp_path_factory) -> Path:
+    """Every corpus file imported into one data folder, then one dbt build (marts + tests)."""
+    data_dir = tmp_path_factory.mktemp("corpus_all")
+    args = ["import", "--no-marts", "--data-dir", str(data_dir), *map(str, FILES)]
+    assert main(args) == 0
+    dbt_build(data_dir)
+    return data_dir
+
+
+@pytest.mark.slow
+def test_the_marts_build_over_the_whole_corpus_with_every_nav_account(all_in_one) -> None:
+    nav_accounts = {r["account_id"] for r in _rows(all_in_one, "nav_daily")}
+    assert nav_accounts, "the corpus has EquitySummary rows (pp_file17)"
+    with duckdb.connect(str(all_in_one / "ibpipeline.duckdb"), read_only=True) as con:
+        daily = {r[0] for r in con.sql("select distinct account_id from daily_nav").fetchall()}
+        summary = {
+            r[0] for r in con.sql("select distinct account_id from performance_summary").fetchall()
+        }
+    assert nav_accounts <= daily
+    assert nav_accounts <= summary

@@ -34,6 +34,7 @@ PARSED_TABLES: tuple[str, ...] = (
 )
 NORMALIZED_TABLES: tuple[str, ...] = (*PARSED_TABLES[:4], "positions_daily", *PARSED_TABLES[4:])
 PREVIEW_ROWS = 5
+PARSE_CHECK = "parse_warnings"
 
 
 class MissingRawStatementError(Exception):
@@ -90,9 +91,14 @@ def parsed_tables(parsed: ParsedFlex) -> dict[str, pa.Table]:
     return tables
 
 
-def statement_tables(content: bytes, sha256: str) -> dict[str, pa.Table]:
-    """Every normalized table of one stored statement (parsed once)."""
-    return parsed_tables(parse_statement(content, source_sha256=sha256))
+def statement_problems(parsed: ParsedFlex) -> list[tuple[str, str]]:
+    """``(table, line)`` per parse warning of a statement: value problems under their table,
+    statement-level warnings (count, period, date format) under ``account_info``."""
+    label = f"statement {parsed.source_sha256[:12]}"
+    lines = {p.line() for p in parsed.problems}
+    out = [(p.table, f"{label}: {p.line()}") for p in parsed.problems]
+    out += [("account_info", f"{label}: {w}") for w in parsed.warnings if w not in lines]
+    return out
 
 
 def preview_markdown(table: pa.Table, rows: int = PREVIEW_ROWS) -> str:
@@ -144,6 +150,7 @@ def normalize_days(
     tables: Iterable[str],
     preparsed: Mapping[str, Mapping[str, pa.Table]] | None = None,
     changed: Mapping[date, Collection[str]] | None = None,
+    problems: list[tuple[str, str]] | None = None,
 ) -> dict[str, TableStats]:
     """Replace the (table, day) file of every selected table and day from the stored statements.
 
@@ -154,7 +161,9 @@ def normalize_days(
     (``rawstore.DayManifest.suppliers``: the newest claim of the (table, account), else the newest
     fallback); an empty file with the schema when the day has no rows. Each statement is read and
     parsed once (``preparsed``: tables of statements already parsed, by sha256). Raises
-    MissingRawStatementError before writing anything when a day has no manifest.
+    MissingRawStatementError before writing anything when a day has no manifest. ``problems``,
+    when given, receives ``(table, warning line)`` for every parse warning of the statements read
+    here (table ``account_info`` for statement-level warnings).
     """
     tables = tuple(tables)
     manifests = manifests_for(data_dir, days)
@@ -162,9 +171,12 @@ def normalize_days(
     by_day: dict[str, dict[str, dict[date, pa.Table]]] = {}
     schemas: dict[str, pa.Schema] = {}
     for sha256 in needed:
-        parsed = (preparsed or {}).get(sha256) or statement_tables(
-            rawstore.read_statement(data_dir, sha256), sha256
-        )
+        parsed = (preparsed or {}).get(sha256)
+        if parsed is None:
+            flex = parse_statement(rawstore.read_statement(data_dir, sha256), source_sha256=sha256)
+            parsed = parsed_tables(flex)
+            if problems is not None:
+                problems.extend(statement_problems(flex))
         wanted = {
             (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
         }
@@ -232,13 +244,22 @@ def _metadata(stats: TableStats, days: list[date]) -> Mapping[str, object]:
         )
         for name in NORMALIZED_TABLES
     ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            PARSE_CHECK,
+            asset=name,
+            description="WARN when values of this table did not convert (kept as null, raw text "
+            "in extra) or, on account_info, when a statement had a statement-level warning",
+        )
+        for name in NORMALIZED_TABLES
+    ],
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=True,
 )
 def normalized_flex(
     context: dg.AssetExecutionContext, data_dir: DataDirResource
-) -> Iterator[dg.MaterializeResult]:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Parse the run's statements once and write each selected table's day files."""
     # partition_time_window spans one key and a range run alike; never branch on
     # has_partition_key (False in range runs).
@@ -246,10 +267,31 @@ def normalized_flex(
     days = list(days_in(window.start.date(), window.end.date() - timedelta(days=1)))
     selected = [k.path[-1] for k in context.selected_asset_keys]
     tables = [name for name in NORMALIZED_TABLES if name in selected]
-    stats = normalize_days(data_dir.root(), days, tables)
+    problems: list[tuple[str, str]] = []
+    stats = normalize_days(data_dir.root(), days, tables, problems=problems)
+    for table, line in problems:
+        context.log.warning(f"{table}: {line}")
+    selected_checks = {k.asset_key.path[-1] for k in context.selected_asset_check_keys}
     for name in tables:
         context.log.info(
             f"{name}: {stats[name].rows} rows of {len(stats[name].rows_by_account)} accounts "
             f"in {stats[name].days} days"
         )
-        yield dg.MaterializeResult(asset_key=name, metadata=_metadata(stats[name], days))
+        mine = [line for table, line in problems if table == name]
+        metadata = {**_metadata(stats[name], days), "parse_warnings": len(mine)}
+        if mine:
+            metadata["parse_warning_sample"] = dg.MetadataValue.md(
+                "\n".join(f"- {line}" for line in mine[:PREVIEW_ROWS])
+            )
+        yield dg.MaterializeResult(asset_key=name, metadata=metadata)
+        if name in selected_checks:
+            yield dg.AssetCheckResult(
+                asset_key=name,
+                check_name=PARSE_CHECK,
+                passed=not mine,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "parse_warnings": len(mine),
+                    "sample": dg.MetadataValue.md("\n".join(f"- {x}" for x in mine[:5]) or "-"),
+                },
+            )

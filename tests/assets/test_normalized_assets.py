@@ -203,3 +203,41 @@ def test_split_by_keeps_order_and_selection():
         ("U2222222", date(2024, 1, 3)): [1, 3],
         ("U1111111", date(2024, 1, 4)): [4],
     }
+
+
+def test_a_value_that_does_not_convert_is_a_warn_check_not_a_failed_run(
+    world, flex_token, data_dir, flex_env, instance
+):
+    """One trade's conid replaced by IBKR placeholder text: the run succeeds, the row is stored
+    with a null conid and the text in extra, and the parse_warnings check WARNs with its count."""
+    source = world_statement_source(world)
+
+    def with_bad_conid(*args):
+        content = source(*args)
+        start = content.index(b"<Trade ")
+        at = content.index(b' conid="', start) + len(b' conid="')
+        end = content.index(b'"', at)
+        return content[:at] + b"XXXXXCAD" + content[end:]
+
+    sim = FlexSimulator(with_bad_conid, flex_token, {QUERY_ID}, rate_limits=(RateLimit(1000, 1.0),))
+    with sim:
+        defs = dg.Definitions(
+            assets=flex_assets,
+            jobs=[flex_daily_job],
+            resources=make_resources(sim, QUERY_ID, data_dir),
+        )
+        result = run_job(defs, instance, START, START + timedelta(days=6), [*RAW, *NORMALIZE])
+    assert result.success
+    checks = {
+        e.asset_check_evaluation_data.asset_key.path[-1]: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == "parse_warnings"
+    }
+    assert not checks["trades"].passed
+    assert checks["trades"].severity == dg.AssetCheckSeverity.WARN
+    assert checks["trades"].metadata["parse_warnings"].value == 1
+    assert checks["nav_daily"].passed
+    trades = parquet.read_table("trades", data_dir=data_dir).to_pylist()
+    bad = [r for r in trades if dict(r["extra"] or []).get("conid") == "XXXXXCAD"]
+    assert len(bad) == 1 and bad[0]["conid"] is None

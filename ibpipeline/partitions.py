@@ -15,28 +15,35 @@ from collections.abc import Iterable
 import dagster as dg
 
 from ibpipeline import settings
+from ibpipeline.flex.schema import ACCOUNT_ID_SAFE
 
 ACCOUNT_DIMENSION = "account"
 DATE_DIMENSION = "date"
-ACCOUNT_ID_RE = re.compile(r"^[A-Z]{1,2}[0-9]{5,9}$")
+ACCOUNT_ID_RE = re.compile(r"^(?!.*\.\.)" + ACCOUNT_ID_SAFE.removeprefix("^"))
+"""Safe account ids: letters, digits, ``_ - * .``; first a letter or digit; <= 64 chars; no ``..``."""
 
 daily = dg.DailyPartitionsDefinition(start_date=settings.start_date())
 accounts = dg.DynamicPartitionsDefinition(name=ACCOUNT_DIMENSION)
 
 
 class InvalidAccountIdError(ValueError):
-    """An account id does not look like an IBKR account id (``^[A-Z]{1,2}[0-9]{5,9}$``)."""
+    """An account id that is not safe in a file path, an SQL literal or a Dagster key."""
 
 
 def validate_account_id(account_id: str) -> str:
     """Return ``account_id`` unchanged or raise InvalidAccountIdError.
 
-    The pattern also guarantees the id is safe as a Dagster key (no ``| , [ ]``) and as a
-    hive directory name.
+    Validation is for safety only, not for IBKR's format: every id a statement carries is
+    accepted (``U1234567``, ``DU1234567``, ``F1234567``, ``U1234567F``, placeholders such as
+    ``XXXXXUSD``, ``U***4321``, ``TEST_ACC``). Refused: empty, longer than 64 characters, a first
+    character other than a letter or digit, any character other than letters, digits and
+    ``_ - * .``, or ``..`` (so no path separator, quote, whitespace, ``| , [ ]`` or ``...``).
     """
     if not isinstance(account_id, str) or not ACCOUNT_ID_RE.fullmatch(account_id):
         raise InvalidAccountIdError(
-            f"invalid account id {account_id!r}: expected IBKR style ^[A-Z]{{1,2}}[0-9]{{5,9}}$"
+            f"invalid account id {account_id!r}: an account id must be 1-64 letters, digits, "
+            "'_', '-', '*' or '.', start with a letter or digit and hold no '..' (it names "
+            "files, SQL literals and Dagster partitions)"
         )
     return account_id
 

@@ -4,17 +4,65 @@ import pytest
 from ibpipeline import partitions, settings
 
 
-@pytest.mark.parametrize("good", ["U1234567", "DU1234567", "F12345", "U123456789"])
-def test_valid_account_ids(good):
+@pytest.mark.parametrize(
+    "good",
+    [
+        "U1234567",
+        "DU1234567",
+        "F12345",
+        "I1234567",
+        "U123456789",
+        "U1234567F",
+        "XXXXXXXX",
+        "UXXXXXXX",
+        "XXXXXUSD",
+        "U***4321",
+        "TEST_ACC",
+        "A0001111",
+        "u1234567",
+        "U1234-5.6",
+        "A" * 64,
+    ],
+)
+def test_every_id_a_statement_carries_is_valid(good):
     assert partitions.validate_account_id(good) == good
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "u1234567", "U1234", "U1234567890", "ABC12345", "U12|34567", "U1234567,"]
+    "bad",
+    [
+        "",
+        "A" * 65,
+        "U12|34567",
+        "U1234567,",
+        "U[1]",
+        "../etc",
+        "U1..2",
+        ".U123",
+        "_U123",
+        "*",
+        "U1/2",
+        "U1\\2",
+        "U1'; DROP TABLE t; --",
+        'U1"2',
+        "U1 2",
+        "U1\n2",
+        "U12345=6",
+        "U1%2",
+        None,
+    ],
 )
-def test_invalid_account_ids(bad):
+def test_unsafe_account_ids_are_refused(bad):
     with pytest.raises(partitions.InvalidAccountIdError, match="invalid account id"):
         partitions.validate_account_id(bad)
+
+
+def test_every_valid_id_is_a_dagster_partition_key():
+    with dg.instance_for_test() as instance:
+        ids = ["U1234567F", "U***4321", "TEST_ACC", "X.Y-Z"]
+        assert partitions.register_accounts(instance, ids) == sorted(ids)
+        key = partitions.account_date_key("U***4321", "2024-01-31")
+        assert key.keys_by_dimension == {"account": "U***4321", "date": "2024-01-31"}
 
 
 def test_register_accounts_validates_all_before_adding():

@@ -4,7 +4,6 @@ Partitioned by report date only (one Flex request covers every account of the qu
 single-run backfill policy: a run over D contiguous days sends ceil(D / 365) statement requests.
 """
 
-import io
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -12,6 +11,7 @@ import dagster as dg
 from lxml import etree
 
 from ibpipeline.flex.client import split_range
+from ibpipeline.flex.schema import NULL_TOKENS
 from ibpipeline.partitions import daily, register_accounts, validate_account_id
 from ibpipeline.resources import DataDirResource, FlexResource
 from ibpipeline.storage import rawstore
@@ -23,16 +23,36 @@ def days_in(fd: date, td: date) -> Iterator[date]:
         yield fd + timedelta(days=offset)
 
 
-def statement_accounts(content: bytes) -> tuple[str, ...]:
-    """Sorted, validated ``accountId``s of the ``FlexStatement`` elements of a Flex XML response.
+class _AccountIds:
+    """lxml parser target collecting the ``accountId`` of every statement and row element."""
 
-    Streams the document (no full tree). Raises InvalidAccountIdError on a malformed id.
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+    def start(self, tag: str, attrib: dict) -> None:
+        account_id = attrib.get("accountId")
+        if account_id is not None and account_id not in NULL_TOKENS:
+            self.ids.add(account_id)
+        elif tag == "FlexStatement":
+            self.ids.add(account_id or "")  # a statement without an account id is refused
+
+    def close(self) -> set[str]:
+        return self.ids
+
+
+def statement_accounts(content: bytes) -> tuple[str, ...]:
+    """Sorted, validated account ids of a Flex XML response: every ``FlexStatement``'s and every
+    row's ``accountId`` (so sub-accounts such as ``U1234567F`` inside a ``U1234567`` statement are
+    accounts of the statement too; ``-`` on SUMMARY rows is not an id).
+
+    Streams the document (no tree). Raises InvalidAccountIdError on an unsafe id
+    (:func:`ibpipeline.partitions.validate_account_id`).
     """
-    ids = set()
-    for _, element in etree.iterparse(io.BytesIO(content), events=("end",), tag="FlexStatement"):
-        ids.add(validate_account_id(element.get("accountId", "")))
-        element.clear()
-    return tuple(sorted(ids))
+    parser = etree.XMLParser(
+        target=_AccountIds(), huge_tree=True, resolve_entities=False, no_network=True
+    )
+    parser.feed(content)
+    return tuple(sorted(validate_account_id(a) for a in parser.close()))
 
 
 @dg.asset(

@@ -13,23 +13,34 @@ string array, null tokens (``""``, ``-``, ``--``, ``N/A``, ``MULTI``) are nulled
 converted with one vectorized call (decimal cast, date/time regex rewrite + strict cast); see
 :mod:`ibpipeline.flex.schema` for kinds and units, :mod:`ibpipeline.flex.dates` for date formats.
 
-Rules: SUMMARY rows' ``accountId="-"`` and rows without ``accountId`` (ConversionRate) take the
-enclosing FlexStatement's account; a missing or empty ``levelOfDetail`` takes the row tag's
-default (``DETAIL`` for CashTransaction, ``SUMMARY`` for OpenPosition, ``EXECUTION``/``ORDER``/...
-for Trades rows, ``BaseCurrency``/``Currency`` from the currency for CashReportCurrency); unknown
-sections and unknown row elements are counted in :attr:`ParsedFlex.skipped`; unknown enum values
-are kept as strings; a decimal with more than 10 places raises :class:`FlexParseError` (money is
-never rounded; the public fixtures have at most 9).
+Rules (``docs/tolerance.md``, "Parsing rules"): SUMMARY rows' ``accountId="-"`` and rows without
+``accountId`` (ConversionRate) take the enclosing FlexStatement's account; a missing or empty
+``levelOfDetail`` takes the row tag's default (``DETAIL`` for CashTransaction, ``SUMMARY`` for
+OpenPosition, ``EXECUTION``/``ORDER``/... for Trades rows, ``BaseCurrency``/``Currency`` from the
+currency for CashReportCurrency); unknown sections and unknown row elements are counted in
+:attr:`ParsedFlex.skipped`; unknown enum values are kept as strings. A value that does not convert
+(not a number, a decimal with more than 10 places, a date in no Flex format) never fails the
+parse: it is null, its raw text is kept in the row's ``extra`` under its Flex attribute name, and
+it is counted in :attr:`ParsedFlex.problems`. Only a block that fails the vectorized conversion
+is redone column by column, and only a failing column value by value. An account id that is not
+safe (:data:`~ibpipeline.flex.schema.ACCOUNT_ID_SAFE`) raises :class:`FlexParseError`.
+
+Statement context (account fallback aside) is applied in :meth:`_Target.result`, once every row
+is read: a declared period longer than :data:`MAX_PERIOD_DAYS` is clipped to the rows' dates
+first, and the account_info expansion, the ``date``/``from_date``/``to_date`` fallbacks use the
+effective period.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import chain, repeat
 from operator import itemgetter
@@ -48,18 +59,22 @@ from ibpipeline.flex.dates import (
     candidate_formats,
     narrow_formats,
     parse_date,
-    parse_datetime_utc,
+    parse_datetime_any,
     to_date32,
+    to_date32_tolerant,
     to_utc_timestamp,
+    to_utc_timestamp_tolerant,
 )
 from ibpipeline.flex.errors import FlexError
 from ibpipeline.flex.schema import (
+    ACCOUNT_ID_SAFE,
     DECIMAL,
     EXTRA_TYPE,
     KNOWN_ATTRIBUTES,
     NULL_TOKENS,
     SCHEMAS,
     TABLES,
+    Column,
     TableSpec,
 )
 from ibpipeline.storage import atomic_write_with
@@ -74,16 +89,32 @@ _SINGLE_ROW_TABLES = {tag: s for s in TABLES.values() if not s.section for tag i
 _EMPTY = {name: schema.empty_table() for name, schema in SCHEMAS.items()}
 _ROOT = "FlexQueryResponse"
 _ROW_DEPTH = 4  # FlexQueryResponse/FlexStatements/FlexStatement/<Section>/<Row>
+_STMT = "__stmt"  # statement index of each row, until the statement context is applied
+MAX_PERIOD_DAYS = 366
+"""A declared period longer than this (IBKR serves at most 365 days) is clipped to the rows."""
+MAX_SAMPLES = 3
+_DEC_PLAIN = r"^[+-]?\d{1,28}(\.\d{0,10})?$"  # casts to decimal128(38, 10) without question
+_INT_PLAIN = r"^[+-]?\d{1,18}$"
+
+
+def _today() -> date:
+    return date.today()
 
 
 class FlexParseError(FlexError, ValueError):
     """Input that is not a readable Activity Flex statement (invalid/truncated XML, wrong root,
-    a value that does not fit its column)."""
+    header dates in no Flex format, an unsafe account id)."""
 
 
 @dataclass(frozen=True)
 class StatementInfo:
-    """One ``FlexStatement`` of a response. ``when_generated_at`` is UTC (IBKR writes New York time)."""
+    """One ``FlexStatement`` of a response. ``when_generated_at`` is UTC (IBKR writes New York time;
+    None when absent or in no Flex format).
+
+    ``declared_from_date``/``declared_to_date``: the period as written. ``from_date``/``to_date``:
+    the effective period, equal to the declared one unless that is longer than
+    :data:`MAX_PERIOD_DAYS` days (then clipped to the statement's row dates, see ``warnings``).
+    """
 
     account_id: str
     from_date: date
@@ -92,6 +123,30 @@ class StatementInfo:
     when_generated_at: datetime | None
     base_currency: str | None
     date_format: str
+    declared_from_date: date
+    declared_to_date: date
+
+
+@dataclass(frozen=True)
+class ParseProblem:
+    """Values of one column that did not convert: each is null in ``table.column`` and its raw
+    text is in the row's ``extra[attribute]``. ``count``: values (rows); ``samples``: up to
+    :data:`MAX_SAMPLES` distinct raw values; ``message``: what is wrong with them."""
+
+    table: str
+    column: str
+    attribute: str
+    count: int
+    samples: tuple[str, ...]
+    message: str
+
+    def line(self) -> str:
+        """The human-readable warning line."""
+        shown = ", ".join(repr(v) for v in self.samples)
+        return (
+            f"{self.table}.{self.column}: {self.count} value(s) not converted, kept as null with "
+            f"the raw text in extra[{self.attribute!r}] ({self.message}; e.g. {shown})"
+        )
 
 
 @dataclass(frozen=True)
@@ -99,7 +154,9 @@ class ParsedFlex:
     """Every normalized table (all names of ``schema.TABLES``, empty when absent) and the statements.
 
     ``skipped``: section (or ``Section/Row``) tag -> count of elements not read into a table.
-    ``warnings``: e.g. a date format assumed month-first because every date fit both orders.
+    ``problems``: one per (table, column) with values that did not convert.
+    ``warnings``: one line per problem, then every statement-level warning (count mismatch,
+    clipped period, ambiguous date format, unreadable ``whenGenerated``).
     """
 
     tables: Mapping[str, pa.Table]
@@ -109,9 +166,16 @@ class ParsedFlex:
     query_type: str | None
     skipped: Mapping[str, int]
     warnings: tuple[str, ...]
+    problems: tuple[ParseProblem, ...] = ()
 
     def __getitem__(self, name: str) -> pa.Table:
         return self.tables[name]
+
+    @property
+    def warning_count(self) -> int:
+        """Values not converted (sum of problem counts) + statement-level warnings."""
+        statement_level = len(self.warnings) - len(self.problems)
+        return sum(p.count for p in self.problems) + statement_level
 
 
 class _Plan:
@@ -221,7 +285,8 @@ class _Target:
         self.batch: list[int] = []  # statement indexes not yet flushed
         self.candidates: tuple[DateFormat, ...] = ()
         self.skipped: Counter[str] = Counter()
-        self.warnings: list[str] = []
+        self.warnings: list[str] = []  # statement-level
+        self.problems = _Problems()
         self.query_name: str | None = None
         self.query_type: str | None = None
         self.declared_count: int | None = None
@@ -294,6 +359,12 @@ class _Target:
             when_generated=attrib.get("whenGenerated") or None,
         )
         index = len(self.headers)
+        if not _is_safe_id(header.account_id):
+            raise FlexParseError(
+                f"FlexStatement #{index + 1}: unsafe account id {header.account_id!r} in its "
+                "accountId attribute (an account id names files, SQL literals and Dagster "
+                "partitions: 1-64 letters, digits, '_', '-', '*' or '.', no '..')"
+            )
         cands = candidate_formats(header.from_date, header.to_date, header.when_generated)
         if not cands:
             raise FlexParseError(
@@ -333,8 +404,8 @@ class _Target:
         fmt = self._resolve_format(staged)
         for index in self.batch:
             self._resolve_statement(index, fmt)
-        context = _StatementColumns(self.headers)
-        for name, table in staged.convert(fmt, context).items():
+        accounts = pa.array([h.account_id for h in self.headers], pa.string())
+        for name, table in staged.convert(fmt, accounts, self.problems).items():
             self.results[name].append(table)
         current = self.statement
         for buf in self.buffers.values():
@@ -349,11 +420,6 @@ class _Target:
             for kind in ("date", "ts"):
                 if len(cands) > 1:
                     cands = narrow_formats(cands, staged.blocks[kind])
-            if not cands:
-                raise FlexParseError(
-                    f"dates of statements {self._batch_label()} fit none of the formats "
-                    f"{[f.name for f in self.candidates]} allowed by their headers"
-                )
             if len(cands) > 1:
                 self.warnings.append(
                     f"statements {self._batch_label()}: every date fits "
@@ -368,31 +434,86 @@ class _Target:
         header = self.headers[index]
         if header.info is not None:
             return
-        generated = header.when_generated
+        generated_at = None
+        if header.when_generated:
+            try:
+                generated_at = parse_datetime_any(header.when_generated, fmt)
+            except DateParseError as exc:
+                self.warnings.append(
+                    f"statement #{index + 1} (account {header.account_id}): whenGenerated {exc}; "
+                    "when_generated_at is null"
+                )
+        start, end = parse_date(header.from_date, fmt), parse_date(header.to_date, fmt)
         header.info = StatementInfo(
             account_id=header.account_id,
-            from_date=parse_date(header.from_date, fmt),
-            to_date=parse_date(header.to_date, fmt),
+            from_date=start,
+            to_date=end,
             period=header.period,
-            when_generated_at=parse_datetime_utc(generated, fmt) if generated else None,
+            when_generated_at=generated_at,
             base_currency=header.base_currency,
             date_format=fmt.name,
+            declared_from_date=start,
+            declared_to_date=end,
         )
+
+    def _effective_periods(self, tables: dict[str, pa.Table]) -> None:
+        """Clip each declared period longer than MAX_PERIOD_DAYS to its rows' dates (warning)."""
+        long = [
+            i
+            for i, h in enumerate(self.headers)
+            if h.info is not None
+            and (h.info.declared_to_date - h.info.declared_from_date).days + 1 > MAX_PERIOD_DAYS
+        ]
+        if not long:
+            return
+        spans: dict[int, tuple[date, date]] = {}
+        for name, table in tables.items():
+            if name == "account_info" or table.num_rows == 0:
+                continue
+            agg = table.group_by(_STMT).aggregate([("date", "min"), ("date", "max")])
+            for i, lo, hi in zip(
+                *(agg[c].to_pylist() for c in (_STMT, "date_min", "date_max")), strict=True
+            ):
+                if lo is not None:
+                    old = spans.get(i, (lo, hi))
+                    spans[i] = (min(old[0], lo), max(old[1], hi))
+        for i in long:
+            header, info = self.headers[i], self.headers[i].info
+            declared = f"{info.declared_from_date}..{info.declared_to_date}"
+            lo, hi = spans.get(i, (info.declared_to_date + timedelta(1), info.declared_to_date))
+            lo, hi = max(lo, info.declared_from_date), min(hi, info.declared_to_date)
+            label = f"statement #{i + 1} (account {header.account_id}): declared period {declared}"
+            days = (info.declared_to_date - info.declared_from_date).days + 1
+            if lo <= hi:
+                why = f"clipped to the span of its row dates {lo}..{hi}"
+            else:
+                lo = hi = max(info.declared_from_date, min(info.declared_to_date, _today()))
+                why = f"it has no dated rows in that period; effective period is the day {lo}"
+            self.warnings.append(f"{label} is {days} days (IBKR serves at most 365); {why}")
+            header.info = dataclasses.replace(info, from_date=lo, to_date=hi)
 
     def result(self, sha256: str) -> ParsedFlex:
         if self.batch or any(buf.runs for buf in self.buffers.values()):
             self.flush()
         if self.declared_count is not None and self.declared_count != len(self.headers):
-            raise FlexParseError(
+            self.warnings.append(
                 f"FlexStatements count={self.declared_count} but {len(self.headers)} "
-                "FlexStatement elements found"
+                "FlexStatement elements found; all of them were read"
             )
-        tables = {
-            name: _with_sha(parts[0] if len(parts) == 1 else pa.concat_tables(parts), sha256)
-            if parts
-            else _EMPTY[name]
+        joined = {
+            name: parts[0] if len(parts) == 1 else pa.concat_tables(parts)
             for name, parts in self.results.items()
+            if parts
         }
+        self._effective_periods(joined)
+        ctx = _StatementColumns(self.headers)
+        tables = {
+            name: _with_sha(_finish(name, joined[name], ctx), sha256)
+            if name in joined
+            else _EMPTY[name]
+            for name in self.results
+        }
+        problems = self.problems.result()
         return ParsedFlex(
             tables=MappingProxyType(tables),
             statements=tuple(h.info for h in self.headers if h.info is not None),
@@ -400,8 +521,38 @@ class _Target:
             query_name=self.query_name,
             query_type=self.query_type,
             skipped=MappingProxyType(dict(self.skipped)),
-            warnings=tuple(self.warnings),
+            warnings=tuple(p.line() for p in problems) + tuple(self.warnings),
+            problems=problems,
         )
+
+
+class _Problems:
+    """Values that did not convert, per (table, column), across flushes."""
+
+    def __init__(self) -> None:
+        self.found: dict[tuple[str, str], tuple[Column, list[str], dict[str, None]]] = {}
+
+    def add(self, table: str, column: Column, bad: list[tuple[int, str, str]]) -> None:
+        _, raws, messages = self.found.setdefault((table, column.name), (column, [], {}))
+        raws.extend(raw for _, raw, _ in bad)
+        messages.update(dict.fromkeys(message for _, _, message in bad))
+
+    def result(self) -> tuple[ParseProblem, ...]:
+        return tuple(
+            ParseProblem(
+                table=table,
+                column=name,
+                attribute=column.flex or name,
+                count=len(raws),
+                samples=tuple(dict.fromkeys(raws))[:MAX_SAMPLES],
+                message="; ".join(messages),
+            )
+            for (table, name), (column, raws, messages) in self.found.items()
+        )
+
+
+def _is_safe_id(account_id: str) -> bool:
+    return ".." not in account_id and re.fullmatch(ACCOUNT_ID_SAFE, account_id) is not None
 
 
 def _with_sha(table: pa.Table, sha256: str) -> pa.Table:
@@ -411,15 +562,13 @@ def _with_sha(table: pa.Table, sha256: str) -> pa.Table:
 
 
 class _StatementColumns:
-    """Per-statement values as Arrow arrays, taken by row statement index to fill gaps."""
+    """Per-statement values as Arrow arrays (effective period), taken by row statement index."""
 
     def __init__(self, headers: list[_Header]) -> None:
         infos = [h.info for h in headers]
-        self.account_id = pa.array([h.account_id for h in headers], pa.string())
         self.base_currency = pa.array([h.base_currency for h in headers], pa.string())
         self.from_date = pa.array([i.from_date if i else None for i in infos], pa.date32())
         self.to_date = pa.array([i.to_date if i else None for i in infos], pa.date32())
-        self.infos = infos
 
 
 def _column_pieces(
@@ -480,6 +629,7 @@ class _Staged:
         self.extra: dict[str, pa.Array] = {}
         self.order: dict[str, np.ndarray | None] = {}
         self.layout: dict[str, list[tuple[int, str, int]]] = {k: [] for k in _KIND_ORDER}
+        self.raw_extra: dict[str, list[tuple[int, str, str]]] = {}  # unconverted values
         pieces: dict[str, list[Iterable]] = {k: [] for k in _KIND_ORDER}
         for buf in buffers:
             name = buf.spec.name
@@ -507,8 +657,9 @@ class _Staged:
             self.blocks[kind] = values.slice(offset, sizes[kind])
             offset += sizes[kind]
 
-    def _typed(self, fmt: DateFormat) -> dict[str, dict[str, pa.Array]]:
-        """table -> column -> converted array."""
+    def _typed(self, fmt: DateFormat, problems: _Problems) -> dict[str, dict[str, pa.Array]]:
+        """table -> column -> converted array. A kind's block is converted in one call; only
+        when that fails, column by column, and only a failing column value by value."""
         out: dict[str, dict[str, pa.Array]] = {b.spec.name: {} for b in self.buffers}
         specs = {b.spec.name: b.spec for b in self.buffers}
         for kind in _KIND_ORDER:
@@ -517,30 +668,56 @@ class _Staged:
                 continue
             try:
                 typed = _convert_block(kind, block, fmt)
-            except (pa.ArrowInvalid, DateParseError) as exc:
-                raise self._locate_error(kind, fmt, specs, exc) from None
+            except (pa.ArrowInvalid, DateParseError):
+                typed = None
             offset = 0
             for i, name, n in self.layout[kind]:
-                out[name][specs[name].columns[i].name] = typed.slice(offset, n)
+                column = specs[name].columns[i]
+                if typed is not None:
+                    out[name][column.name] = typed.slice(offset, n)
+                else:
+                    values = block.slice(offset, n)
+                    out[name][column.name] = self._column(kind, values, fmt, name, column, problems)
                 offset += n
         return out
 
-    def _locate_error(self, kind: str, fmt: DateFormat, specs: dict, exc: Exception):
-        offset = 0
-        for i, name, n in self.layout[kind]:
-            column = self.blocks[kind].slice(offset, n)
-            offset += n
-            try:
-                _convert_block(kind, column, fmt)
-            except (pa.ArrowInvalid, DateParseError) as col_exc:
-                return _column_error(
-                    specs[name], specs[name].columns[i].name, kind, column, col_exc
-                )
-        return FlexParseError(str(exc))
+    def _column(
+        self,
+        kind: str,
+        values: pa.Array,
+        fmt: DateFormat,
+        table: str,
+        column: Column,
+        problems: _Problems,
+    ) -> pa.Array:
+        try:
+            return _convert_block(kind, values, fmt)
+        except (pa.ArrowInvalid, DateParseError):
+            pass
+        typed, bad = _convert_tolerant(kind, values, fmt)
+        if bad:
+            problems.add(table, column, bad)
+            raw = self.raw_extra.setdefault(table, [])
+            raw.extend((row, column.flex or column.name, value) for row, value, _ in bad)
+        return typed
 
-    def convert(self, fmt: DateFormat, ctx: _StatementColumns) -> dict[str, pa.Table]:
-        typed = self._typed(fmt)
-        return {b.spec.name: _assemble(b.spec, typed[b.spec.name], self, ctx) for b in self.buffers}
+    def convert(
+        self, fmt: DateFormat, accounts: pa.Array, problems: _Problems
+    ) -> dict[str, pa.Table]:
+        typed = self._typed(fmt, problems)
+        for name, raw in self.raw_extra.items():
+            self.extra[name] = _add_to_extra(self.extra[name], raw)
+        return {
+            b.spec.name: _assemble(b.spec, typed[b.spec.name], self, accounts) for b in self.buffers
+        }
+
+
+def _add_to_extra(extra: pa.Array, raw: list[tuple[int, str, str]]) -> pa.Array:
+    """``extra`` maps with each (row, attribute, raw text) added."""
+    maps = extra.to_pylist()
+    for row, attribute, value in raw:
+        maps[row].append((attribute, value))
+    return pa.array(maps, EXTRA_TYPE)
 
 
 def _convert_block(kind: str, block: pa.Array, fmt: DateFormat) -> pa.Array:
@@ -560,6 +737,42 @@ def _convert_block(kind: str, block: pa.Array, fmt: DateFormat) -> pa.Array:
     return to_date32(encoded.dictionary, fmt).take(encoded.indices)
 
 
+def _convert_tolerant(
+    kind: str, values: pa.Array, fmt: DateFormat
+) -> tuple[pa.Array, list[tuple[int, str, str]]]:
+    """Like :func:`_convert_block`, but a value that does not convert is null: returns the array
+    and ``(index, raw value, problem)`` of each such value."""
+    if kind == "ts":
+        return to_utc_timestamp_tolerant(values, fmt)
+    if kind == "date":
+        return to_date32_tolerant(values, fmt)
+    target = DECIMAL if kind == "dec" else pa.int64()
+    clean = pc.replace_substring(values, ",", "") if kind == "dec" else values
+    plain = pc.fill_null(
+        pc.match_substring_regex(clean, _DEC_PLAIN if kind == "dec" else _INT_PLAIN), False
+    )
+    typed = pc.cast(pc.if_else(plain, clean, _NULL_STR), target)
+    rest = pc.and_(values.is_valid(), pc.invert(plain))
+    at = np.flatnonzero(rest.to_numpy(zero_copy_only=False))
+    if len(at) == 0:
+        return typed, []
+    fixed, bad = [], []
+    for i, value, cleaned in zip(
+        at.tolist(),
+        values.take(pa.array(at)).to_pylist(),
+        clean.take(pa.array(at)).to_pylist(),
+        strict=True,
+    ):
+        try:  # forms the plain pattern does not cover, e.g. "1E+5", ".5", "1.50000000000"
+            fixed.append(pc.cast(pa.array([cleaned]), target)[0].as_py())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            fixed.append(None)
+            bad.append(
+                (i, value, _decimal_problem(value) if kind == "dec" else "is not an integer")
+            )
+    return pc.replace_with_mask(typed, rest, pa.array(fixed, target)), bad
+
+
 def _decimal_problem(value: str) -> str:
     try:
         d = Decimal(value.replace(",", ""))
@@ -572,79 +785,111 @@ def _decimal_problem(value: str) -> str:
     return "has more than 28 integer digits"
 
 
-def _column_error(
-    spec: TableSpec, col_name: str, kind: str, column: pa.Array, exc: Exception
-) -> FlexParseError:
-    """A FlexParseError naming the table, column and offending value."""
-    if isinstance(exc, DateParseError):
-        return FlexParseError(f"{spec.name}.{col_name}: {exc}")
-    for value in column.drop_null().to_pylist():
-        try:
-            pc.cast(pa.array([value]), DECIMAL if kind == "dec" else pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            problem = _decimal_problem(value) if kind == "dec" else "is not an integer"
-            return FlexParseError(f"{spec.name}.{col_name}: {value!r} {problem}")
-    return FlexParseError(f"{spec.name}.{col_name}: {exc}")
-
-
-def _assemble(spec: TableSpec, cols: dict, staged: _Staged, ctx: _StatementColumns) -> pa.Table:
-    """One table of the spec's schema (``statement_sha256`` still null)."""
+def _assemble(spec: TableSpec, cols: dict, staged: _Staged, accounts: pa.Array) -> pa.Table:
+    """One table of the spec's schema plus ``__stmt`` (``statement_sha256`` still null, ``date``
+    null where the row has no date of its own: the statement context comes in ``_finish``)."""
     n = staged.n[spec.name]
     stmt_np = staged.statements[spec.name]
-    stmt = pa.array(stmt_np)
-    cols["account_id"] = pc.coalesce(cols["account_id"], ctx.account_id.take(stmt))
-    fallback = ctx.to_date.take(stmt)
-    cols["date"] = pc.coalesce(*(cols[c] for c in spec.date_from), fallback)
+    stmt = pa.array(stmt_np.astype(np.int32))
+    cols["account_id"] = pc.coalesce(cols["account_id"], accounts.take(stmt))
+    _check_account_ids(spec, cols["account_id"])
+    cols["date"] = (
+        pc.coalesce(*(cols[c] for c in spec.date_from))
+        if spec.date_from
+        else (pa.nulls(n, pa.date32()))
+    )
     fix = _FIXUPS.get(spec.name)
     if fix is not None:
-        fix(cols, ctx, stmt)
+        fix(cols)
     cols["statement_sha256"] = pa.nulls(n, pa.string())
     cols["extra"] = staged.extra[spec.name]
-    schema = SCHEMAS[spec.name]
+    cols[_STMT] = stmt
+    schema = SCHEMAS[spec.name].append(pa.field(_STMT, pa.int32()))
     table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
     order = staged.order[spec.name]
     if order is not None:
         table = table.take(pa.array(order))
-        stmt_np = stmt_np[order]
-    if spec.name == "account_info":
-        return _expand_days(table, stmt_np, ctx)
     return table
 
 
-def _fill_base_currency(cols: dict, ctx: _StatementColumns, stmt: pa.Array) -> None:
+def _check_account_ids(spec: TableSpec, account_ids: pa.Array) -> None:
+    """Raise FlexParseError naming the first unsafe account id of a row (checked per distinct id)."""
+    ids = pc.unique(account_ids)
+    safe = pc.and_(
+        pc.match_substring_regex(ids, ACCOUNT_ID_SAFE), pc.invert(pc.match_substring(ids, ".."))
+    )
+    if pc.all(safe).as_py() is False:
+        bad = ids.filter(pc.invert(safe))[0].as_py()
+        where = f"<{spec.section}>" if spec.section else "the statement"
+        raise FlexParseError(
+            f"unsafe account id {bad!r} in the accountId of a {'/'.join(spec.row_tags)} row of "
+            f"{where} (table {spec.name}): an account id names files, SQL literals and Dagster "
+            "partitions: 1-64 letters, digits, '_', '-', '*' or '.', no '..'"
+        )
+
+
+def _finish(name: str, table: pa.Table, ctx: _StatementColumns) -> pa.Table:
+    """Apply the statement context (effective period, base currency) and drop ``__stmt``."""
+    stmt = table[_STMT]
+    cols = {f.name: table[f.name] for f in table.schema}
+    cols["date"] = pc.coalesce(cols["date"], ctx.to_date.take(stmt))
+    fix = _CONTEXT_FIXUPS.get(name)
+    if fix is not None:
+        fix(cols, ctx, stmt)
+    schema = SCHEMAS[name]
+    out = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+    if name == "account_info":
+        return _expand_days(out, stmt.to_numpy(), ctx)
+    return out
+
+
+def _fill_base_currency(cols: dict, ctx: _StatementColumns, stmt: pa.ChunkedArray) -> None:
     cols["base_currency"] = pc.coalesce(cols["base_currency"], ctx.base_currency.take(stmt))
 
 
-def _fix_change_in_nav(cols: dict, ctx: _StatementColumns, stmt: pa.Array) -> None:
-    _fill_base_currency(cols, ctx, stmt)
+def _fill_period(cols: dict, ctx: _StatementColumns, stmt: pa.ChunkedArray) -> None:
     cols["from_date"] = pc.coalesce(cols["from_date"], ctx.from_date.take(stmt))
     cols["to_date"] = pc.coalesce(cols["to_date"], ctx.to_date.take(stmt))
 
 
-def _fix_cash_balances(cols: dict, ctx: _StatementColumns, stmt: pa.Array) -> None:
+def _fix_change_in_nav(cols: dict, ctx: _StatementColumns, stmt: pa.ChunkedArray) -> None:
+    _fill_base_currency(cols, ctx, stmt)
+    _fill_period(cols, ctx, stmt)
+
+
+def _fix_cash_balances(cols: dict) -> None:
     is_base = pc.fill_null(pc.equal(cols["currency"], "BASE_SUMMARY"), False)
     default = pc.if_else(is_base, "BaseCurrency", "Currency")
     cols["level_of_detail"] = pc.coalesce(cols["level_of_detail"], default)
-    cols["from_date"] = pc.coalesce(cols["from_date"], ctx.from_date.take(stmt))
-    cols["to_date"] = pc.coalesce(cols["to_date"], ctx.to_date.take(stmt))
+    net = cols["deposits_withdrawals"]
+    only_net = pc.and_(
+        pc.and_(pc.is_null(cols["deposits"]), pc.is_null(cols["withdrawals"])), pc.is_valid(net)
+    )
+    if pc.any(only_net).as_py():
+        zero = pa.scalar(Decimal(0), DECIMAL)
+        positive = pc.greater_equal(net, zero)
+        cols["deposits"] = pc.if_else(only_net, pc.if_else(positive, net, zero), cols["deposits"])
+        cols["withdrawals"] = pc.if_else(
+            only_net, pc.if_else(positive, zero, net), cols["withdrawals"]
+        )
 
 
-def _fix_fx_rates(cols: dict, ctx: _StatementColumns, stmt: pa.Array) -> None:
+def _fix_fx_rates(cols: dict) -> None:
     rate = cols["rate"]
     missing = pc.fill_null(pc.equal(rate, pa.scalar(Decimal(-1), DECIMAL)), False)
     cols["rate"] = pc.if_else(missing, pa.scalar(None, DECIMAL), rate)
 
 
-_FIXUPS = {
+_FIXUPS = {"cash_balances": _fix_cash_balances, "fx_rates": _fix_fx_rates}  # at flush
+_CONTEXT_FIXUPS = {  # in _finish, with the statement context
     "nav_daily": _fill_base_currency,
     "change_in_nav": _fix_change_in_nav,
-    "cash_balances": _fix_cash_balances,
-    "fx_rates": _fix_fx_rates,
+    "cash_balances": _fill_period,
 }
 
 
 def _expand_days(table: pa.Table, stmt: np.ndarray, ctx: _StatementColumns) -> pa.Table:
-    """One AccountInformation row per calendar day fromDate..toDate of its statement."""
+    """One AccountInformation row per calendar day of its statement's effective period."""
     first = ctx.from_date.cast(pa.int32()).to_numpy(zero_copy_only=False)[stmt]
     last = ctx.to_date.cast(pa.int32()).to_numpy(zero_copy_only=False)[stmt]
     n_days = last - first + 1

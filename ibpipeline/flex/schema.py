@@ -5,7 +5,9 @@ kind, so :mod:`ibpipeline.flex.parse` is table-driven. Kinds and their Arrow typ
 
 - ``str``: ``string``; ``""``, ``-``, ``--``, ``N/A`` and ``MULTI`` are null.
 - ``dec``: ``decimal128(38, 10)``, parsed exactly from the text (money, quantities, prices, rates).
-  A value with more than 10 decimal places raises instead of being rounded.
+  A value with more than 10 decimal places is never rounded: it becomes null, like any value that
+  does not convert (its raw text goes to ``extra`` under the Flex attribute name and the parse
+  reports it in ``ParsedFlex.problems``).
 - ``int``: ``int64`` (``conid`` only; IBKR identifiers such as ``transactionID`` stay strings).
 - ``date``: ``date32`` report/trade/settle dates in the statement's date format.
 - ``ts``: ``timestamp[us, tz=UTC]``, from IBKR's local date-times (America/New_York).
@@ -37,6 +39,10 @@ KIND_TYPES: dict[str, pa.DataType] = {
     "ts": TIMESTAMP,
 }
 EXTRA_TYPE = pa.map_(pa.string(), pa.string())
+ACCOUNT_ID_SAFE = r"^[A-Za-z0-9][A-Za-z0-9_.*-]{0,63}$"
+"""Account ids the pipeline accepts (RE2 and ``re`` syntax), together with "no ``..``": safe in a
+file path, an SQL string literal and a Dagster partition key. Any IBKR form (``U1234567``,
+``DU1234567``, ``U1234567F``, placeholders such as ``XXXXXUSD`` or ``U***4321``) fits."""
 NULL_TOKENS: tuple[str, ...] = ("", "-", "--", "N/A", "MULTI")
 
 
@@ -264,8 +270,19 @@ CASH_BALANCES = _spec(
         _d("from_date", "fromDate"),
         _d("to_date", "toDate"),
         _money("starting_cash", "startingCash"),
-        _money("deposits", "deposits"),
-        _money("withdrawals", "withdrawals"),
+        _money(
+            "deposits",
+            "deposits",
+            "deposits of the window (>= 0); when the row has only depositWithdrawals: that net "
+            "amount if >= 0, else 0",
+        ),
+        _money(
+            "withdrawals",
+            "withdrawals",
+            "withdrawals of the window (<= 0); when the row has only depositWithdrawals: that net "
+            "amount if < 0, else 0",
+        ),
+        _money("deposits_withdrawals", "depositWithdrawals", "net deposits and withdrawals"),
         _money("dividends", "dividends"),
         _money("broker_interest", "brokerInterest"),
         _money("withholding_tax", "withholdingTax"),

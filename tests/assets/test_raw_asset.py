@@ -141,5 +141,5 @@ def test_statement_accounts_reads_every_statement(flex_statement):
     assert statement_accounts(flex_statement) == tuple(FIXTURE_ACCOUNTS)
     with pytest.raises(InvalidAccountIdError):
         statement_accounts(
-            b'<FlexQueryResponse><FlexStatements><FlexStatement accountId="x"/></FlexStatements></FlexQueryResponse>'
+            b'<FlexQueryResponse><FlexStatements><FlexStatement accountId="../x"/></FlexStatements></FlexQueryResponse>'
         )

@@ -148,13 +148,13 @@ def test_new_accounts_no_change_new_again_and_closed(
 
 def test_invalid_ids_are_rejected_once(sensor, instance, data_dir, world, world_accounts):
     good = world_accounts[0]
-    store(data_dir, world, date(2024, 3, 5), [good], manifest_accounts=[good, "bad|id", "u123"])
+    store(data_dir, world, date(2024, 3, 5), [good], manifest_accounts=[good, "bad|id", "u 123"])
     result = tick(sensor, instance, data_dir)
     (add,) = result.dynamic_partitions_requests
     assert list(add.partition_keys) == [good]
     assert result.run_requests[0].tags[NEW_ACCOUNTS_TAG] == good
     state = DiscoveryState.from_cursor(result.cursor)
-    assert set(state.rejected) == {"bad|id", "u123"}
+    assert set(state.rejected) == {"bad|id", "u 123"}
     assert "invalid account id" in state.rejected["bad|id"]
     assert instance.get_dynamic_partitions("account") == [good]
     again = tick(sensor, instance, data_dir, cursor=result.cursor)

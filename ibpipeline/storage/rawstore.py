@@ -15,7 +15,7 @@ used only where no entry claims that (table, account). Resolution (``DayManifest
 newest entry claiming a (table, account) supplies it, else the newest fallback. So a Flex query
 that drops an account, a file of a single account, or a trades-only file never hides other rows.
 
-Manifest updates are read-modify-write under an exclusive ``fcntl`` lock on ``by_date/.lock``, so
+Manifest updates are read-modify-write under an exclusive ``fcntl`` lock on ``manifests.lock``, so
 concurrent writers (a Flex run and an import) never lose each other's entries.
 """
 
@@ -301,11 +301,11 @@ def read_statement(data_dir: Path, sha256: str) -> bytes:
 
 @contextlib.contextmanager
 def manifest_lock(data_dir: Path) -> Iterator[None]:
-    """Hold the exclusive lock of the manifests (``by_date/.lock``, ``fcntl.flock``) while every
+    """Hold the exclusive lock of the manifests (``manifests.lock``, ``fcntl.flock``) while every
     read-modify-write of them runs, across processes; released when the holder dies."""
-    folder = flex_root(data_dir) / "by_date"
+    folder = flex_root(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+b") as handle:
+    with open(folder / "manifests.lock", "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -118,7 +118,10 @@ def take_gateway_snapshot(
         )
     if runs.tables_run is None:
         return "no registered accounts: nothing compared"
-    evaluations = runs.tables_run.get_asset_check_evaluations()
+    evaluations = sorted(
+        runs.tables_run.get_asset_check_evaluations(),
+        key=lambda e: e.check_name != "gateway_vs_flex_nav",  # the NAV comparison first
+    )
     return "; ".join(f"{'passed' if e.passed else 'FAILED'}: {e.description}" for e in evaluations)
 
 

@@ -74,6 +74,8 @@ def import_inbox_file(
     path = Path(config.path)
     result = inbox.process_inbox_file(data_dir.root(), path.parent, path)
     context.log.info(result.summary())
+    for line in result.warnings:
+        context.log.warning(line)
     if result.status == "rejected":
         raise dg.Failure(
             description=f"{result.name} rejected: {result.reason}",
@@ -91,6 +93,11 @@ def import_inbox_file(
             "sha256": result.sha256,
             "accounts": list(result.accounts),
             "days_claimed": len(result.days_claimed),
+            "rows": result.rows,
+            "parse_warnings": len(result.warnings),
+            "parse_warning_sample": dg.MetadataValue.md(
+                "\n".join(f"- {w}" for w in result.warnings[:5]) or "-"
+            ),
             "moved_to": str(result.moved_to),
         },
     )

@@ -161,9 +161,19 @@ def _backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HELP(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, unless its help already says it or it is a flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ibpipeline``."""
-    parser = argparse.ArgumentParser(prog="ibpipeline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="ibpipeline", description=__doc__, formatter_class=_HELP)
     parser.add_argument(
         "--debug",
         action="store_true",
@@ -171,20 +181,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sim = commands.add_parser("sim", help="run a local simulator of an IBKR service")
+    sim = commands.add_parser(
+        "sim", formatter_class=_HELP, help="run a local simulator of an IBKR service"
+    )
     sims = sim.add_subparsers(dest="simulator", required=True)
 
-    flex = sims.add_parser("flex", help="Flex Web Service simulator (HTTP)")
-    flex.add_argument("--host", default="127.0.0.1")
-    flex.add_argument("--port", type=int, default=8765)
+    flex = sims.add_parser("flex", formatter_class=_HELP, help="Flex Web Service simulator (HTTP)")
+    flex.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (loopback only by default)"
+    )
+    flex.add_argument("--port", type=int, default=8765, help="TCP port")
     flex.add_argument(
         "--token", help=f"token clients must send (default: ${settings.FLEX_TOKEN_ENV})"
     )
-    flex.add_argument("--query-id", default="123456")
-    flex.add_argument("--seed", type=int, default=7)
-    flex.add_argument("--accounts", type=_positive, default=4)
-    flex.add_argument("--inception", type=_date, default=DEFAULT_INCEPTION)
-    flex.add_argument("--date-format", default="yyyyMMdd")
+    flex.add_argument("--query-id", default="123456", help="Flex query id clients must send")
+    flex.add_argument("--seed", type=int, default=7, help="seed of the simulated world")
+    flex.add_argument("--accounts", type=_positive, default=4, help="number of simulated accounts")
+    flex.add_argument(
+        "--inception",
+        type=_date,
+        default=DEFAULT_INCEPTION,
+        help="first day of the world, YYYY-MM-DD",
+    )
+    flex.add_argument(
+        "--date-format",
+        default="yyyyMMdd",
+        help="Flex date format of the statements, e.g. yyyy-MM-dd",
+    )
     flex.add_argument(
         "--quirks",
         default="",
@@ -199,25 +222,45 @@ def build_parser() -> argparse.ArgumentParser:
     flex.add_argument("--generation-polls", type=int, default=1, help="1019 answers per statement")
     flex.set_defaults(func=_sim_flex)
 
-    gateway = sims.add_parser("gateway", help="IB Gateway simulator (TWS socket protocol)")
-    gateway.add_argument("--host", default="127.0.0.1")
-    gateway.add_argument("--port", type=int, default=4002)
-    gateway.add_argument("--seed", type=int, default=7)
-    gateway.add_argument("--accounts", type=_positive, default=4)
-    gateway.add_argument("--inception", type=_date, default=DEFAULT_INCEPTION)
+    gateway = sims.add_parser(
+        "gateway", formatter_class=_HELP, help="IB Gateway simulator (TWS socket protocol)"
+    )
+    gateway.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    gateway.add_argument("--port", type=int, default=4002, help="TCP port (IB Gateway paper: 4002)")
+    gateway.add_argument("--seed", type=int, default=7, help="seed of the simulated world")
+    gateway.add_argument(
+        "--accounts", type=_positive, default=4, help="number of simulated accounts"
+    )
+    gateway.add_argument(
+        "--inception",
+        type=_date,
+        default=DEFAULT_INCEPTION,
+        help="first day of the world, YYYY-MM-DD",
+    )
     gateway.set_defaults(func=_sim_gateway)
 
-    parse = commands.add_parser("parse", help="parse Flex XML files into normalized Parquet")
-    parse.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    parse.add_argument("--out", type=Path, required=True, metavar="DIR")
+    parse = commands.add_parser(
+        "parse", formatter_class=_HELP, help="parse Flex XML files into normalized Parquet"
+    )
+    parse.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="Activity Flex XML files"
+    )
+    parse.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output folder: DIR/<table>/<file>.parquet",
+    )
     parse.set_defaults(func=_parse)
 
     imp = commands.add_parser(
         "import",
+        formatter_class=_HELP,
         help="ingest hand-downloaded Flex XML files (raw store + normalized Parquet); the files "
         "are left in place",
     )
-    imp.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    imp.add_argument("files", nargs="+", type=Path, metavar="FILE", help="Activity Flex XML files")
     imp.add_argument(
         "--data-dir",
         type=Path,
@@ -235,28 +278,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill = commands.add_parser(
         "backfill",
+        formatter_class=_HELP,
         help="one flex_daily_job run over a date range in the local Dagster instance: fetch it "
         "(one Flex request per 365 days), normalize every account, rebuild the marts",
     )
-    backfill.add_argument("--start", type=_date, required=True)
-    backfill.add_argument("--end", type=_date, required=True)
+    backfill.add_argument(
+        "--start", type=_date, required=True, help="first report date, YYYY-MM-DD"
+    )
+    backfill.add_argument(
+        "--end", type=_date, required=True, help="last report date, YYYY-MM-DD (at most yesterday)"
+    )
     backfill.add_argument(
         "--no-marts", action="store_true", help="stop after the normalized tables and views"
     )
     backfill.set_defaults(func=_backfill)
 
     tables = commands.add_parser(
-        "tables", help="print every table's columns, types and units (docs/tables.md)"
+        "tables",
+        formatter_class=_HELP,
+        help="print every table's columns, types and units (docs/tables.md)",
     )
     tables.set_defaults(func=_tables)
 
     demo = commands.add_parser(
-        "demo", help="simulated Flex -> raw -> normalized -> DuckDB in the local Dagster instance"
+        "demo",
+        formatter_class=_HELP,
+        help="simulated Flex -> raw -> normalized -> DuckDB in the local Dagster instance",
     )
-    demo.add_argument("--accounts", type=_positive, default=3)
-    demo.add_argument("--days", type=_positive, default=60)
-    demo.add_argument("--data-dir", type=Path, default=Path(settings.DEFAULT_DATA_DIR))
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--accounts", type=_positive, default=3, help="simulated accounts")
+    demo.add_argument("--days", type=_positive, default=60, help="calendar days ending yesterday")
+    demo.add_argument(
+        "--data-dir", type=Path, default=Path(settings.DEFAULT_DATA_DIR), help="data folder"
+    )
+    demo.add_argument("--seed", type=int, default=7, help="seed of the simulated world")
     demo.set_defaults(func=_demo)
     return parser
 
@@ -265,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ibpipeline`` console script; returns the exit status."""
     # Dagster's BetaWarning/PreviewWarning on every import of the definitions is noise for CLI users
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
+    load_project_env(Path.cwd())
     args = build_parser().parse_args(argv)
     if args.debug:
         return args.func(args)
@@ -275,6 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one clear line; --debug shows the traceback
         print(f"error: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def load_project_env(project_dir: Path) -> None:
+    """Read ``project_dir/.env`` as ``dagster dev`` does (variables already set win)."""
+    from dotenv import load_dotenv
+
+    if (project_dir / ".env").is_file():
+        load_dotenv(project_dir / ".env", override=False)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -120,3 +120,38 @@ def test_docs_tables_is_generated_from_the_schemas(capsys):
     assert printed == (ROOT / "docs" / "tables.md").read_text(), (
         "run: ibpipeline tables > docs/tables.md"
     )
+
+
+def test_every_option_of_every_command_has_help_text() -> None:
+    """``--help`` describes every option (with its default where it has one)."""
+    import argparse
+
+    from ibpipeline.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    undocumented = [
+        f"{p.prog} {a.option_strings or a.dest}"
+        for p in parsers(build_parser())
+        for a in p._actions
+        if not isinstance(a, argparse._SubParsersAction | argparse._HelpAction) and not a.help
+    ]
+    assert undocumented == []
+
+
+def test_commands_read_the_project_env_file(tmp_path, monkeypatch) -> None:
+    """``.env`` in the working folder is read as ``dagster dev`` reads it (set variables win)."""
+    from ibpipeline.cli import main
+
+    monkeypatch.setenv("IBPIPELINE_DATA_DIR", "unused")
+    monkeypatch.delenv("IBPIPELINE_DATA_DIR")  # absent now, and removed again after the test
+    (tmp_path / ".env").write_text(f"IBPIPELINE_DATA_DIR={tmp_path / 'from_env'}\n")
+    monkeypatch.chdir(tmp_path)
+    statement = PUBLIC / "pp_file26_two_accounts.xml"
+    assert main(["import", "--no-marts", str(statement)]) == 0
+    assert list((tmp_path / "from_env" / "normalized").rglob("*.parquet"))

@@ -110,9 +110,21 @@ def preview_markdown(table: pa.Table, rows: int = PREVIEW_ROWS) -> str:
     return "\n".join(lines)
 
 
+def column_description(f: pa.Field) -> str | None:
+    """A field's ``doc`` and ``unit`` metadata (docs/tables.md) as one description."""
+    meta = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
+    parts = [meta.get("doc", ""), f"unit: {meta['unit']}" if meta.get("unit") else ""]
+    parts.append(f"Flex attribute {meta['flex']}" if meta.get("flex") else "")
+    return "; ".join(p for p in parts if p) or None
+
+
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
-    """Dagster column schema of an Arrow schema."""
-    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
+    """Dagster column schema of an Arrow schema, with each column's description and unit."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(f.name, str(f.type), description=column_description(f)) for f in schema
+        ]
+    )
 
 
 @dataclass

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+FILE_MODE = 0o644
+"""Mode of every file written through ``atomic_target`` (owner writes, everyone reads)."""
 STALE_TMP_SECONDS = 15 * 60
 """A temp file of ``atomic_target`` older than this was left by a killed writer."""
 
@@ -36,6 +38,7 @@ def atomic_target(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync(tmp)
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; data files are readable by analysts
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

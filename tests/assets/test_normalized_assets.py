@@ -241,3 +241,11 @@ def test_a_value_that_does_not_convert_is_a_warn_check_not_a_failed_run(
     trades = parquet.read_table("trades", data_dir=data_dir).to_pylist()
     bad = [r for r in trades if dict(r["extra"] or []).get("conid") == "XXXXXCAD"]
     assert len(bad) == 1 and bad[0]["conid"] is None
+
+
+def test_column_schema_carries_each_columns_description_and_unit() -> None:
+    from ibpipeline.flex.schema import SCHEMAS
+
+    columns = {c.name: c for c in normalized.column_schema(SCHEMAS["trades"]).columns}
+    assert "unit: money in commission_currency" in columns["commission"].description
+    assert "Flex attribute ibCommission" in columns["commission"].description

@@ -170,3 +170,11 @@ def test_documented_pandas_read_of_a_table_folder(tmp_path):
         ("U1111111", Decimal("2")),
         ("U2222222", Decimal("3")),
     ]
+
+
+def test_data_files_are_written_readable_by_everyone(tmp_path) -> None:
+    from ibpipeline.storage import atomic_write_bytes
+
+    target = tmp_path / "x" / "file.bin"
+    atomic_write_bytes(target, b"data")
+    assert target.stat().st_mode & 0o777 == 0o644

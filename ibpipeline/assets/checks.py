@@ -6,6 +6,9 @@
 - ``latest_day_is_fresh``: the newest NAV day is no older than the previous business day.
 - ``positions_evidence`` (on ``positions_daily``, reads the normalized Parquet): WARN listing the
   account days with securities in NAV but no position rows (statements without OpenPositions).
+- ``positions_match_ibkr`` (on ``positions_daily``, reads the normalized Parquet): WARN listing
+  every (account, day, conid) where IBKR's OpenPositions quantity differs from the quantity
+  rebuilt from the neighbouring stored day and the position changes in between.
 
 Uniqueness of each mart's key is checked by the dbt ``unique_combination`` tests, which
 dagster-dbt turns into asset checks of the marts. The checks here open the database read-only,
@@ -13,6 +16,7 @@ which fails while a writer holds the file, so they run in the ``duckdb_writer`` 
 Household rows (``account_id = 'ALL'``) are derived, so only real accounts are checked.
 """
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -25,6 +29,8 @@ import duckdb
 import pyarrow.parquet as pq
 
 from ibpipeline.assets.marts import DUCKDB_POOL
+from ibpipeline.flex.position_changes import COLUMNS as CHANGE_COLUMNS
+from ibpipeline.flex.position_changes import position_changes
 from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import parquet
 from ibpipeline.storage.warehouse import warehouse_path
@@ -307,4 +313,169 @@ def positions_evidence(
     )
 
 
-positions_checks = [positions_evidence]
+# --------------------------------------------------------------------------------------------------
+# Positions against IBKR's snapshots (normalized Parquet)
+
+_POSITION_COLUMNS = ("account_id", "date", "conid", "level_of_detail", "quantity", "source")
+_CHECK_WINDOW_DAYS = 10
+"""Calendar days read before and after a partitioned run's days (to find each day's neighbour)."""
+
+
+def _qty(value: Decimal) -> str:
+    """A quantity without exponent or trailing zeros (``100``, ``0.5``)."""
+    return format(value.normalize(), "f") if value else "0"
+
+
+@dataclass(frozen=True)
+class PositionBreak:
+    """A conid whose IBKR quantity on ``date`` differs from the one rebuilt from the neighbouring
+    stored day (``from_date``) and the position changes in between."""
+
+    account_id: str
+    date: date
+    conid: int
+    ibkr_quantity: Decimal
+    rebuilt_quantity: Decimal
+    from_date: date
+
+    def line(self) -> str:
+        return (
+            f"{self.account_id} {self.date} conid {self.conid}: IBKR {_qty(self.ibkr_quantity)}, "
+            f"rebuilt {_qty(self.rebuilt_quantity)} (from {self.from_date})"
+        )
+
+
+def position_breaks(
+    position_rows: Iterable[Mapping[str, object]],
+    changes: Iterable[tuple[str, date, int, Decimal]],
+    covered_days: set[date] | None = None,
+) -> list[PositionBreak]:
+    """Breaks between consecutive stored position days of each account.
+
+    ``position_rows``: positions_daily SUMMARY rows (``source`` "OpenPositions" marks IBKR's
+    snapshot); ``changes``: (account, date, conid, signed quantity) from
+    :func:`ibpipeline.flex.position_changes.position_changes`. For consecutive stored days P < D of
+    an account, quantities(D) must equal quantities(P) + changes in (P, D]. Where D is IBKR's
+    snapshot the rebuilt side is P walked forward; else, where P is, it is D walked back; two
+    reconstructed days are not compared. ``covered_days``: the days whose event files are stored;
+    a pair with a weekday in (P, D] outside them is skipped (unknown changes)."""
+    held: dict[str, dict[date, dict[int, Decimal]]] = defaultdict(lambda: defaultdict(dict))
+    snapshot: set[tuple[str, date]] = set()
+    for r in position_rows:
+        if r.get("level_of_detail") not in (None, "SUMMARY") or r.get("conid") is None:
+            continue
+        account, day = r["account_id"], r["date"]
+        held[account][day][r["conid"]] = r["quantity"]  # type: ignore[index]
+        if r.get("source") == "OpenPositions":
+            snapshot.add((account, day))  # type: ignore[arg-type]
+    moves: dict[str, dict[date, dict[int, Decimal]]] = defaultdict(lambda: defaultdict(dict))
+    for account, day, conid, qty in changes:
+        day_moves = moves[account][day]
+        day_moves[conid] = day_moves.get(conid, Decimal(0)) + qty
+    out: list[PositionBreak] = []
+    for account in sorted(held):
+        days = sorted(held[account])
+        for prev, day in zip(days, days[1:], strict=False):
+            ibkr_day = (account, day) in snapshot
+            if not ibkr_day and (account, prev) not in snapshot:
+                continue
+            between = business_days(prev + timedelta(days=1), day)
+            if covered_days is not None and any(d not in covered_days for d in between):
+                continue
+            delta: dict[int, Decimal] = defaultdict(Decimal)
+            for d, day_moves in moves[account].items():
+                if prev < d <= day:
+                    for conid, qty in day_moves.items():
+                        delta[conid] += qty
+            before, after = held[account][prev], held[account][day]
+            for conid in sorted(set(before) | set(after) | set(delta)):
+                forward = before.get(conid, Decimal(0)) + delta.get(conid, Decimal(0))
+                if forward == after.get(conid, Decimal(0)):
+                    continue
+                if ibkr_day:
+                    ibkr, rebuilt, at, source = after.get(conid, Decimal(0)), forward, day, prev
+                else:
+                    backward = after.get(conid, Decimal(0)) - delta.get(conid, Decimal(0))
+                    ibkr, rebuilt, at, source = before.get(conid, Decimal(0)), backward, prev, day
+                out.append(PositionBreak(account, at, conid, ibkr, rebuilt, source))
+    return out
+
+
+def _stored_changes(
+    root: Path, start: date | None, end: date | None
+) -> tuple[list[tuple[str, date, int, Decimal]], set[date]]:
+    """Position changes of every stored event table's day files in [start, end], and the days
+    whose trades file is stored."""
+    rows: dict[str, dict[str, list[dict]]] = {}
+    covered: set[date] = set()
+    for name, columns in CHANGE_COLUMNS.items():
+        parts = parquet.list_partitions(name, data_dir=root, start=start, end=end)
+        if name == "trades":
+            covered = {p.date for p in parts}
+        for part in parts:
+            table = pq.ParquetFile(part.path).read()
+            wanted = [c for c in ("account_id", "date", *columns) if c in table.column_names]
+            for r in table.select(wanted).to_pylist():
+                rows.setdefault(r["account_id"], {}).setdefault(name, []).append(r)
+    out = [
+        (account, c.date, c.conid, c.quantity)
+        for account, tables in rows.items()
+        for c in position_changes(tables)
+    ]
+    return out, covered
+
+
+@dg.asset_check(
+    asset=POSITIONS_DAILY,
+    additional_deps=["trades"],
+    description="WARN: every break between positions_daily and IBKR's OpenPositions snapshots: "
+    "for consecutive stored days of an account, one of them IBKR's snapshot, the other day's "
+    "quantities walked through the stored trades, corporate actions, option events, transfers and "
+    "stock grants in between must equal IBKR's. Lists account, day, conid and both quantities.",
+)
+def positions_match_ibkr(
+    context: dg.AssetCheckExecutionContext, data_dir: DataDirResource
+) -> dg.AssetCheckResult:
+    """Compare the rebuilt positions with every OpenPositions snapshot stored."""
+    root = data_dir.root()
+    start = end = None
+    run_days: set[date] | None = None
+    if context.has_partition_key or context.has_partition_key_range:
+        run_days = {date.fromisoformat(key) for key in context.partition_keys}
+        start = min(run_days) - timedelta(days=_CHECK_WINDOW_DAYS)
+        end = max(run_days) + timedelta(days=_CHECK_WINDOW_DAYS)
+    positions: list[dict] = []
+    for part in parquet.list_partitions("positions_daily", data_dir=root, start=start, end=end):
+        table = pq.ParquetFile(part.path).read()
+        positions.extend(table.select(list(_POSITION_COLUMNS)).to_pylist())
+    changes, covered = _stored_changes(root, start, end)
+    breaks = position_breaks(positions, changes, covered)
+    if run_days is not None:
+        breaks = [b for b in breaks if b.date in run_days]
+    snapshots = {(r["account_id"], r["date"]) for r in positions if r["source"] == "OpenPositions"}
+    return dg.AssetCheckResult(
+        passed=not breaks,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "snapshot_account_days": len(snapshots),
+            "breaks": len(breaks),
+            "accounts_with_breaks": len({b.account_id for b in breaks}),
+            "first_breaks": dg.MetadataValue.md(_md_list([b.line() for b in breaks])),
+            "all_breaks": dg.MetadataValue.json(
+                [
+                    {
+                        "account_id": b.account_id,
+                        "date": b.date.isoformat(),
+                        "conid": b.conid,
+                        "ibkr_quantity": _qty(b.ibkr_quantity),
+                        "rebuilt_quantity": _qty(b.rebuilt_quantity),
+                        "rebuilt_from": b.from_date.isoformat(),
+                    }
+                    for b in breaks
+                ]
+            ),
+        },
+    )
+
+
+positions_checks = [positions_evidence, positions_match_ibkr]

@@ -18,8 +18,15 @@ securities but no position rows.
   OpenPositions date (the *anchor*: toDate's report date; toDate when OpenPositions is empty).
 - Quantities: the anchor's OpenPositions SUMMARY quantity per conid (the sum of the LOT rows for a
   conid printed only as lots), walked back day by day undoing the position changes dated after each
-  report date: EXECUTION trades with a conid (``CASH`` FX trades hold no position), and
-  non-SUMMARY transfers (signed by ``direction``) and corporate actions. Zero quantities are dropped.
+  report date, and forward from it for report dates after the anchor. The changes and their rules
+  per section and action type are in :mod:`ibpipeline.flex.position_changes`: EXECUTION trades of
+  a security (``CASH`` FX trades hold no position), corporate actions of every type (splits,
+  reverse splits, stock dividends, mergers for cash and/or stock, spin-offs, ISIN/symbol changes:
+  IBKR's signed quantity per conid, DETAIL rows, SUMMARY rows only where no DETAIL row exists),
+  OptionEAE rows not also booked as a Trade (exercise, assignment, expiry and the stock leg; IBKR
+  normally books them as Trades with notes A/Ex/Ep, counted once), transfers (signed by
+  ``direction``) and stock grants. Zero quantities are dropped. The ``positions_match_ibkr`` asset
+  check compares the stored days with every OpenPositions snapshot.
 - Prices of a reconstructed day D: the PriorPeriodPositions price of D (close on D of a position
   held at the previous close), else the ``close_price`` of an execution of the conid on D (opened
   that day), else on the anchor the OpenPositions mark. A statement whose query lacks
@@ -53,6 +60,8 @@ import pyarrow as pa
 
 from ibpipeline.flex.errors import FlexError
 from ibpipeline.flex.parse import ParsedFlex, StatementInfo
+from ibpipeline.flex.position_changes import COLUMNS as CHANGE_COLUMNS
+from ibpipeline.flex.position_changes import position_changes
 from ibpipeline.flex.schema import INSTRUMENT, POSITIONS_DAILY
 
 logger = logging.getLogger(__name__)
@@ -68,18 +77,20 @@ _DATE_SOURCES = (
     "trades",
     "transfers",
     "corporate_actions",
+    "option_events",
+    "stock_grants",
     "cash_transactions",
     "fx_rates",
 )
 _INPUT_TABLES = ("nav_daily", *_DATE_SOURCES)
-_MOVES = ("level_of_detail", "conid", "asset_category", "quantity", "fx_rate_to_base")
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "nav_daily": (),
     "open_positions": POSITIONS_DAILY.names,
     "prior_period_positions": ("conid", "price", "fx_rate_to_base", *_INSTRUMENT_FIELDS),
-    "trades": (*_MOVES, "close_price", *_INSTRUMENT_FIELDS),
-    "transfers": (*_MOVES, "direction", *_INSTRUMENT_FIELDS),
-    "corporate_actions": (*_MOVES, *_INSTRUMENT_FIELDS),
+    **{
+        name: (*columns, "close_price", "fx_rate_to_base", *_INSTRUMENT_FIELDS)
+        for name, columns in CHANGE_COLUMNS.items()
+    },
     "cash_transactions": (),
     "fx_rates": ("from_currency", "to_currency", "rate"),
 }
@@ -144,10 +155,13 @@ class _Window:
         self.instruments.setdefault(conid, {k: row.get(k) for k in _INSTRUMENT_FIELDS})
 
 
-def _rows_by_account(table: pa.Table, columns: Iterable[str]) -> dict[str, list[Row]]:
-    """``table``'s ``account_id``, ``date`` and ``columns`` (those it has) as dicts per account."""
+def _rows_by_account(table: pa.Table | None, columns: Iterable[str]) -> dict[str, list[Row]]:
+    """``table``'s ``account_id``, ``date`` and ``columns`` (those it has) as dicts per account
+    (none for a table the parser does not produce)."""
     wanted = dict.fromkeys(("account_id", "date", *columns))
     out: dict[str, list[Row]] = defaultdict(list)
+    if table is None:
+        return out
     for row in table.select([c for c in wanted if c in table.column_names]).to_pylist():
         out[row["account_id"]].append(row)
     return out
@@ -176,43 +190,17 @@ def _window(info: StatementInfo, rows: Mapping[str, list[Row]]) -> _Window:
         if r["conid"] is not None:
             w.prior[(r["date"], r["conid"])] = r
             w.describe(r["conid"], r)
-    for r in inside("trades"):
-        if (
-            r["level_of_detail"] != "EXECUTION"
-            or r["conid"] is None
-            or r["asset_category"] == "CASH"
-            or r["quantity"] is None
-        ):
-            continue
-        w.add_delta(r["date"], r["conid"], r["quantity"])
-        if r["close_price"] is not None:
-            w.traded.setdefault((r["date"], r["conid"]), r)
-        w.describe(r["conid"], r)
-    for r in inside("transfers"):
-        if _moves_position(r):
-            sign = {"IN": 1, "OUT": -1}.get((r["direction"] or "").upper())
-            qty = r["quantity"] if sign is None else sign * abs(r["quantity"])
-            w.add_delta(r["date"], r["conid"], qty)
-            w.describe(r["conid"], r)
-    for r in inside("corporate_actions"):
-        if _moves_position(r):
-            w.add_delta(r["date"], r["conid"], r["quantity"])
-            w.describe(r["conid"], r)
+    for change in position_changes({name: inside(name) for name in CHANGE_COLUMNS}):
+        r = change.row
+        w.add_delta(change.date, change.conid, change.quantity)
+        if change.source == "trades" and r.get("close_price") is not None:
+            w.traded.setdefault((change.date, change.conid), r)
+        w.describe(change.conid, r)
     for r in inside("fx_rates"):
         to_ccy = r["to_currency"]
         if r["rate"] is not None and (info.base_currency is None or to_ccy == info.base_currency):
             w.fx[(r["date"], r["from_currency"])] = r["rate"]
     return w
-
-
-def _moves_position(row: Row) -> bool:
-    """A DETAIL transfer / corporate action row that changes a security position."""
-    return (
-        row["level_of_detail"] != "SUMMARY"
-        and row["conid"] is not None
-        and row["asset_category"] != "CASH"
-        and bool(row["quantity"])
-    )
 
 
 def _anchor(w: _Window) -> date:
@@ -391,6 +379,37 @@ def _sort_key(row: Row) -> tuple:
     )
 
 
+def _input_rows(parsed: ParsedFlex) -> dict[str, dict[str, list[Row]]]:
+    """The columns reconstruction reads of every input table, per account."""
+    return {
+        name: _rows_by_account(parsed.tables.get(name), _COLUMNS[name]) for name in _INPUT_TABLES
+    }
+
+
+def rebuilt_quantities(
+    parsed: ParsedFlex, account_id: str, days: Iterable[date]
+) -> dict[date, dict[int, Decimal]]:
+    """End-of-day non-zero quantity per conid of ``account_id`` on each of ``days`` (any days
+    inside a statement window, not only report dates), from the statement of the account with the
+    latest toDate whose window holds the day and which has an OpenPositions snapshot; days no
+    such statement covers are left out. Used by the tests and to explain a break."""
+    rows = _input_rows(parsed)
+    snapshot = any(
+        r["conid"] is not None for account in rows["open_positions"].values() for r in account
+    )
+    by_table = {name: rows[name].get(account_id, []) for name in _INPUT_TABLES}
+    out: dict[date, dict[int, Decimal]] = {}
+    wanted = set(days)
+    infos = [s for s in parsed.statements if s.account_id == account_id]
+    for info in sorted(infos, key=lambda s: (s.to_date, s.from_date), reverse=True):
+        w = _window(info, by_table)
+        if not w.anchor_dates and not snapshot:
+            continue
+        inside = {d for d in wanted if info.from_date <= d <= info.to_date and d not in out}
+        out.update(daily_quantities(_end_quantities(w), _anchor(w), w.deltas, inside))
+    return dict(sorted(out.items()))
+
+
 def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
     """``positions_daily`` of a parsed statement: every report date's end-of-day positions per
     account (schema :data:`ibpipeline.flex.schema.POSITIONS_DAILY`), sorted by account_id, date,
@@ -401,7 +420,7 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
     warning. Raises PositionReconstructionError when a priced position has no FX rate on a report
     date, or a statement's OpenPositions span several report dates.
     """
-    rows = {name: _rows_by_account(parsed.tables[name], _COLUMNS[name]) for name in _INPUT_TABLES}
+    rows = _input_rows(parsed)
     snapshot = any(
         r["conid"] is not None for account in rows["open_positions"].values() for r in account
     )

@@ -19,6 +19,13 @@ Figures (all reproduce the world exactly):
   Commissions count in their ``ibCommissionCurrency`` (the base currency for FX conversions of a
   world built with ``fx_commission_in_base``).
 
+Position events of a world built with ``position_events`` (empty sections otherwise):
+CorporateActions DETAIL rows (signed quantity per conid; a reverse split or ISIN change as the pair
+old -n / new +n) each repeated as a SUMMARY row with ``accountId="-"``; Transfers rows (ACATS, IN);
+the option expiry and assignment as book trades in Trades (notes Ep / A, transactionType
+BookTrade) and again in OptionEAE (Expiration / Assignment and the stock leg Buy/Sell, same
+tradeID); ChangeInNAV ``assetTransfers`` holds the value transferred in.
+
 Real-statement quirks (:class:`StatementQuirks`, all off by default: the output is then unchanged)
 imitate what IBKR writes: sub-account ids on some trade rows, omitted sections, date-time
 separators, time formats and zones, netCash="0" on FX conversions, a wrong ``count``. Always
@@ -117,8 +124,7 @@ _CASH_FLOW_FIELDS = (
     "cashSettlingMtm",
 )  # fmt: skip
 _EMPTY_BEFORE_TRADES = ("FxPositions",)
-_EMPTY_AFTER_TRADES = ("TransactionTaxes", "OptionEAE", "PendingExcercises")
-_EMPTY_AFTER_CASH = ("InterestAccruals", "Transfers")
+_OPTION_EVENT_TYPES = {"A": "Assignment", "Ex": "Exercise", "Ep": "Expiration"}
 
 
 def num(value: Decimal | int) -> str:
@@ -349,11 +355,14 @@ class _Statement:
             self._optional("OpenPositions", self.open_positions),
             *(_section(name, ()) for name in _EMPTY_BEFORE_TRADES),
             _section("Trades", self.trades()),
-            *(_section(name, ()) for name in _EMPTY_AFTER_TRADES),
+            _section("TransactionTaxes", ()),
+            _section("OptionEAE", self.option_eae()),
+            _section("PendingExcercises", ()),
             self._optional("PriorPeriodPositions", self.prior_period_positions),
-            _section("CorporateActions", ()),
+            _section("CorporateActions", self.corporate_actions()),
             _section("CashTransactions", self.cash_transactions()),
-            *(_section(name, ()) for name in _EMPTY_AFTER_CASH),
+            _section("InterestAccruals", ()),
+            _section("Transfers", self.transfers()),
             _section("ConversionRates", self.conversion_rates()),
             "</FlexStatement>\n",
         ]
@@ -424,6 +433,10 @@ class _Statement:
                 v[_CNAV_TYPE_FIELD[txn.type]] += txn.amount * txn.fx_rate_to_base
             for trade in state.trades:
                 v["commissions"] += trade.commission * _commission_rate(trade, state)
+            for event in state.position_events:
+                if event.kind == "Transfer":
+                    currency = self.world.instruments[event.conid].currency
+                    v["assetTransfers"] += event.value * state.fx_to_base[currency]
         flows = sum(v.values(), ZERO)
         v["startingValue"] = starting
         v["endingValue"] = ending
@@ -616,11 +629,12 @@ class _Statement:
             f' reportDate="{f.d(t.trade_date)}" dateTime="{f.dt(t.executed_at)}"'
             f' tradeDate="{f.d(t.trade_date)}"'
             f' settleDateTarget="{f.d(_settle_date(self.world, t, inst))}"'
-            f' transactionType="ExchTrade" exchange="{t.exchange}" quantity="{num(qty)}"'
+            f' transactionType="{t.transaction_type}" exchange="{t.exchange}" quantity="{num(qty)}"'
             f' tradePrice="{num(price)}" tradeMoney="{num(money)}" proceeds="{num(proceeds)}"'
             f' taxes="0" ibCommission="{num(commission)}"'
             f' ibCommissionCurrency="{t.commission_currency}" netCash="{num(net_cash)}"'
-            f' closePrice="{num(t.close_price)}" openCloseIndicator="{t.open_close}" notes=""'
+            f' closePrice="{num(t.close_price)}" openCloseIndicator="{t.open_close}"'
+            f' notes="{t.notes}"'
             f' cost="{num(cost)}" fifoPnlRealized="{num(realized)}" fxPnl="0"'
             f' mtmPnl="{num(mtm)}" origTradePrice="0" origTradeDate="" origTradeID=""'
             f' origOrderID="0" origTransactionID="0" buySell="{"BUY" if qty > 0 else "SELL"}"'
@@ -636,6 +650,80 @@ class _Statement:
             ' positionActionID="" serialNumber="" deliveryType="" commodityType=""'
             ' fineness="0.0" weight="0.0" />\n'
         )
+
+    def option_eae(self) -> Iterable[str]:
+        """OptionEAE: one row per book trade of an option event (notes A/Ex/Ep), the option row
+        typed Assignment/Exercise/Expiration and the stock leg Buy/Sell, as IBKR writes them
+        beside the same trades in Trades (same tradeID)."""
+        f = self.fmt
+        for state in self.window:
+            for t in state.trades:
+                kind = _OPTION_EVENT_TYPES.get(t.notes)
+                if kind is None or t.conid is None:
+                    continue
+                inst = self.world.instruments[t.conid]
+                if inst.asset_category != "OPT":
+                    kind = "Buy" if t.quantity > 0 else "Sell"
+                yield (
+                    f'<OptionEAE {self.head} currency="{t.currency}"'
+                    f' fxRateToBase="{num(t.fx_rate_to_base)}"{self.blocks[t.conid]}'
+                    f' date="{f.d(t.trade_date)}" transactionType="{kind}"'
+                    f' quantity="{num(t.quantity)}" tradePrice="{num(t.trade_price)}"'
+                    f' markPrice="{num(t.close_price)}" proceeds="{num(t.proceeds)}"'
+                    f' commisionsAndTax="0" costBasis="{num(t.cost_basis)}"'
+                    f' realizedPnl="{num(t.realized_pnl)}" fxPnl="0" mtmPnl="{num(self._mtm(t))}"'
+                    f' tradeID="{t.trade_id}" serialNumber="" deliveryType="" commodityType=""'
+                    ' fineness="0.0" weight="0.0" />\n'
+                )
+
+    def corporate_actions(self) -> Iterable[str]:
+        """CorporateAction DETAIL rows of the world's actions, each repeated as a SUMMARY row
+        with ``accountId="-"`` as IBKR writes them."""
+        f = self.fmt
+        for state in self.window:
+            for e in state.position_events:
+                if e.kind != "CorporateAction":
+                    continue
+                inst = self.world.instruments[e.conid]
+                for head, when, txn, level in (
+                    ('accountId="-" acctAlias="-" model=""', f.d(e.report_date), "", "SUMMARY"),
+                    (self.head, f.dt(e.at), e.transaction_id, "DETAIL"),
+                ):
+                    yield (
+                        f'<CorporateAction {head} currency="{inst.currency}"'
+                        f' fxRateToBase="{num(state.fx_to_base[inst.currency])}"'
+                        f'{self.blocks[e.conid]} reportDate="{f.d(e.report_date)}"'
+                        f' dateTime="{when}" actionDescription="{esc(e.description)}"'
+                        f' amount="0" proceeds="0" value="0" quantity="{num(e.quantity)}"'
+                        ' costBasis="" fifoPnlRealized="0" mtmPnl="0" code=""'
+                        f' type="{e.type}" transactionID="{txn}" actionID="{e.action_id}"'
+                        f' levelOfDetail="{level}" serialNumber="" deliveryType=""'
+                        ' commodityType="" fineness="0.0" weight="0.0" />\n'
+                    )
+
+    def transfers(self) -> Iterable[str]:
+        """Transfer rows of positions moved in or out (ACATS)."""
+        f = self.fmt
+        for state in self.window:
+            for e in state.position_events:
+                if e.kind != "Transfer":
+                    continue
+                inst = self.world.instruments[e.conid]
+                fx = state.fx_to_base[inst.currency]
+                yield (
+                    f'<Transfer {self.head} currency="{inst.currency}" fxRateToBase="{num(fx)}"'
+                    f'{self.blocks[e.conid]} reportDate="{f.d(e.report_date)}"'
+                    f' date="{f.d(e.report_date)}" dateTime="{f.dt(e.at)}"'
+                    f' settleDate="{f.d(e.report_date)}" type="{e.type}"'
+                    f' direction="{e.direction}" company="OTHER BROKER" account="XXXX1234"'
+                    f' accountName="" deliveringBroker="" quantity="{num(e.quantity)}"'
+                    f' transferPrice="{num(e.price)}" positionAmount="{num(e.value)}"'
+                    f' positionAmountInBase="{num(e.value * fx)}" pnlAmount="0"'
+                    ' pnlAmountInBase="0" fxPnl="0" cashTransfer="0" code=""'
+                    f' clientReference="" transactionID="{e.transaction_id}"'
+                    ' levelOfDetail="DETAIL" serialNumber="" deliveryType="" commodityType=""'
+                    ' fineness="0.0" weight="0.0" />\n'
+                )
 
     def _mtm(self, t: Trade) -> Decimal:
         """Mark-to-market of an execution to the day's close (local currency)."""

@@ -34,6 +34,7 @@ from ibpipeline.world.model import (
     Lot,
     NavComponents,
     Position,
+    PositionEvent,
     Trade,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "Lot",
     "NavComponents",
     "Position",
+    "PositionEvent",
     "Trade",
     "World",
     "is_business_day",
@@ -75,6 +77,14 @@ class World:
     in the account's base currency (``commission_currency`` = base, converted at the day's rate,
     5 decimal places), as IBKR does, instead of -2.00 in the pair's second currency; ``net_cash``
     is then the proceeds only and the commission leaves the base cash (``trade_cash``).
+
+    ``position_events`` (off by default): every account also lives through the events that move
+    positions without an ordinary trade (``ibpipeline.world.market``: instruments only these
+    events trade, bought on the first day): 25 JNJ arrive by ACATS on business day 3 (an external
+    flow at the previous close), a 2-for-1 forward split (same conid) on day 5, a 1-for-10 reverse
+    split (new conid) on day 7, an ISIN change (new conid) on day 9, and on day 11 an OTM AAPL
+    call expires and a short ITM AAPL put is assigned (book trades with notes Ep / A after the
+    close). ``AccountDay.position_events`` lists the start-of-day events.
     """
 
     def __init__(
@@ -84,6 +94,7 @@ class World:
         inception: date = date(2024, 1, 2),
         *,
         fx_commission_in_base: bool = False,
+        position_events: bool = False,
     ) -> None:
         if n_accounts < 1:
             raise ValueError(f"n_accounts must be >= 1, got {n_accounts}")
@@ -92,14 +103,17 @@ class World:
         self.seed = seed
         self.inception = inception
         self.fx_commission_in_base = fx_commission_in_base
+        self.position_events = position_events
         self._lock = threading.RLock()
-        self._market = Market(seed, inception)
+        self._market = Market(seed, inception, position_events)
         self.instruments: dict[int, Instrument] = self._market.instruments
         self.horizon: date = self._market.horizon
         self.accounts, self.master_account_id = make_accounts(seed, n_accounts, inception)
         self._by_id = {a.account_id: a for a in self.accounts}
         self._sims = {
-            a.account_id: AccountSim(a, i, seed, self._market, fx_commission_in_base)
+            a.account_id: AccountSim(
+                a, i, seed, self._market, fx_commission_in_base, position_events
+            )
             for i, a in enumerate(self.accounts)
         }
         self._dates: list[date] = []
@@ -234,6 +248,12 @@ class World:
             c: intraday_price(prev_md.fx[(c, base)], md.fx[(c, base)], frac, FX_PLACES)
             for c in CURRENCIES
         }
+        events = tuple(e for e in full.position_events if e.at <= at)
+        for event in events:  # start-of-day corporate actions and transfers
+            if event.lots:
+                lots[event.conid] = list(event.lots)
+            else:
+                lots.pop(event.conid, None)
         txns = tuple(t for t in full.cash_transactions if t.at <= at)
         for txn in txns:
             cash[txn.currency] = cash.get(txn.currency, ZERO) + txn.amount
@@ -278,6 +298,14 @@ class World:
             (t.amount * fx_to_base[t.currency] for t in txns if t.type == "Deposits/Withdrawals"),
             ZERO,
         )
+        flow += sum(
+            (
+                e.value * fx_to_base[self.instruments[e.conid].currency]
+                for e in events
+                if e.kind == "Transfer"
+            ),
+            ZERO,
+        )
         return AccountDay(
             account_id=full.account_id,
             date=full.date,
@@ -292,4 +320,5 @@ class World:
             daily_return=daily_return(nav.total_base, prev_nav, flow),
             prev_nav_base=prev_nav,
             variation=variation,
+            position_events=events,
         )

@@ -20,7 +20,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
-from ibpipeline.world.market import CURRENCIES, Market, MarketDay
+from ibpipeline.world import market as mk
+from ibpipeline.world.market import CURRENCIES, EVENT_CONIDS, Market, MarketDay
 from ibpipeline.world.model import (
     CENT,
     ZERO,
@@ -31,6 +32,7 @@ from ibpipeline.world.model import (
     Lot,
     NavComponents,
     Position,
+    PositionEvent,
     Trade,
 )
 
@@ -246,9 +248,10 @@ class AccountSim:
     """One account's generator: ``step`` appends the next business day's ``AccountDay``."""
 
     def __init__(self, account: Account, index: int, seed: int, market: Market,
-                 fx_commission_in_base: bool = False) -> None:  # fmt: skip
+                 fx_commission_in_base: bool = False, position_events: bool = False) -> None:  # fmt: skip
         self.account = account
         self.fx_commission_in_base = fx_commission_in_base
+        self.position_events = position_events
         self.index = index
         self.market = market
         self.days: list[AccountDay] = []
@@ -306,7 +309,14 @@ class AccountSim:
         self._income(d, held, fx_to_base, prev_nav, next_day, txns)
         for txn in txns:
             _add(book.cash, txn.currency, txn.amount)
+        events: list[PositionEvent] = []
+        if self.position_events:
+            moved = self._corporate_events(d, prev_md, events)
+            flow += moved * fx_to_base[self.market.instruments[mk.TRANSFER_CONID].currency]
+            capital = prev_nav + flow
         trades = self._trading(d, prev_md, md, fx_to_base, capital)
+        if self.position_events and len(self.days) == mk.EXPIRY_DAY:
+            self._option_expiry(_Ctx(d, prev_md, md, fx_to_base, capital, trades))
         variation: dict[str, Decimal] = {}
         for conid, qty in held.items():
             inst = self.market.instruments[conid]
@@ -337,9 +347,111 @@ class AccountSim:
             daily_return=daily_return(nav.total_base, prev_nav, flow),
             prev_nav_base=prev_nav,
             variation=variation,
+            position_events=tuple(events),
         )
         self.days.append(day)
         return day
+
+    # ---------------------------------------------------------------------------------------------
+    # opt-in position events (World(position_events=True)); see ibpipeline.world.market
+
+    def _event(self, d: date, kind: str, type_: str, conid: int, qty: Decimal, desc: str,
+               action_id: str, **kw: object) -> PositionEvent:  # fmt: skip
+        lots = tuple(self._book.lots.get(conid, ()))
+        self._book.frozen.pop(conid, None)
+        return PositionEvent(
+            account_id=self.account.account_id, kind=kind, type=type_, conid=conid, quantity=qty,
+            report_date=d, at=self._at(d, CASH_TXN_TIME, NEW_YORK), description=desc,
+            action_id=action_id, transaction_id=self._txn_id(self._next_serial()), lots=lots,
+            **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def _move_lots(self, old: int, new: int, ratio: Decimal) -> Decimal:
+        """Replace ``old``'s lots by ``new``'s: quantity x ratio, open price / ratio, same cost;
+        returns the old quantity."""
+        lots = self._book.lots.pop(old, [])
+        held = sum((lot.quantity for lot in lots), ZERO)
+        moved = [
+            Lot(
+                new, lot.quantity * ratio, lot.open_at, lot.open_price / ratio, lot.cost_basis_money
+            )
+            for lot in lots
+        ]
+        if moved:
+            self._book.lots[new] = moved
+        return held
+
+    def _corporate_events(self, d: date, prev_md: MarketDay, out: list[PositionEvent]) -> Decimal:
+        """Start-of-day events of business day ``len(self.days)``; returns the value moved in by
+        ACATS (instrument currency)."""
+        index, inst = len(self.days), self.market.instruments
+        action = f"9{index:03d}{self.index:04d}"
+        if index == mk.TRANSFER_DAY:
+            jnj = inst[mk.TRANSFER_CONID]
+            qty, price = Decimal(25), prev_md.closes[jnj.conid]
+            at = self._at(d, CASH_TXN_TIME, NEW_YORK)
+            value = jnj.value(qty, price)
+            self._book.lots.setdefault(jnj.conid, []).append(Lot(jnj.conid, qty, at, price, value))
+            out.append(self._event(
+                d, "Transfer", "ACATS", jnj.conid, qty, jnj.description, action,
+                direction="IN", price=price, value=value,
+            ))  # fmt: skip
+            return value
+        held = {c: sum((lot.quantity for lot in ls), ZERO) for c, ls in self._book.lots.items()}
+        if index == mk.SPLIT_DAY and held.get(mk.SPLIT_CONID):
+            old = inst[mk.SPLIT_CONID]
+            self._move_lots(old.conid, old.conid, mk.SPLIT_RATIO)
+            desc = f"{old.symbol}({old.isin}) SPLIT 2 FOR 1 ({old.symbol}, {old.description}, {old.isin})"
+            out.append(
+                self._event(d, "CorporateAction", "FS", old.conid, held[old.conid], desc, action)
+            )
+        pairs = {
+            mk.REVERSE_SPLIT_DAY: (mk.REVERSE_OLD, mk.REVERSE_NEW, "RS", 1 / mk.REVERSE_RATIO),
+            mk.ISIN_CHANGE_DAY: (mk.ISIN_OLD, mk.ISIN_NEW, "IC", Decimal(1)),
+        }
+        if index in pairs and held.get(pairs[index][0]):
+            old_id, new_id, code, ratio = pairs[index]
+            old, new = inst[old_id], inst[new_id]
+            qty = self._move_lots(old_id, new_id, ratio)
+            what = "SPLIT 1 FOR 10" if code == "RS" else f"CUSIP/ISIN CHANGE TO ({new.isin})"
+            head = f"{old.symbol.removesuffix('.OLD')}({old.isin}) {what}"
+            out.append(
+                self._event(
+                    d,
+                    "CorporateAction",
+                    code,
+                    old_id,
+                    -qty,
+                    f"{head} ({old.symbol}, {old.description}, {old.isin})",
+                    action,
+                )
+            )
+            out.append(self._event(d, "CorporateAction", code, new_id, qty * ratio,
+                                   f"{head} ({new.symbol}, {new.description}, {new.isin})", action))  # fmt: skip
+        return ZERO
+
+    def _option_expiry(self, ctx: _Ctx) -> None:
+        """After the close of the options' expiry: the OTM call expires (Ep), the ITM short put
+        is assigned (A: the option closed at 0 and the stock bought at the strike), as IBKR
+        books them: trades at price 0 / strike, no commission, transactionType BookTrade."""
+        at = self._at(ctx.d, time(16, 20), NEW_YORK)
+        for conid, notes in ((mk.CALL_EXPIRING, "Ep"), (mk.PUT_ASSIGNED, "A")):
+            lots = self._book.lots.get(conid)
+            if not lots:
+                continue
+            inst = self.market.instruments[conid]
+            qty = -sum((lot.quantity for lot in lots), ZERO)
+            self._fill(ctx, inst, qty, at, self._book_order(), price=ZERO, notes=notes)
+            if notes == "A":
+                under = self.market.instruments[inst.underlying_conid]
+                shares = qty * inst.multiplier * (1 if inst.put_call == "P" else -1)
+                self._fill(
+                    ctx, under, shares, at, self._book_order(), price=inst.strike, notes=notes
+                )
+
+    def _book_order(self) -> str:
+        self._orders += 1
+        return str(300_000_000 + self.index * _ID_STRIDE + self._orders)
 
     def _cash_txn(self, d, type_, ccy, amount, desc, fx_to_base, inst=None) -> CashTransaction:
         return CashTransaction(
@@ -460,17 +572,26 @@ class AccountSim:
             if not self.days:
                 action = "buy_stk"
             getattr(self, "_" + action)(ctx)
+        if self.position_events and not self.days:
+            inst = self.market.instruments
+            for conid, qty in ((mk.SPLIT_CONID, 100), (mk.REVERSE_OLD, 1000), (mk.ISIN_OLD, 50),
+                               (mk.CALL_EXPIRING, 2), (mk.PUT_ASSIGNED, -1)):  # fmt: skip
+                self._order(ctx, inst[conid], Decimal(qty))
         return trades
 
     def _held(self, category: str) -> list[int]:
         instruments = self.market.instruments
         return sorted(
             c for c, lots in self._book.lots.items()
-            if lots and instruments[c].asset_category == category
+            if lots and instruments[c].asset_category == category and c not in EVENT_CONIDS
         )  # fmt: skip
 
     def _pick(self, category: str) -> Instrument:
-        options = [i for i in self.market.instruments.values() if i.asset_category == category]
+        options = [
+            i
+            for i in self.market.instruments.values()
+            if i.asset_category == category and i.conid not in EVENT_CONIDS
+        ]
         return self._rng.choice(options)
 
     def _affordable(self, ctx: _Ctx, cost_base: Decimal) -> bool:
@@ -633,14 +754,22 @@ class AccountSim:
             fee = max(Decimal("5.00"), n * Decimal("0.0005"))
         return -cents(fee)
 
-    def _fill(self, ctx: _Ctx, inst: Instrument, qty: Decimal, at: datetime, order_id: str) -> None:
+    def _fill(self, ctx: _Ctx, inst: Instrument, qty: Decimal, at: datetime, order_id: str,
+              price: Decimal | None = None, notes: str = "") -> None:  # fmt: skip
+        """One execution; with ``price`` a book trade of an option event (``notes`` A/Ep/Ex, no
+        commission)."""
         conid = inst.conid
         close = ctx.md.closes[conid]
-        mid = intraday_price(ctx.prev_md.closes[conid], close, session_fraction(at), inst.tick)
-        noise = Decimal(repr(self._rng.uniform(-0.002, 0.002)))
-        price = max(((mid * (1 + noise)) / inst.tick).quantize(Decimal(1)) * inst.tick, inst.tick)
+        if price is None:
+            mid = intraday_price(ctx.prev_md.closes[conid], close, session_fraction(at), inst.tick)
+            noise = Decimal(repr(self._rng.uniform(-0.002, 0.002)))
+            price = max(
+                ((mid * (1 + noise)) / inst.tick).quantize(Decimal(1)) * inst.tick, inst.tick
+            )
+            commission = self._commission(inst, qty, price)
+        else:
+            commission = ZERO
         proceeds = cents(-inst.value(qty, price))
-        commission = self._commission(inst, qty, price)
         cost = -(proceeds + commission)
         book_lots = self._book.lots.get(conid, [])
         closing = bool(book_lots) and (book_lots[0].quantity > 0) != (qty > 0)
@@ -685,6 +814,8 @@ class AccountSim:
                 multiplier=inst.multiplier,
                 cost_basis=-consumed if closing else cost,
                 closed_lots=closed,
+                notes=notes,
+                transaction_type="BookTrade" if notes else "ExchTrade",
             )
         )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from ibpipeline.world.model import Instrument
+from ibpipeline.world.model import CENT, Instrument
 
 CURRENCIES = ("USD", "EUR", "CHF", "GBP")
 FX_PLACES = Decimal("0.00000001")
@@ -103,9 +103,89 @@ _OPTION_SPECS = (  # (conid, underlying conid, put_call, strike as fraction of s
 _OPTION_VOL = {265598: 0.26, 756733: 0.18, 14204: 0.25}
 
 
-def build_universe(inception: date) -> tuple[dict[int, Instrument], dict[int, _Spec], date]:
+# Opt-in position events (``World(position_events=True)``): business-day indexes from inception
+TRANSFER_DAY, SPLIT_DAY, REVERSE_SPLIT_DAY, ISIN_CHANGE_DAY, EXPIRY_DAY = 3, 5, 7, 9, 11
+SPLIT_CONID = 910001  # 2 for 1 forward split, same conid (IBKR: one FS row adding the shares)
+REVERSE_OLD, REVERSE_NEW = 910011, 910012  # 1 for 10 reverse split: a new conid and ISIN
+ISIN_OLD, ISIN_NEW = 910021, 910022  # CUSIP/ISIN change: a new conid, same price
+CALL_EXPIRING, PUT_ASSIGNED = 910031, 910032  # AAPL options expiring on EXPIRY_DAY
+TRANSFER_CONID = 8719  # JNJ: 25 shares arrive by ACATS on TRANSFER_DAY
+SPLIT_RATIO, REVERSE_RATIO = Decimal(2), Decimal(10)
+EVENT_CONIDS = frozenset(
+    {SPLIT_CONID, REVERSE_OLD, REVERSE_NEW, ISIN_OLD, ISIN_NEW, CALL_EXPIRING, PUT_ASSIGNED}
+)
+"""Instruments only the scripted events trade (random trading never picks them)."""
+_EVENT_STOCKS = (
+    _stock(SPLIT_CONID, "SPLT", "SPLITCO INC", "USD", "NYSE", "US9100010018",
+           (80.0, 0.05, 0.25), "0", (), "0.15"),
+    _stock(REVERSE_OLD, "RVRS", "REVERSECO INC", "USD", "NASDAQ", "US9100110016",
+           (3.0, 0.0, 0.40), "0", (), "0.15"),
+    _stock(ISIN_OLD, "ISNC", "ISINCO CORP", "USD", "NYSE", "US9100210012",
+           (25.0, 0.03, 0.20), "0", (), "0.15"),
+)  # fmt: skip
+_DERIVED = {REVERSE_NEW: (REVERSE_OLD, REVERSE_RATIO), ISIN_NEW: (ISIN_OLD, Decimal(1))}
+"""New conids of an action: price = the old conid's walk x factor."""
+
+
+def business_day(inception: date, index: int) -> date:
+    """Business day ``index`` (0 = ``inception``, a business day)."""
+    d = inception
+    for _ in range(index):
+        d += timedelta(days=1)
+        while d.weekday() >= 5:
+            d += timedelta(days=1)
+    return d
+
+
+def _event_instruments(inception: date, instruments: dict[int, Instrument]) -> None:
+    """Add the event-only instruments (stocks' walk specs are in ``_EVENT_STOCKS``)."""
+    for old, (new, isin, symbol) in {
+        REVERSE_OLD: (REVERSE_NEW, "US9100110024", "RVRS"),
+        ISIN_OLD: (ISIN_NEW, "US9100210020", "ISNC"),
+    }.items():
+        base = instruments[old]
+        instruments[new] = Instrument(
+            conid=new,
+            symbol=symbol,
+            description=base.description,
+            asset_category="STK",
+            currency=base.currency,
+            listing_exchange=base.listing_exchange,
+            isin=isin,
+            sub_category="COMMON",
+        )
+        instruments[old] = Instrument(
+            **{**{f: getattr(base, f) for f in base.__slots__}, "symbol": f"{symbol}.OLD"}
+        )
+    expiry = business_day(inception, EXPIRY_DAY)
+    aapl = instruments[265598]
+    for conid, pc, strike in (
+        (CALL_EXPIRING, "C", Decimal(400)),
+        (PUT_ASSIGNED, "P", Decimal(300)),
+    ):
+        instruments[conid] = Instrument(
+            conid=conid,
+            symbol=occ_symbol("AAPL", expiry, pc, strike),
+            description=f"AAPL {expiry:%d%b%y}".upper() + f" {strike} {pc}",
+            asset_category="OPT",
+            currency="USD",
+            listing_exchange="CBOE",
+            multiplier=Decimal(100),
+            sub_category="CALL" if pc == "C" else "PUT",
+            underlying_symbol=aapl.symbol,
+            underlying_conid=aapl.conid,
+            expiry=expiry,
+            strike=strike,
+            put_call=pc,
+        )
+
+
+def build_universe(
+    inception: date, position_events: bool = False
+) -> tuple[dict[int, Instrument], dict[int, _Spec], date]:
     """The fixed universe for a world starting at ``inception``: instruments by conid, walk specs
-    (derivatives excluded) and the horizon (last simulated day, a month before the first expiry)."""
+    (derivatives excluded) and the horizon (last simulated day, a month before the first expiry).
+    ``position_events`` adds the event-only instruments (:data:`EVENT_CONIDS`)."""
     instruments: dict[int, Instrument] = {}
     specs: dict[int, _Spec] = {}
     for inst, spec in _STOCKS:
@@ -178,6 +258,10 @@ def build_universe(inception: date) -> tuple[dict[int, Instrument], dict[int, _S
             tick=Decimal("0.001"),
         )
         specs[conid] = spec
+    if position_events:  # after the others' (their walks draw after the other instruments')
+        for inst, spec in _EVENT_STOCKS:
+            instruments[inst.conid] = inst
+            specs[inst.conid] = spec
     return instruments, specs, expiry - timedelta(days=31)
 
 
@@ -216,8 +300,11 @@ class Market:
     """Lazily generated, cached market days (index 0 = inception); ``opening`` holds the prices
     before inception (the walk's starting points), used as "previous close" of day 0."""
 
-    def __init__(self, seed: int, inception: date) -> None:
-        self.instruments, self._specs, self.horizon = build_universe(inception)
+    def __init__(self, seed: int, inception: date, position_events: bool = False) -> None:
+        self.instruments, self._specs, self.horizon = build_universe(inception, position_events)
+        if position_events:
+            _event_instruments(inception, self.instruments)
+        self.position_events = position_events
         self._rng = random.Random(f"market:{seed}")
         self._levels = {conid: spec.start for conid, spec in self._specs.items()}
         self._usd_per = dict(_USD_PER_START)
@@ -251,6 +338,13 @@ class Market:
         closes: dict[int, Decimal] = {}
         for conid, level in self._levels.items():
             closes[conid] = quantize(level, self.instruments[conid].tick)
+        if self.position_events:  # index of the day being made: len(days) (opening: -1)
+            index = len(self.days) if valuation == d else -1
+            if index >= SPLIT_DAY:
+                level = self._levels[SPLIT_CONID] / float(SPLIT_RATIO)
+                closes[SPLIT_CONID] = quantize(level, CENT)
+            for new, (old, factor) in _DERIVED.items():
+                closes[new] = quantize(self._levels[old] * float(factor), CENT)
         for inst in self.instruments.values():
             if inst.asset_category == "OPT":
                 spot = float(closes[inst.underlying_conid])

@@ -142,6 +142,34 @@ class Trade:
     multiplier: Decimal = Decimal(1)
     cost_basis: Decimal = ZERO
     closed_lots: tuple[Lot, ...] = ()
+    notes: str = ""
+    transaction_type: str = "ExchTrade"
+
+
+@dataclass(frozen=True, slots=True)
+class PositionEvent:
+    """A position change that is not a trade, booked at ``at`` (start of the day, before any
+    trade): a corporate action (``kind`` ``CorporateAction``, ``type`` IBKR's code: FS forward
+    split, RS reverse split, IC ISIN change) or a position transfer (``kind`` ``Transfer``,
+    ``type`` ACATS, ``direction`` IN/OUT). ``quantity`` is the signed change of ``conid``'s
+    position, as IBKR writes it; a reverse split or ISIN change is two events sharing
+    ``action_id`` (old conid removed, new conid added). ``lots`` are the conid's lots right after
+    the event; ``value`` the position value moved (Transfer: at ``price``; instrument currency)."""
+
+    account_id: str
+    kind: str
+    type: str
+    conid: int
+    quantity: Decimal
+    report_date: date
+    at: datetime
+    description: str
+    action_id: str
+    transaction_id: str
+    lots: tuple[Lot, ...]
+    direction: str = ""
+    price: Decimal = ZERO
+    value: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +255,7 @@ class AccountDay:
     daily_return: Decimal
     prev_nav_base: Decimal
     variation: dict[str, Decimal]
+    position_events: tuple[PositionEvent, ...] = ()
 
     @property
     def realized_pnl_base(self) -> Decimal:

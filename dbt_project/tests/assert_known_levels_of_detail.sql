@@ -1,3 +1,4 @@
+{{ config(severity='warn', meta={'dagster': {'ref': {'name': 'stg_trades'}}}) }}
 -- Staging keeps one level of detail per table (EXECUTION trades, SUMMARY positions, DETAIL cash
 -- transactions, per-currency cash rows). A level it does not know would be dropped silently,
 -- so every level present in the normalized files must be a known one.

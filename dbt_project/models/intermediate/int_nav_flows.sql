@@ -1,6 +1,8 @@
 -- NAV, its components and the day's cash flows per account (in its base currency) and for the
--- household `ALL` (every account converted to USD; a date gets an `ALL` row only when every
--- account with NAV that day has a USD rate). Full history; the daily marts window it.
+-- household `ALL` (every account converted to USD with to_usd, row by row to decimal(38, 10),
+-- then summed exactly). An `ALL` row whose day has an account without a USD rate has null
+-- amounts (never a partial sum) and counts those accounts in accounts_without_usd_rate.
+-- usd_rate_source: see int_account_days. Full history; the daily marts window it.
 {% set amounts = ['nav', 'cash', 'stock', 'options', 'bonds', 'commodities', 'funds', 'notes',
   'crypto', 'dividend_accruals', 'interest_accruals', 'external_flow', 'income', 'fees_taxes',
   'commissions'] %}
@@ -10,6 +12,7 @@ with per_account as (
     n.date,
     d.base_currency as currency,
     d.usd_per_base,
+    d.usd_rate_source,
     n.total_base as nav,
     n.cash_base as cash,
     n.stock_base as stock,
@@ -24,7 +27,8 @@ with per_account as (
     coalesce(f.external_flow_base, 0) as external_flow,
     coalesce(f.income_base, 0) as income,
     coalesce(f.fees_taxes_base, 0) as fees_taxes,
-    coalesce(f.commissions_base, 0) as commissions
+    coalesce(f.commissions_base, 0) as commissions,
+    cast(null as bigint) as accounts_without_usd_rate
   from {{ ref('stg_nav_daily') }} as n
   join {{ ref('int_account_days') }} as d using (account_id, date)
   left join {{ ref('int_daily_flows') }} as f using (account_id, date)
@@ -35,18 +39,21 @@ household as (
     'ALL' as account_id,
     date,
     'USD' as currency,
-    cast(1 as double) as usd_per_base,
+    cast(1 as decimal(38, 14)) as usd_per_base,
+    'identity' as usd_rate_source,
+    count(*) - count(usd_per_base) as accounts_without_usd_rate,
     {% for a in amounts -%}
-    cast(sum(cast({{ a }} as double) * usd_per_base) as decimal(38, 10)) as {{ a }}{{ "," if not loop.last }}
+    case when count(*) = count(usd_per_base) then sum({{ to_usd(a, 'usd_per_base') }}) end as {{ a }}{{ "," if not loop.last }}
     {% endfor %}
   from per_account
   group by date
-  having count(*) = count(usd_per_base)
 )
 
 select
   account_id, date, currency,
   {% for a in amounts %}{{ a }}, {% endfor %}
   fees_taxes + commissions as costs,
-  usd_per_base
+  usd_per_base,
+  usd_rate_source,
+  accounts_without_usd_rate
 from (select * from per_account union all by name select * from household) as u

@@ -14,10 +14,10 @@ with marked as (
 episodes as (
   select
     account_id,
-    any_value(currency) as currency,
+    min(currency) as currency,
     episode,
     min(date) as start_date,
-    arg_min(date, drawdown) as trough_date,
+    arg_min(date, [drawdown, epoch(date)]) as trough_date,
     max(date) as end_date,
     min(drawdown) as max_drawdown
   from marked

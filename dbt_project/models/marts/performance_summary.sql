@@ -10,6 +10,9 @@
 --   max_drawdown min(wealth / max(1, running max wealth) - 1) within the period, with the
 --                episode's first underwater day, trough and recovery (null if not recovered).
 -- The money-weighted return (XIRR) is computed in Python (ibpipeline.finance.returns.xirr).
+-- Days without a return (null daily_return: no previous NAV and no funding) are left out of
+-- every statistic alike. Floating-point aggregates run in date order (ORDER BY inside the
+-- aggregate), so identical inputs give bit-identical results whatever the thread schedule.
 {% set ppy = var('periods_per_year') %}
 with returns as (
   select account_id, date, currency, daily_return
@@ -59,21 +62,22 @@ stats as (
   select
     account_id,
     period,
-    any_value(currency) as currency,
+    min(currency) as currency,
     min(date) as start_date,
-    any_value(as_of_date) as end_date,
+    min(as_of_date) as end_date,
     count(daily_return) as n_days,
-    product(1 + daily_return) - 1 as twr,
-    stddev_samp(daily_return) * sqrt({{ ppy }}) as volatility,
-    avg(excess) / nullif(stddev_samp(excess), 0) * sqrt({{ ppy }}) as sharpe,
-    avg(excess) / nullif(sqrt(sum(case when excess < 0 then excess * excess else 0 end) / count(excess)), 0)
+    product(1 + daily_return order by date) - 1 as twr,
+    stddev_samp(daily_return order by date) * sqrt({{ ppy }}) as volatility,
+    avg(excess order by date) / nullif(stddev_samp(excess order by date), 0) * sqrt({{ ppy }}) as sharpe,
+    avg(excess order by date)
+      / nullif(sqrt(sum(case when excess < 0 then excess * excess else 0 end order by date) / count(excess)), 0)
       * sqrt({{ ppy }}) as sortino,
     least(min(drawdown), 0) as max_drawdown,
-    case when min(drawdown) < 0 then arg_min(date, drawdown) end as max_drawdown_trough,
+    case when min(drawdown) < 0 then arg_min(date, [drawdown, epoch(date)]) end as max_drawdown_trough,
     max(daily_return) as best_day_return,
-    arg_max(date, daily_return) as best_day,
+    arg_max(date, [daily_return, -epoch(date)]) as best_day,
     min(daily_return) as worst_day_return,
-    arg_min(date, daily_return) as worst_day
+    arg_min(date, [daily_return, epoch(date)]) as worst_day
   from underwater
   group by account_id, period
 ),

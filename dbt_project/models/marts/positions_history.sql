@@ -14,20 +14,23 @@ with per_account as (
 ),
 
 household as (
+  -- labels: the alphabetically first across accounts (deterministic); amounts in USD, exact
+  -- decimal sums, null on days where an account has no USD rate
   select
     'ALL' as account_id, p.date, 'USD' as currency, h.nav, p.conid,
-    any_value(p.symbol) as symbol, any_value(p.description) as description,
-    any_value(p.asset_category) as asset_category,
-    any_value(p.instrument_currency) as instrument_currency,
-    sum(p.quantity) as quantity, any_value(p.mark_price) as mark_price,
+    min(p.symbol) as symbol, min(p.description) as description,
+    min(p.asset_category) as asset_category,
+    min(p.instrument_currency) as instrument_currency,
+    sum(p.quantity) as quantity, min(p.mark_price) as mark_price,
     sum(p.position_value) as position_value,
     {% for c in ['value_base', 'cost_basis_base', 'unrealized_pnl_base'] -%}
-    cast(sum(cast(p.{{ c }} as double) * p.usd_per_base) as decimal(38, 10)) as {{ c }},
+    case when h.accounts_without_usd_rate = 0 then {{ strict_sum(to_usd('p.' ~ c, 'p.usd_per_base')) }} end
+      as {{ c }},
     {% endfor -%}
-    string_agg(distinct p.source, ',') as source
+    string_agg(distinct p.source, ',' order by p.source) as source
   from per_account as p
   join {{ ref('int_nav_flows') }} as h on h.account_id = 'ALL' and h.date = p.date
-  group by p.date, h.nav, p.conid
+  group by p.date, h.nav, h.accounts_without_usd_rate, p.conid
 )
 
 select

@@ -1,6 +1,12 @@
 -- Executions only: ORDER rows aggregate executions and CLOSED_LOT rows split closings by lot.
--- *_base columns convert with the trade's own fxRateToBase (commission assumed in the trade
--- currency unless commission_currency says otherwise, then the day's ConversionRate is used).
+-- realized_pnl_base / proceeds_base convert with the trade's own fxRateToBase. commission_base
+-- converts the commission with the rate of ITS currency (ibCommissionCurrency, which may differ
+-- from the trade currency, e.g. CHF commission on a USD.CHF conversion in a CHF account):
+--   1                   commission_currency = the account's base currency (int_base_currency)
+--   fx_rate_to_base     commission_currency = the trade currency, or not given
+--   int_fx_to_base      else the day's ConversionRate, else a same-day row's fxRateToBase
+-- commission_rate_source says which (identity, trade, ConversionRates, fxRateToBase); a
+-- commission in a currency without any rate that day has a null commission_base.
 {% set cols = {
   'account_id': 'varchar', 'date': 'date', 'level_of_detail': 'varchar', 'trade_id': 'varchar',
   'transaction_id': 'varchar', 'ib_order_id': 'varchar', 'ib_exec_id': 'varchar',
@@ -24,13 +30,17 @@ select
   e.*,
   cast(e.realized_pnl * e.fx_rate_to_base as decimal(38, 10)) as realized_pnl_base,
   cast(e.proceeds * e.fx_rate_to_base as decimal(38, 10)) as proceeds_base,
-  cast(
-    e.commission * case
+  cast(e.commission * case
+      when e.commission_currency = b.base_currency then 1
       when e.commission_currency is null or e.commission_currency = e.currency then e.fx_rate_to_base
-      else coalesce(fx.rate, e.fx_rate_to_base)
-    end as decimal(38, 10)
-  ) as commission_base
+      else fx.rate_to_base
+    end as decimal(38, 10)) as commission_base,
+  case
+    when e.commission_currency = b.base_currency then 'identity'
+    when e.commission_currency is null or e.commission_currency = e.currency then 'trade'
+    else fx.rate_source
+  end as commission_rate_source
 from executions as e
-left join {{ ref('stg_fx_rates') }} as fx
-  -- ConversionRates convert into the account's base currency (their to_currency)
-  on fx.account_id = e.account_id and fx.date = e.date and fx.from_currency = e.commission_currency
+left join {{ ref('int_base_currency') }} as b on b.account_id = e.account_id
+left join {{ ref('int_fx_to_base') }} as fx
+  on fx.account_id = e.account_id and fx.date = e.date and fx.currency = e.commission_currency

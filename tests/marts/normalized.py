@@ -81,7 +81,7 @@ def dbt_build(data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # a loaded 2-core CI machine; the corpus build reads ~30k day files
     )
     if proc.returncode != 0:
         raise AssertionError(f"dbt build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}")

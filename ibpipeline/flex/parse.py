@@ -17,7 +17,10 @@ Rules (``docs/tolerance.md``, "Parsing rules"): SUMMARY rows' ``accountId="-"`` 
 ``accountId`` (ConversionRate) take the enclosing FlexStatement's account; a missing or empty
 ``levelOfDetail`` takes the row tag's default (``DETAIL`` for CashTransaction, ``SUMMARY`` for
 OpenPosition, ``EXECUTION``/``ORDER``/... for Trades rows, ``BaseCurrency``/``Currency`` from the
-currency for CashReportCurrency); unknown sections and unknown row elements are counted in
+currency for CashReportCurrency, and per-element values such as ``fees.fee_source`` or
+``dividend_accruals.accrual_kind`` for tables read from several sections); a column reads the
+attribute its spec names for the row's element (``Column.by_tag``), else another spelling
+(``Column.alt``); unknown sections and unknown row elements are counted in
 :attr:`ParsedFlex.skipped`; unknown enum values are kept as strings. A value that does not convert
 (not a number, a decimal with more than 10 places, a date in no Flex format) never fails the
 parse: it is null, its raw text is kept in the row's ``extra`` under its Flex attribute name, and
@@ -37,6 +40,7 @@ import dataclasses
 import hashlib
 import os
 import re
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -83,9 +87,9 @@ CHUNK_BYTES = 1 << 20
 FLUSH_ROWS = 50_000
 _NULL_SET = pa.array(NULL_TOKENS, pa.string())
 _NULL_STR = pa.scalar(None, pa.string())
-_KIND_ORDER = ("str", "dec", "int", "date", "ts")
-_SECTION_TABLES = {s.section: s for s in TABLES.values() if s.section}
-_SINGLE_ROW_TABLES = {tag: s for s in TABLES.values() if not s.section for tag in s.row_tags}
+_KIND_ORDER = ("str", "dec", "int", "date", "ts", "day")
+_SECTION_TABLES = {section: s for s in TABLES.values() for section in s.sections}
+_SINGLE_ROW_TABLES = {tag: s for s in TABLES.values() if not s.sections for tag in s.row_tags}
 _EMPTY = {name: schema.empty_table() for name, schema in SCHEMAS.items()}
 _ROOT = "FlexQueryResponse"
 _ROW_DEPTH = 4  # FlexQueryResponse/FlexStatements/FlexStatement/<Section>/<Row>
@@ -95,6 +99,7 @@ MAX_PERIOD_DAYS = 366
 MAX_SAMPLES = 3
 _DEC_PLAIN = r"^[+-]?\d{1,28}(\.\d{0,10})?$"  # casts to decimal128(38, 10) without question
 _INT_PLAIN = r"^[+-]?\d{1,18}$"
+_TIME_ZONE = r"[;, T]*\d{2}:?\d{2}:?\d{2}(?:\s*(?:EDT|EST|ET|UTC|GMT|Z))?"  # after a date
 
 
 def _today() -> date:
@@ -130,8 +135,10 @@ class StatementInfo:
 @dataclass(frozen=True)
 class ParseProblem:
     """Values of one column that did not convert: each is null in ``table.column`` and its raw
-    text is in the row's ``extra[attribute]``. ``count``: values (rows); ``samples``: up to
-    :data:`MAX_SAMPLES` distinct raw values; ``message``: what is wrong with them."""
+    text is in the row's ``extra[attribute]`` (``attribute`` joins several names with ``/``
+    when the column reads differently named attributes of several row elements). ``count``:
+    values (rows); ``samples``: up to :data:`MAX_SAMPLES` distinct raw values; ``message``: what
+    is wrong with them."""
 
     table: str
     column: str
@@ -181,18 +188,31 @@ class ParsedFlex:
 class _Plan:
     """Rows of one tag with one attribute-name tuple, and where each column sits in them."""
 
-    __slots__ = ("rows", "pick", "positions", "default_lod", "extra")
+    __slots__ = ("rows", "pick", "positions", "defaults", "attributes", "extra")
 
-    def __init__(self, keys: tuple, spec: TableSpec, known: frozenset, default_lod: str | None):
+    def __init__(self, keys: tuple, spec: TableSpec, known: frozenset, tag: str):
         by_name = {k: i for i, k in enumerate(keys)}
-        kept = [by_name[c.flex] for c in spec.columns if c.flex in by_name]
+        # the attribute each column reads from this tag's rows: per-tag name, else flex, else
+        # the first alternative spelling the row has
+        self.attributes: list[str | None] = []
+        for c in spec.columns:
+            name = c.attribute(tag)
+            if name not in by_name and c.alt and not c.by_tag:
+                name = next((a for a in c.alt if a in by_name), name)
+            self.attributes.append(name)
+        kept = list(dict.fromkeys(by_name[a] for a in self.attributes if a in by_name))
         extra = [(k, i) for i, k in enumerate(keys) if k not in known]
         kept += [i for _, i in extra]
         slot = {i: j for j, i in enumerate(kept)}  # attribute index -> index in a kept row
         self.rows: list[tuple[str, ...]] = []  # only the kept attribute values of each row
         self.pick = itemgetter(*kept) if len(kept) > 1 else lambda v: tuple(v[i] for i in kept)
-        self.positions = [slot.get(by_name.get(c.flex, -1)) for c in spec.columns]
-        self.default_lod = default_lod
+        self.positions = [slot.get(by_name.get(a, -1)) for a in self.attributes]
+        # value of a column when its attribute is missing or empty (level_of_detail, tag values)
+        default_lod = spec.row_tags[tag]
+        self.defaults = [
+            dict(c.tag_value).get(tag, default_lod if c.name == "level_of_detail" else None)
+            for c in spec.columns
+        ]
         self.extra = tuple((k, slot[i]) for k, i in extra)  # unknown attributes: (name, slot)
 
 
@@ -214,7 +234,7 @@ class _Buffer:
         }
 
     def new_plan(self, tag: str, keys: tuple) -> _Plan:
-        plan = _Plan(keys, self.spec, self.known, self.spec.row_tags[tag])
+        plan = _Plan(keys, self.spec, self.known, tag)
         self.plans[tag][hash(keys)] = plan
         return plan
 
@@ -278,6 +298,7 @@ class _Target:
     def __init__(self) -> None:
         self.depth = 0
         self.container: _Buffer | None = None
+        self.container_tag = ""
         self.statement: int | None = None
         self.headers: list[_Header] = []
         self.buffers = {name: _Buffer(spec) for name, spec in TABLES.items()}
@@ -303,7 +324,7 @@ class _Target:
                 return
             plans = buf.plans.get(tag)
             if plans is None:
-                self.skipped[f"{buf.spec.section}/{tag}"] += 1
+                self.skipped[f"{self.container_tag}/{tag}"] += 1
                 return
             keys = tuple(attrib)
             plan = plans.get(hash(keys)) or buf.new_plan(tag, keys)
@@ -386,6 +407,7 @@ class _Target:
         buf_spec = _SECTION_TABLES.get(tag)
         if buf_spec is not None:
             self.container = self.buffers[buf_spec.name]
+            self.container_tag = tag
             return
         single = _SINGLE_ROW_TABLES.get(tag)
         if single is None:
@@ -417,7 +439,7 @@ class _Target:
     def _resolve_format(self, staged: _Staged) -> DateFormat:
         cands = self.candidates
         if len(cands) > 1:
-            for kind in ("date", "ts"):
+            for kind in ("date", "ts", "day"):
                 if len(cands) > 1:
                     cands = narrow_formats(cands, staged.blocks[kind])
             if len(cands) > 1:
@@ -530,24 +552,33 @@ class _Problems:
     """Values that did not convert, per (table, column), across flushes."""
 
     def __init__(self) -> None:
-        self.found: dict[tuple[str, str], tuple[Column, list[str], dict[str, None]]] = {}
+        self.found: dict[
+            tuple[str, str], tuple[Column, list[str], dict[str, None], dict[str, None]]
+        ] = {}
 
-    def add(self, table: str, column: Column, bad: list[tuple[int, str, str]]) -> None:
-        _, raws, messages = self.found.setdefault((table, column.name), (column, [], {}))
+    def add(
+        self,
+        table: str,
+        column: Column,
+        bad: list[tuple[int, str, str]],
+        attributes: list[str],
+    ) -> None:
+        _, raws, messages, names = self.found.setdefault((table, column.name), (column, [], {}, {}))
         raws.extend(raw for _, raw, _ in bad)
         messages.update(dict.fromkeys(message for _, _, message in bad))
+        names.update(dict.fromkeys(attributes))
 
     def result(self) -> tuple[ParseProblem, ...]:
         return tuple(
             ParseProblem(
                 table=table,
                 column=name,
-                attribute=column.flex or name,
+                attribute="/".join(attributes),
                 count=len(raws),
                 samples=tuple(dict.fromkeys(raws))[:MAX_SAMPLES],
                 message="; ".join(messages),
             )
-            for (table, name), (column, raws, messages) in self.found.items()
+            for (table, name), (column, raws, messages, attributes) in self.found.items()
         )
 
 
@@ -575,10 +606,9 @@ def _column_pieces(
     buf: _Buffer, plans: list[_Plan], zipped: dict, column: int
 ) -> Iterator[Iterable]:
     """One spec column's values, plan after plan (None or the row tag's default when absent)."""
-    is_lod = buf.spec.columns[column].name == "level_of_detail"
     for plan in plans:
         pos = plan.positions[column]
-        default = plan.default_lod if is_lod else None
+        default = plan.defaults[column]
         if pos is None:
             yield repeat(default, len(plan.rows))
         else:
@@ -630,12 +660,15 @@ class _Staged:
         self.order: dict[str, np.ndarray | None] = {}
         self.layout: dict[str, list[tuple[int, str, int]]] = {k: [] for k in _KIND_ORDER}
         self.raw_extra: dict[str, list[tuple[int, str, str]]] = {}  # unconverted values
+        self.plans: dict[str, tuple[list[int], list[_Plan]]] = {}  # first row of each plan
         pieces: dict[str, list[Iterable]] = {k: [] for k in _KIND_ORDER}
         for buf in buffers:
             name = buf.spec.name
             segments = buf.segments()
             plans = list({id(p): p for p, _, _ in segments}.values())
             n = self.n[name] = sum(len(p.rows) for p in plans)
+            firsts = np.cumsum([0, *(len(p.rows) for p in plans)])[:-1].tolist()
+            self.plans[name] = (firsts, plans)
             order = self.order[name] = _document_order(plans, segments)
             statements = buf.statement_index(n)
             if order is not None:
@@ -677,7 +710,7 @@ class _Staged:
                     out[name][column.name] = typed.slice(offset, n)
                 else:
                     values = block.slice(offset, n)
-                    out[name][column.name] = self._column(kind, values, fmt, name, column, problems)
+                    out[name][column.name] = self._column(kind, values, fmt, name, i, problems)
                 offset += n
         return out
 
@@ -687,7 +720,7 @@ class _Staged:
         values: pa.Array,
         fmt: DateFormat,
         table: str,
-        column: Column,
+        index: int,
         problems: _Problems,
     ) -> pa.Array:
         try:
@@ -696,9 +729,18 @@ class _Staged:
             pass
         typed, bad = _convert_tolerant(kind, values, fmt)
         if bad:
-            problems.add(table, column, bad)
+            column = TABLES[table].columns[index]
+            firsts, plans = self.plans[table]
+            attributes = [
+                plans[bisect_right(firsts, row) - 1].attributes[index] or column.name
+                for row, _, _ in bad
+            ]
+            problems.add(table, column, bad, attributes)
             raw = self.raw_extra.setdefault(table, [])
-            raw.extend((row, column.flex or column.name, value) for row, value, _ in bad)
+            raw.extend(
+                (row, attribute, value)
+                for (row, value, _), attribute in zip(bad, attributes, strict=True)
+            )
         return typed
 
     def convert(
@@ -734,7 +776,13 @@ def _convert_block(kind: str, block: pa.Array, fmt: DateFormat) -> pa.Array:
     if kind == "ts":
         return to_utc_timestamp(block, fmt)
     encoded = pc.dictionary_encode(block)  # dates repeat a lot: convert each distinct value once
-    return to_date32(encoded.dictionary, fmt).take(encoded.indices)
+    dictionary = _date_part(encoded.dictionary, fmt) if kind == "day" else encoded.dictionary
+    return to_date32(dictionary, fmt).take(encoded.indices)
+
+
+def _date_part(values: pa.Array, fmt: DateFormat) -> pa.Array:
+    """``day`` values: the date of a date-time in ``fmt`` (time and zone dropped); others as is."""
+    return pc.replace_substring_regex(values, rf"^({fmt.pattern}){_TIME_ZONE}$", r"\1")
 
 
 def _convert_tolerant(
@@ -746,6 +794,11 @@ def _convert_tolerant(
         return to_utc_timestamp_tolerant(values, fmt)
     if kind == "date":
         return to_date32_tolerant(values, fmt)
+    if kind == "day":  # also a date-time in another format: drop any time after a separator
+        dates = pc.replace_substring_regex(_date_part(values, fmt), rf"[;, T]+{_TIME_ZONE}$", "")
+        typed, bad = to_date32_tolerant(dates, fmt)
+        raw = values.to_pylist() if bad else []
+        return typed, [(i, raw[i], problem) for i, _, problem in bad]
     target = DECIMAL if kind == "dec" else pa.int64()
     clean = pc.replace_substring(values, ",", "") if kind == "dec" else values
     plain = pc.fill_null(
@@ -857,10 +910,15 @@ def _fix_change_in_nav(cols: dict, ctx: _StatementColumns, stmt: pa.ChunkedArray
     _fill_period(cols, ctx, stmt)
 
 
-def _fix_cash_balances(cols: dict) -> None:
+def _level_by_currency(cols: dict) -> None:
+    """A missing level_of_detail: BaseCurrency on the BASE_SUMMARY row, else Currency."""
     is_base = pc.fill_null(pc.equal(cols["currency"], "BASE_SUMMARY"), False)
     default = pc.if_else(is_base, "BaseCurrency", "Currency")
     cols["level_of_detail"] = pc.coalesce(cols["level_of_detail"], default)
+
+
+def _fix_cash_balances(cols: dict) -> None:
+    _level_by_currency(cols)
     net = cols["deposits_withdrawals"]
     only_net = pc.and_(
         pc.and_(pc.is_null(cols["deposits"]), pc.is_null(cols["withdrawals"])), pc.is_valid(net)
@@ -880,11 +938,18 @@ def _fix_fx_rates(cols: dict) -> None:
     cols["rate"] = pc.if_else(missing, pa.scalar(None, DECIMAL), rate)
 
 
-_FIXUPS = {"cash_balances": _fix_cash_balances, "fx_rates": _fix_fx_rates}  # at flush
+_FIXUPS = {  # at flush
+    "cash_balances": _fix_cash_balances,
+    "fx_rates": _fix_fx_rates,
+    "interest_accruals": _level_by_currency,
+}
 _CONTEXT_FIXUPS = {  # in _finish, with the statement context
     "nav_daily": _fill_base_currency,
     "change_in_nav": _fix_change_in_nav,
     "cash_balances": _fill_period,
+    "interest_accruals": _fill_period,
+    "fifo_performance": _fill_period,
+    "mtm_performance": _fill_period,
 }
 
 

@@ -11,6 +11,8 @@ kind, so :mod:`ibpipeline.flex.parse` is table-driven. Kinds and their Arrow typ
 - ``int``: ``int64`` (``conid`` only; IBKR identifiers such as ``transactionID`` stay strings).
 - ``date``: ``date32`` report/trade/settle dates in the statement's date format.
 - ``ts``: ``timestamp[us, tz=UTC]``, from IBKR's local date-times (America/New_York).
+- ``day``: ``date32``, the date part of a date or date-time attribute as IBKR writes it (its local
+  date; a time and zone after the date are dropped), for attributes IBKR fills with either.
 
 Every table starts with ``account_id`` and ``date`` (report date, ``date32``) and ends with
 ``statement_sha256`` and ``extra`` (``map<string, string>``: the non-empty attributes of the row
@@ -24,7 +26,7 @@ are in the row's ``currency``; ``fx_rate_to_base`` is base units per one unit of
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import pyarrow as pa
@@ -37,6 +39,7 @@ KIND_TYPES: dict[str, pa.DataType] = {
     "int": pa.int64(),
     "date": pa.date32(),
     "ts": TIMESTAMP,
+    "day": pa.date32(),
 }
 EXTRA_TYPE = pa.map_(pa.string(), pa.string())
 ACCOUNT_ID_SAFE = r"^[A-Za-z0-9][A-Za-z0-9_.*-]{0,63}$"
@@ -51,6 +54,12 @@ class Column:
     """One column: ``flex`` attribute (or None when derived), ``kind`` (see module doc), docs.
 
     Columns whose name starts with ``_`` are read for deriving ``date`` but not stored.
+    ``alt``: other spellings of the attribute, read when the row has no ``flex`` attribute (IBKR
+    writes ``tradeId`` in TransactionTax but ``tradeID`` elsewhere). ``by_tag``: ``(row tag,
+    attribute or None)`` pairs for tables whose row kinds name the column differently (``fees``);
+    a tag not listed reads ``flex``. ``tag_value``: ``(row tag, value)`` pairs: the value of the
+    column for rows of that tag when the attribute is missing or empty (a column with no ``flex``
+    holds it always, e.g. ``fees.fee_source``).
     """
 
     name: str
@@ -58,15 +67,36 @@ class Column:
     flex: str | None
     doc: str = ""
     unit: str = ""
+    alt: tuple[str, ...] = ()
+    by_tag: tuple[tuple[str, str | None], ...] = ()
+    tag_value: tuple[tuple[str, str], ...] = ()
 
     @property
     def hidden(self) -> bool:
         return self.name.startswith("_")
 
-    def field(self) -> pa.Field:
-        meta = {"doc": self.doc, "unit": self.unit}
+    def attribute(self, tag: str) -> str | None:
+        """The Flex attribute this column reads from a ``tag`` row."""
+        return dict(self.by_tag).get(tag, self.flex)
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """Every attribute name this column reads (any tag, any spelling)."""
+        names = (self.flex, *self.alt, *(a for _, a in self.by_tag))
+        return tuple(dict.fromkeys(a for a in names if a))
+
+    @property
+    def flex_label(self) -> str:
+        """The ``flex`` field metadata: the attribute, with its other spellings and per-tag names."""
+        if not self.by_tag:
+            return " or ".join(a for a in (self.flex, *self.alt) if a)
+        parts = [f"{a} ({t})" for t, a in self.by_tag if a]
         if self.flex:
-            meta["flex"] = self.flex
+            parts.append(f"{self.flex} (other rows)")
+        return "; ".join(parts)
+
+    def field(self) -> pa.Field:
+        meta = {"doc": self.doc, "unit": self.unit, "flex": self.flex_label}
         return pa.field(
             self.name, KIND_TYPES[self.kind], metadata={k: v for k, v in meta.items() if v}
         )
@@ -74,27 +104,27 @@ class Column:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A normalized table read from one Flex section.
+    """A normalized table read from one or more Flex sections.
 
-    ``section``: container element directly under ``FlexStatement`` (rows are its children), or
-    None when ``row_tags`` are single elements directly under ``FlexStatement``.
+    ``sections``: container elements directly under ``FlexStatement`` whose children are the rows
+    (several for ``dividend_accruals`` and ``fees``), or empty when ``row_tags`` are single
+    elements directly under ``FlexStatement``.
     ``row_tags``: row element -> default ``level_of_detail`` when the attribute is missing.
     ``date_from``: columns coalesced (in order, then the statement's ``toDate``) into ``date``.
     """
 
     name: str
-    section: str | None
+    sections: tuple[str, ...]
     row_tags: MappingProxyType
     columns: tuple[Column, ...]
     date_from: tuple[str, ...]
     key: tuple[str, ...]
     doc: str
-    by_flex: MappingProxyType = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "by_flex", MappingProxyType({c.flex: c for c in self.columns if c.flex})
-        )
+    @property
+    def section(self) -> str | None:
+        """The section(s) as written in messages (None for single elements)."""
+        return "/".join(self.sections) or None
 
     @property
     def schema(self) -> pa.Schema:
@@ -166,15 +196,16 @@ INSTRUMENT: tuple[Column, ...] = (
 
 def _spec(
     name: str,
-    section: str | None,
+    section: str | tuple[str, ...] | None,
     row_tags: dict[str, str | None],
     columns: tuple[Column, ...],
     date_from: tuple[str, ...],
     key: tuple[str, ...],
     doc: str,
 ) -> TableSpec:
+    sections = (section,) if isinstance(section, str) else section or ()
     return TableSpec(
-        name, section, MappingProxyType(row_tags), (ACCOUNT_ID, *columns), date_from, key, doc
+        name, sections, MappingProxyType(row_tags), (ACCOUNT_ID, *columns), date_from, key, doc
     )
 
 
@@ -442,6 +473,21 @@ FX_RATES = _spec(
     "ConversionRate rows: closing FX rates per report date.",
 )
 
+CUSIP = _s("cusip", "cusip")
+FIGI = _s("figi", "figi")
+LISTING_EXCHANGE = _s("listing_exchange", "listingExchange", "primary listing exchange")
+UNDERLYING_CONID = Column(
+    "underlying_conid", "int", "underlyingConid", "IBKR contract id of the underlying"
+)
+CODE = _s("code", "code", "IBKR codes as written, ';'-separated (Ca cancelled, Re reversal, ...)")
+IDENTIFIERS: tuple[Column, ...] = (CUSIP, FIGI, LISTING_EXCHANGE, UNDERLYING_CONID)
+_CAPITAL_FX_UNIT = "money in base currency"
+
+
+def _dec(name: str, flex: str | None, doc: str, unit: str, **kw) -> Column:
+    return Column(name, "dec", flex, doc, unit, **kw)
+
+
 CORPORATE_ACTIONS = _spec(
     "corporate_actions",
     "CorporateActions",
@@ -450,7 +496,11 @@ CORPORATE_ACTIONS = _spec(
         _REPORT_DATE,
         _s("level_of_detail", "levelOfDetail", "DETAIL or SUMMARY (missing = DETAIL)"),
         _s("transaction_id", "transactionID"),
-        _s("action_id", "actionID"),
+        _s(
+            "action_id",
+            "actionID",
+            "one id per corporate action: its rows (old and new line) share it",
+        ),
         _s("type", "type", "reorg code: IC, TC, FS, RS, SO, TO, ..."),
         _s("action_description", "actionDescription"),
         CONID,
@@ -464,6 +514,17 @@ CORPORATE_ACTIONS = _spec(
         _money("cost_basis", "costBasis"),
         _money("realized_pnl", "fifoPnlRealized"),
         _money("mtm_pnl", "mtmPnl"),
+        *IDENTIFIERS,
+        CODE,
+        _s("issuer", "issuer"),
+        _dec("principal_adjust_factor", "principalAdjustFactor", "", "factor"),
+        _dec(
+            "capital_gains_pnl_base",
+            "capitalGainsPnl",
+            "capital part of realized P/L",
+            _CAPITAL_FX_UNIT,
+        ),
+        _dec("fx_pnl_base", "fxPnl", "currency part of realized P/L", _CAPITAL_FX_UNIT),
     ),
     ("_report_date",),
     ("account_id", "date", "level_of_detail", "transaction_id"),
@@ -492,10 +553,448 @@ TRANSFERS = _spec(
         _base("position_amount_base", "positionAmountInBase"),
         _money("cash_transfer", "cashTransfer"),
         _s("counterparty_account", "account"),
+        *IDENTIFIERS,
+        CODE,
+        _s("delivering_broker", "deliveringBroker"),
+        _s("company", "company", "counterparty company"),
+        _s("account_name", "accountName", "counterparty account name"),
+        _money("pnl_amount", "pnlAmount", "P/L transferred with the position"),
+        _base("pnl_amount_base", "pnlAmountInBase", "P/L transferred with the position"),
+        _dec("capital_gains_pnl_base", "capitalGainsPnl", "", _CAPITAL_FX_UNIT),
+        _dec("fx_pnl_base", "fxPnl", "", _CAPITAL_FX_UNIT),
+        _s("client_reference", "clientReference"),
+        _s("position_instruction_id", "positionInstructionID"),
+        _s("position_instruction_set_id", "positionInstructionSetID"),
     ),
     ("_report_date", "_date"),
     ("account_id", "date", "level_of_detail", "transaction_id"),
     "Transfer rows (positions and cash moved in or out); date = reportDate, else date.",
+)
+
+OPTION_EVENTS = _spec(
+    "option_events",
+    "OptionEAE",
+    {"OptionEAE": None},
+    (
+        _d("_date", "date"),
+        _s(
+            "transaction_type",
+            "transactionType",
+            "Assignment, Exercise or Expiration on the option's row; Buy or Sell on the "
+            "underlying's row (the delivery leg); unknown values kept",
+        ),
+        _s("trade_id", "tradeID", "the matching Trades row (BookTrade) where there is one"),
+        _s("related_trade_id", "relatedTradeID"),
+        CONID,
+        *INSTRUMENT,
+        *IDENTIFIERS,
+        FX_TO_BASE,
+        Column("quantity", "dec", "quantity", "signed, as IBKR writes it", "shares/contracts"),
+        Column("trade_price", "dec", "tradePrice", "", "price in currency"),
+        Column("mark_price", "dec", "markPrice", "close on date", "price in currency"),
+        _money("proceeds", "proceeds"),
+        Column(
+            "commissions_and_tax",
+            "dec",
+            "commisionsAndTax",
+            "IBKR misspells the attribute; the correct spelling is read too",
+            "money in the row's currency",
+            alt=("commissionsAndTax",),
+        ),
+        _money("cost_basis", "costBasis"),
+        _money("realized_pnl", "realizedPnl"),
+        _dec("capital_gains_pnl_base", "capitalGainsPnl", "", _CAPITAL_FX_UNIT),
+        _dec("fx_pnl_base", "fxPnl", "", _CAPITAL_FX_UNIT),
+        _money("mtm_pnl", "mtmPnl"),
+    ),
+    ("_date",),
+    ("account_id", "date", "conid", "transaction_type", "trade_id"),
+    "OptionEAE: option exercises, assignments and expirations, each with the row of its "
+    "underlying's delivery (Buy/Sell) where there is one; date = the event's date.",
+)
+
+INTEREST_ACCRUALS = _spec(
+    "interest_accruals",
+    "InterestAccruals",
+    {"InterestAccrualsCurrency": None},
+    (
+        _s("currency", "currency", "ISO currency, or BASE_SUMMARY (all currencies, in base)"),
+        _s(
+            "level_of_detail",
+            "levelOfDetail",
+            "Currency per currency, BaseCurrency for BASE_SUMMARY (IBKR writes none)",
+        ),
+        _d("from_date", "fromDate"),
+        _d("to_date", "toDate"),
+        _money("starting_accrual_balance", "startingAccrualBalance"),
+        _money("interest_accrued", "interestAccrued", "accrued in the window (charges < 0)"),
+        _money("accrual_reversal", "accrualReversal", "accruals reversed when posted to cash"),
+        _money("fx_translation", "fxTranslation", "BASE_SUMMARY: translation to base"),
+        _money("ending_accrual_balance", "endingAccrualBalance"),
+    ),
+    ("to_date",),
+    ("account_id", "date", "currency", "level_of_detail"),
+    "InterestAccrualsCurrency over the window, per currency and BASE_SUMMARY; date = to_date. "
+    "BASE_SUMMARY money is in base currency.",
+)
+
+DIVIDEND_ACCRUALS = _spec(
+    "dividend_accruals",
+    ("OpenDividendAccruals", "ChangeInDividendAccruals"),
+    {"OpenDividendAccrual": "DETAIL", "ChangeInDividendAccrual": "DETAIL"},
+    (
+        _REPORT_DATE,
+        _d("_date", "date"),
+        Column(
+            "accrual_kind",
+            "str",
+            None,
+            "open: accrual outstanding at the statement's end (OpenDividendAccruals; date = "
+            "toDate); change: accrual booked or reversed on date (ChangeInDividendAccruals; a "
+            "reversal has code Re and negative amounts)",
+            tag_value=(("OpenDividendAccrual", "open"), ("ChangeInDividendAccrual", "change")),
+        ),
+        _s("level_of_detail", "levelOfDetail", "DETAIL or SUMMARY (missing = DETAIL)"),
+        _s("action_id", "actionID"),
+        CONID,
+        *INSTRUMENT,
+        *IDENTIFIERS,
+        FX_TO_BASE,
+        _d("ex_date", "exDate"),
+        _d("pay_date", "payDate"),
+        Column("quantity", "dec", "quantity", "shares entitled", "shares"),
+        _dec("gross_rate", "grossRate", "dividend per share", "money in the row's currency/share"),
+        _money("gross_amount", "grossAmount"),
+        _money("tax", "tax", "withholding tax, same sign as gross_amount"),
+        _money("fee", "fee", "same sign as gross_amount"),
+        _money("net_amount", "netAmount", "gross_amount - tax - fee"),
+        CODE,
+        _s("from_acct", "fromAcct"),
+        _s("to_acct", "toAcct"),
+    ),
+    ("_report_date", "_date"),
+    ("account_id", "date", "accrual_kind", "level_of_detail", "conid", "ex_date", "action_id"),
+    "OpenDividendAccrual and ChangeInDividendAccrual rows (accrual_kind says which); date = "
+    "reportDate, else date, else the statement's toDate (open accruals).",
+)
+
+SECURITIES = _spec(
+    "securities",
+    "SecuritiesInfo",
+    {"SecurityInfo": None},
+    (
+        CONID,
+        *INSTRUMENT,
+        CUSIP,
+        FIGI,
+        _s("sedol", "sedol"),
+        _s("security_id", "securityID"),
+        _s("security_id_type", "securityIDType", "ISIN, CUSIP, FIGI, ..."),
+        LISTING_EXCHANGE,
+        UNDERLYING_CONID,
+        _s("underlying_security_id", "underlyingSecurityID"),
+        _s("underlying_listing_exchange", "underlyingListingExchange"),
+        _s("underlying_category", "underlyingCategory"),
+        _s("issuer", "issuer"),
+        _s("issuer_country_code", "issuerCountryCode"),
+        _d("maturity", "maturity", "bond/bill maturity date"),
+        _d("issue_date", "issueDate"),
+        _s("type", "type"),
+        _dec("principal_adjust_factor", "principalAdjustFactor", "", "factor"),
+        _s("settlement_policy_method", "settlementPolicyMethod"),
+        CODE,
+    ),
+    (),
+    ("account_id", "date", "conid"),
+    "SecurityInfo rows as parsed: one per security per statement (IBKR writes no account: the "
+    "statement's); date = the statement's toDate. A dimension keyed by conid across the history "
+    "(a symbol or ISIN change keeps the conid): the latest row per conid is a dbt view.",
+)
+
+STATEMENT_OF_FUNDS = _spec(
+    "statement_of_funds",
+    "StmtFunds",
+    {"StatementOfFundsLine": None},
+    (
+        _REPORT_DATE,
+        Column("activity_date", "day", "date", "date of the activity (date part as written)"),
+        _s(
+            "level_of_detail",
+            "levelOfDetail",
+            "BaseCurrency (every line in base currency) or Currency (lines per currency)",
+        ),
+        _s("transaction_id", "transactionID"),
+        _s("activity_code", "activityCode", "BUY, SELL, DIV, FRTAX, CINT, DINT, OFEE, DEP, ..."),
+        _s("activity_description", "activityDescription"),
+        _s("trade_id", "tradeID"),
+        _s("order_id", "orderID"),
+        _s("action_id", "actionID"),
+        CONID,
+        *INSTRUMENT,
+        *IDENTIFIERS,
+        FX_TO_BASE,
+        _d("settle_date", "settleDate"),
+        _s("buy_sell", "buySell"),
+        Column("trade_quantity", "dec", "tradeQuantity", "", "shares/contracts/face"),
+        Column("trade_price", "dec", "tradePrice", "", "price in the instrument's currency"),
+        _money("trade_gross", "tradeGross"),
+        _money("trade_commission", "tradeCommission"),
+        _money("trade_tax", "tradeTax"),
+        _s("trade_code", "tradeCode"),
+        _money("debit", "debit", "<= 0"),
+        _money("credit", "credit", ">= 0"),
+        _money("amount", "amount", "debit + credit"),
+        _money("balance", "balance", "running balance of currency after the line"),
+    ),
+    ("_report_date", "activity_date"),
+    ("account_id", "date", "level_of_detail", "currency", "transaction_id"),
+    "StatementOfFundsLine rows in statement order (balance runs over them); date = reportDate. "
+    "With level_of_detail BaseCurrency, currency is the base currency.",
+)
+
+_PERF_COLUMNS: tuple[Column, ...] = (
+    _REPORT_DATE,
+    Column("from_date", "date", None, "first day of the statement period the figures cover"),
+    Column("to_date", "date", None, "last day of the statement period the figures cover"),
+    CONID,
+    *(c for c in INSTRUMENT if c is not CURRENCY),
+    LISTING_EXCHANGE,
+    UNDERLYING_CONID,
+    CODE,
+)
+_PERF_NOTE = (
+    " Rows without conid are IBKR's totals (description 'Total (All Assets)', 'Other Fees', "
+    "'Total P/L', ...): never add them to the per-instrument rows."
+)
+
+FIFO_PERFORMANCE = _spec(
+    "fifo_performance",
+    "FIFOPerformanceSummaryInBase",
+    {"FIFOPerformanceSummaryUnderlying": None},
+    (
+        *_PERF_COLUMNS,
+        _base("cost_adj_base", "costAdj", "cost basis adjustments"),
+        _base("realized_st_profit_base", "realizedSTProfit", "short-term realized profit"),
+        _base("realized_st_loss_base", "realizedSTLoss", "short-term realized loss (<= 0)"),
+        _base("realized_lt_profit_base", "realizedLTProfit", "long-term realized profit"),
+        _base("realized_lt_loss_base", "realizedLTLoss", "long-term realized loss (<= 0)"),
+        _base("realized_pnl_base", "totalRealizedPnl", "total realized P/L"),
+        _base("realized_capital_gains_pnl_base", "totalRealizedCapitalGainsPnl"),
+        _base("realized_fx_pnl_base", "totalRealizedFxPnl"),
+        _base("unrealized_profit_base", "unrealizedProfit"),
+        _base("unrealized_loss_base", "unrealizedLoss"),
+        _base("unrealized_st_profit_base", "unrealizedSTProfit"),
+        _base("unrealized_st_loss_base", "unrealizedSTLoss"),
+        _base("unrealized_lt_profit_base", "unrealizedLTProfit"),
+        _base("unrealized_lt_loss_base", "unrealizedLTLoss"),
+        _base("unrealized_pnl_base", "totalUnrealizedPnl", "total unrealized P/L at the end"),
+        _base("unrealized_capital_gains_pnl_base", "totalUnrealizedCapitalGainsPnl"),
+        _base("unrealized_fx_pnl_base", "totalUnrealizedFxPnl"),
+        _base("total_pnl_base", "totalFifoPnl", "realized + unrealized"),
+        _base("total_capital_gains_pnl_base", "totalCapitalGainsPnl"),
+        _base("total_fx_pnl_base", "totalFxPnl"),
+        _base("transferred_pnl_base", "transferredPnl"),
+        _base("transferred_capital_gains_pnl_base", "transferredCapitalGainsPnl"),
+        _base("transferred_fx_pnl_base", "transferredFxPnl"),
+    ),
+    ("_report_date",),
+    ("account_id", "date", "asset_category", "conid"),
+    "FIFOPerformanceSummaryUnderlying: IBKR's FIFO realized (short/long term) and unrealized P/L "
+    "per instrument over the statement period (from_date..to_date), in base currency; date = "
+    "reportDate." + _PERF_NOTE,
+)
+
+MTM_PERFORMANCE = _spec(
+    "mtm_performance",
+    "MTMPerformanceSummaryInBase",
+    {"MTMPerformanceSummaryUnderlying": None},
+    (
+        *_PERF_COLUMNS,
+        _dec("prev_close_quantity", "prevCloseQuantity", "", "shares/contracts/face"),
+        _dec("prev_close_price", "prevClosePrice", "", "price in the instrument's currency"),
+        _dec("close_quantity", "closeQuantity", "", "shares/contracts/face"),
+        _dec("close_price", "closePrice", "", "price in the instrument's currency"),
+        _base("transaction_mtm_base", "transactionMtm", "MTM of the period's transactions"),
+        _base("prior_open_mtm_base", "priorOpenMtm", "MTM of the position held at the start"),
+        _base("commissions_base", "commissions"),
+        _base("corp_action_mtm_base", "corpActionMtm"),
+        _base("dividends_base", "dividends"),
+        _base("other_base", "other"),
+        _base("other_with_accruals_base", "otherWithAccruals"),
+        _base("total_base", "total"),
+        _base("total_with_accruals_base", "totalWithAccruals"),
+    ),
+    ("_report_date",),
+    ("account_id", "date", "asset_category", "conid"),
+    "MTMPerformanceSummaryUnderlying: mark-to-market P/L per instrument over the statement "
+    "period (from_date..to_date), in base currency; date = reportDate." + _PERF_NOTE,
+)
+
+_UCD, _STAX, _TTAX, _CFD = (
+    "UnbundledCommissionDetail",
+    "SalesTax",
+    "TransactionTax",
+    "CFDCharge",
+)
+_FEE_TAGS = (_UCD, _STAX, _TTAX, _CFD)
+
+
+def _only(tag: str, flex: str) -> tuple[tuple[str, str | None], ...]:
+    """``by_tag`` reading ``flex`` from ``tag`` rows only."""
+    return tuple((t, flex if t == tag else None) for t in _FEE_TAGS)
+
+
+def _fee(
+    name: str, tag: str, flex: str, doc: str = "", unit: str = "money in the row's currency"
+) -> Column:
+    return Column(name, "dec", None, doc, unit, by_tag=_only(tag, flex))
+
+
+FEES = _spec(
+    "fees",
+    ("UnbundledCommissionDetails", "SalesTaxes", "TransactionTaxes", "CFDCharges"),
+    dict.fromkeys(_FEE_TAGS, "DETAIL"),
+    (
+        _REPORT_DATE,
+        Column("_date", "date", "date", by_tag=((_TTAX, None),)),
+        Column("_day", "day", "dateTime", by_tag=((_TTAX, "date"),)),
+        Column(
+            "fee_source",
+            "str",
+            None,
+            "section of the row: UnbundledCommissionDetails, SalesTaxes, TransactionTaxes or "
+            "CFDCharges (advisor and other fees stay in cash_transactions)",
+            tag_value=(
+                (_UCD, "UnbundledCommissionDetails"),
+                (_STAX, "SalesTaxes"),
+                (_TTAX, "TransactionTaxes"),
+                (_CFD, "CFDCharges"),
+            ),
+        ),
+        _s("level_of_detail", "levelOfDetail", "DETAIL or SUMMARY (missing = DETAIL)"),
+        Column(
+            "fee_at",
+            "ts",
+            "dateTime",
+            "when charged",
+            "UTC instant (IBKR writes America/New_York local time)",
+            by_tag=((_TTAX, "date"), (_STAX, None)),
+        ),
+        Column("transaction_id", "str", "transactionID", alt=("transactionId",)),
+        Column("trade_id", "str", "tradeID", "the trade charged", alt=("tradeId",)),
+        Column(
+            "fee_description",
+            "str",
+            None,
+            by_tag=(
+                (_UCD, None),
+                (_STAX, "taxableDescription"),
+                (_TTAX, "taxDescription"),
+                (_CFD, "activityDescription"),
+            ),
+        ),
+        CONID,
+        *INSTRUMENT,
+        FX_TO_BASE,
+        Column(
+            "amount",
+            "dec",
+            None,
+            "the fee, signed as IBKR writes it (a charge < 0)",
+            "money in the row's currency",
+            by_tag=(
+                (_UCD, "totalCommission"),
+                (_STAX, "salesTax"),
+                (_TTAX, "taxAmount"),
+                (_CFD, "total"),
+            ),
+        ),
+        _dec("quantity", "quantity", "quantity of the trade charged", "shares/contracts/face"),
+        Column(
+            "trade_price",
+            "dec",
+            "tradePrice",
+            "price of the trade charged",
+            "price in currency",
+            by_tag=((_UCD, "price"),),
+        ),
+        _s("buy_sell", "buySell"),
+        _s("exchange", "exchange"),
+        _s("order_reference", "orderReference"),
+        _fee("broker_execution_charge", _UCD, "brokerExecutionCharge"),
+        _fee("broker_clearing_charge", _UCD, "brokerClearingCharge"),
+        _fee("third_party_execution_charge", _UCD, "thirdPartyExecutionCharge"),
+        _fee("third_party_clearing_charge", _UCD, "thirdPartyClearingCharge"),
+        _fee("third_party_regulatory_charge", _UCD, "thirdPartyRegulatoryCharge"),
+        _fee("finra_trading_activity_fee", _UCD, "regFINRATradingActivityFee"),
+        _fee("section31_transaction_fee", _UCD, "regSection31TransactionFee"),
+        _fee("regulatory_other", _UCD, "regOther"),
+        _fee("other_charge", _UCD, "other"),
+        _s("tax_type", "taxType", "sales tax type (VAT, GST, ...)"),
+        _s("country", "country", "country levying the sales tax"),
+        _s("payer", "payer"),
+        _fee("taxable_amount", _STAX, "taxableAmount", "amount the sales tax is levied on"),
+        _fee("tax_rate", _STAX, "taxRate", "", "fraction (0.21 = 21 %)"),
+        _s("taxable_transaction_id", "taxableTransactionID"),
+        _s("tax_source", "source", "TransactionTax source (TRADE, ...)"),
+        _fee("cfd_received", _CFD, "received"),
+        _fee("cfd_paid", _CFD, "paid"),
+        _fee("cfd_amount", _CFD, "amount", "CFDCharge amount attribute as written"),
+        CODE,
+    ),
+    ("_report_date", "_date", "_day"),
+    ("account_id", "date", "fee_source", "level_of_detail", "transaction_id", "trade_id"),
+    "Fee rows of UnbundledCommissionDetails, SalesTaxes, TransactionTaxes and CFDCharges "
+    "(fee_source says which; amount is the fee of every kind). date = reportDate, else date, "
+    "else the date part of dateTime. UnbundledCommissionDetails break down commissions that "
+    "trades already carry: never add them to trades.commission.",
+)
+
+STOCK_GRANTS = _spec(
+    "stock_grants",
+    "StockGrantActivities",
+    {"StockGrantActivity": None},
+    (
+        _REPORT_DATE,
+        _s("activity_description", "activityDescription"),
+        CONID,
+        *INSTRUMENT,
+        *IDENTIFIERS,
+        FX_TO_BASE,
+        _d("award_date", "awardDate"),
+        _d("vesting_date", "vestingDate"),
+        Column("quantity", "dec", "quantity", "shares granted", "shares"),
+        Column("price", "dec", "price", "", "price in currency"),
+        _money("value", "value"),
+    ),
+    ("_report_date", "award_date"),
+    ("account_id", "date", "conid", "award_date", "vesting_date"),
+    "StockGrantActivity rows (stock awards, their vesting); date = reportDate, else awardDate.",
+)
+
+FX_TRANSACTIONS = _spec(
+    "fx_transactions",
+    "FxTransactions",
+    {"FxTransaction": None},
+    (
+        _REPORT_DATE,
+        Column("_day", "day", "dateTime"),
+        _s("level_of_detail", "levelOfDetail"),
+        _s("asset_category", "assetCategory"),
+        _s("functional_currency", "functionalCurrency", "the account's base currency"),
+        _s("fx_currency", "fxCurrency", "the currency bought or sold"),
+        _s("activity_description", "activityDescription"),
+        _ts("transaction_at", "dateTime"),
+        _dec("quantity", "quantity", "signed; sold < 0", "units of fx_currency"),
+        _dec("proceeds", "proceeds", "", "money in functional_currency"),
+        _dec("cost", "cost", "", "money in functional_currency"),
+        _dec("realized_pnl", "realizedPL", "realized FX P/L", "money in functional_currency"),
+        CODE,
+    ),
+    ("_report_date", "_day"),
+    ("account_id", "date", "fx_currency", "transaction_at"),
+    "FxTransaction rows: foreign currency lots bought and sold with their realized FX P/L in "
+    "the functional (base) currency; date = reportDate, else the date part of dateTime.",
 )
 
 TABLES: dict[str, TableSpec] = {
@@ -512,6 +1011,16 @@ TABLES: dict[str, TableSpec] = {
         FX_RATES,
         CORPORATE_ACTIONS,
         TRANSFERS,
+        OPTION_EVENTS,
+        INTEREST_ACCRUALS,
+        DIVIDEND_ACCRUALS,
+        SECURITIES,
+        STATEMENT_OF_FUNDS,
+        FIFO_PERFORMANCE,
+        MTM_PERFORMANCE,
+        FEES,
+        STOCK_GRANTS,
+        FX_TRANSACTIONS,
     )
 }
 SCHEMAS: dict[str, pa.Schema] = {name: spec.schema for name, spec in TABLES.items()}
@@ -644,17 +1153,58 @@ _KNOWN_UNMAPPED: dict[str, str] = {
     ),
     "fx_rates": "",
     "corporate_actions": (
-        "acctAlias capitalGainsPnl code commodityType cusip deliveryType figi fineness fxPnl issuer "
-        "issuerCountryCode listingExchange model principalAdjustFactor securityID securityIDType "
-        "sedol serialNumber underlyingConid underlyingListingExchange underlyingSecurityID weight "
+        "acctAlias commodityType deliveryType fineness issuerCountryCode model securityID "
+        "securityIDType sedol serialNumber underlyingListingExchange underlyingSecurityID "
+        "weight "
     ),
     "transfers": (
-        "accountName acctAlias capitalGainsPnl clientReference code commodityType company cusip "
-        "deliveringBroker deliveryType figi fineness fxPnl issuer issuerCountryCode listingExchange "
-        "model pnlAmount pnlAmountInBase positionInstructionID positionInstructionSetID "
-        "principalAdjustFactor securityID securityIDType sedol serialNumber underlyingConid "
+        "acctAlias commodityType deliveryType fineness issuer issuerCountryCode model "
+        "principalAdjustFactor securityID securityIDType sedol serialNumber "
         "underlyingListingExchange underlyingSecurityID weight "
     ),
+    "option_events": (
+        "acctAlias commodityType deliveryType fineness initialInvestment issuer "
+        "issuerCountryCode model origTransactionID principalAdjustFactor relatedTransactionID "
+        "rtn securityID securityIDType serialNumber underlyingListingExchange "
+        "underlyingSecurityID weight "
+    ),
+    "interest_accruals": ("acctAlias model "),
+    "dividend_accruals": (
+        "acctAlias commodityType deliveryType fineness issuer issuerCountryCode model "
+        "principalAdjustFactor securityID securityIDType sedol serialNumber "
+        "underlyingListingExchange underlyingSecurityID weight "
+    ),
+    "securities": (
+        "commodityType deliveryType fineness initialInvestment origTransactionID relatedTradeID "
+        "relatedTransactionID rtn serialNumber weight "
+    ),
+    "statement_of_funds": (
+        "acctAlias commodityType deliveryType fineness issuer issuerCountryCode model "
+        "origTransactionID principalAdjustFactor relatedTradeID relatedTransactionID securityID "
+        "securityIDType serialNumber underlyingListingExchange underlyingSecurityID weight "
+    ),
+    "fifo_performance": (
+        "acctAlias commodityType cusip deliveryType figi fineness issuer issuerCountryCode "
+        "model principalAdjustFactor securityID securityIDType sedol serialNumber "
+        "underlyingListingExchange underlyingSecurityID weight "
+    ),
+    "mtm_performance": (
+        "acctAlias commodityType cusip deliveryType figi fineness issuer issuerCountryCode "
+        "model principalAdjustFactor securityID securityIDType sedol serialNumber "
+        "underlyingListingExchange underlyingSecurityID weight "
+    ),
+    "fees": (
+        "acctAlias clientReference commodityType cusip deliveryType figi fineness issuer "
+        "issuerCountryCode listingExchange model principalAdjustFactor securityID "
+        "securityIDType sedol serialNumber underlyingConid underlyingListingExchange "
+        "underlyingSecurityID weight "
+    ),
+    "stock_grants": (
+        "acctAlias commodityType deliveryType fineness issuer issuerCountryCode model "
+        "principalAdjustFactor securityID securityIDType serialNumber underlyingListingExchange "
+        "underlyingSecurityID weight "
+    ),
+    "fx_transactions": ("acctAlias model "),
 }
 _SUFFIXES: dict[str, tuple[str, ...]] = {
     "cash_balances": ("", "Sec", "Com", "MTD", "YTD", "Paxos"),
@@ -663,7 +1213,8 @@ _SUFFIXES: dict[str, tuple[str, ...]] = {
 
 
 def _known(spec: TableSpec) -> frozenset[str]:
-    bases = set(_KNOWN_UNMAPPED[spec.name].split()) | set(spec.by_flex)
+    bases = set(_KNOWN_UNMAPPED[spec.name].split())
+    bases |= {a for c in spec.columns for a in c.attributes}
     suffixes = _SUFFIXES.get(spec.name, ("",))
     return frozenset(base + suffix for base in bases for suffix in suffixes)
 

@@ -31,6 +31,18 @@ PARSED_TABLES: tuple[str, ...] = (
     "trades",
     "cash_transactions",
     "fx_rates",
+    "corporate_actions",
+    "transfers",
+    "option_events",
+    "interest_accruals",
+    "dividend_accruals",
+    "securities",
+    "statement_of_funds",
+    "fifo_performance",
+    "mtm_performance",
+    "fees",
+    "stock_grants",
+    "fx_transactions",
 )
 NORMALIZED_TABLES: tuple[str, ...] = (*PARSED_TABLES[:4], "positions_daily", *PARSED_TABLES[4:])
 PREVIEW_ROWS = 5

@@ -16,6 +16,7 @@ from ibpipeline.assets.gateway import gateway_assets, gateway_checks
 from ibpipeline.assets.marts import dbt_mart_assets, marts_job
 from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts
 from ibpipeline.assets.tearsheets import tearsheets
+from ibpipeline.automation.backfill import cli_console_logger
 from ibpipeline.automation.gateway_schedule import gateway_snapshot_job, gateway_snapshot_schedule
 from ibpipeline.automation.jobs import flex_daily_job, inbox_import_job
 from ibpipeline.automation.schedules import flex_daily_schedule_from_env
@@ -25,6 +26,7 @@ from ibpipeline.automation.sensors import (
     marts_after_inbox,
 )
 from ibpipeline.dbt import dbt_resource
+from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 
 
@@ -49,8 +51,26 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     return resources
 
 
+def daily_single_run(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """``assets_def`` partitioned by ``daily`` with a single-run backfill policy (unchanged when
+    already partitioned).
+
+    A UI backfill of a range ("Materialize all" or the job page) is one run only when every
+    asset of ``flex_daily_job`` shares the ``daily`` definition and the single-run policy: the
+    backfill daemon never runs an unpartitioned asset, or one with another policy, in the same run
+    as its partitioned parents (``can_run_with_parent``, dagster/_core/execution/asset_backfill.py),
+    so an unpartitioned ``warehouse_views`` cost a run of its own. Its body ignores the partitions
+    (it refreshes every view), so marking it daily changes no behaviour.
+    """
+    if assets_def.partitions_def is not None:
+        return assets_def
+    return assets_def.map_asset_specs(
+        lambda spec: spec.replace_attributes(partitions_def=daily)
+    ).with_attributes(backfill_policy=dg.BackfillPolicy.single_run())
+
+
 ASSETS = [
-    *flex_assets,
+    *(daily_single_run(a) for a in flex_assets),
     *gateway_assets,
     *dbt_mart_assets,
     tearsheets,
@@ -68,4 +88,7 @@ defs = dg.Definitions(
     schedules=SCHEDULES,
     sensors=SENSORS,
     resources=default_resources(),
+    # used only when a run configures "console" (the CLI's QUIET_CONSOLE); otherwise Dagster's
+    # default console logs as usual
+    loggers={"console": cli_console_logger},
 )

@@ -6,8 +6,13 @@
   time window (end exclusive), so the marts delete+insert exactly those days. The views are here
   because the ``read_normalized`` macro fixes their columns when they are built: they must be
   re-created with every build over new normalized data.
-- ``summary_marts`` (unpartitioned): the full-history tables (performance_summary,
-  drawdown_periods, pnl_by_symbol, trade_stats), rebuilt whole.
+- ``summary_marts``: the full-history tables (performance_summary, drawdown_periods,
+  pnl_by_symbol, trade_stats), rebuilt whole by every run. They carry the same ``daily``
+  partitions and single-run policy as everything else in ``flex_daily_job`` only so that a UI
+  backfill of a range ("Materialize all", or the job page) is ONE run: the backfill daemon never
+  puts an unpartitioned asset in the same run as its partitioned parents (``can_run_with_parent``
+  in dagster's asset_backfill.py), so an unpartitioned summary made a second and third run. A
+  partition of a summary mart means "rebuilt (over all history) by a run covering that day".
 
 Both write ``<data_dir>/ibpipeline.duckdb`` and run in pool ``duckdb_writer`` (one writer per
 file). dbt sources are the normalized assets (same daily partitions, day D reads day D), so
@@ -123,13 +128,15 @@ def daily_marts(
     select="fqn:*",
     exclude=DAILY_SELECT,
     name="summary_marts",
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     pool=DUCKDB_POOL,
     dagster_dbt_translator=TRANSLATOR,
 )
 def summary_marts(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, data_dir: DataDirResource
 ) -> Iterator[Any]:
-    """``dbt build`` of the full-history summary tables."""
+    """``dbt build`` of the full-history summary tables (whatever the run's partitions)."""
     with data_dir_env(data_dir.root()), children_die_with_this_process():
         invocation = dbt.cli(["build"], context=context)
     yield from invocation.stream()

@@ -140,28 +140,42 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
 
 
 @dataclass
+class DayStats:
+    """What one run wrote for one table and day: rows, rows per account, a preview."""
+
+    rows: int = 0
+    rows_by_account: dict[str, int] = field(default_factory=dict)
+    preview: pa.Table | None = None
+
+
+@dataclass
 class TableStats:
-    """What one run wrote for one table: rows, day files, rows per account, schema, a preview."""
+    """What one run wrote for one table: rows, day files, rows per account, schema, a preview,
+    and the same per day (``by_day``, for each partition's own materialization metadata)."""
 
     rows: int = 0
     days: int = 0
     rows_by_account: dict[str, int] = field(default_factory=dict)
     schema: pa.Schema | None = None
     preview: pa.Table | None = None
+    by_day: dict[date, DayStats] = field(default_factory=dict)
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, day: date | None = None) -> None:
         self.rows += table.num_rows
         self.days += 1
         self.schema = self.schema or table.schema
+        mine = DayStats(rows=table.num_rows)
         if table.num_rows:
             counts = pc.value_counts(table["account_id"]).to_pylist()
             for item in counts:
-                account = item["values"]
-                self.rows_by_account[account] = (
-                    self.rows_by_account.get(account, 0) + item["counts"]
-                )
+                account, n = item["values"], item["counts"]
+                self.rows_by_account[account] = self.rows_by_account.get(account, 0) + n
+                mine.rows_by_account[account] = n
+            mine.preview = table.slice(0, PREVIEW_ROWS)
             if self.preview is None:
-                self.preview = table
+                self.preview = mine.preview
+        if day is not None:
+            self.by_day[day] = mine
 
 
 def _accounts(table: pa.Table) -> set[str]:
@@ -234,26 +248,32 @@ def normalize_days(
                 else schemas[name].empty_table()
             )
             parquet.write_day(name, day, table, data_dir=data_dir)
-            stats[name].add(table)
+            stats[name].add(table, day)
     return stats
 
 
 def _metadata(stats: TableStats, days: list[date]) -> Mapping[str, object]:
-    # The same metadata lands on every partition of the run, so the standard row count is only
-    # set when the run wrote exactly one day.
+    """Metadata of every partition of the run: the run's totals and the table's column schema.
+    Each partition's own numbers come from :func:`_day_metadata` and override these."""
     metadata: dict[str, object] = {
         "rows_in_run": stats.rows,
         "days_in_run": stats.days,
         "date_range": f"{min(days)}..{max(days)}",
-        "accounts": sorted(stats.rows_by_account),
-        "rows_by_account": dg.MetadataValue.json(dict(sorted(stats.rows_by_account.items()))),
     }
-    if stats.days == 1:
-        metadata["dagster/row_count"] = stats.rows
     if stats.schema is not None:
         metadata["dagster/column_schema"] = column_schema(stats.schema)
-    if stats.preview is not None:
-        metadata["preview"] = dg.MetadataValue.md(preview_markdown(stats.preview))
+    return metadata
+
+
+def _day_metadata(day: DayStats) -> dict[str, object]:
+    """Metadata of one partition (report date): its own row count, accounts and preview."""
+    metadata: dict[str, object] = {
+        "dagster/row_count": day.rows,
+        "accounts": sorted(day.rows_by_account),
+        "rows_by_account": dg.MetadataValue.json(dict(sorted(day.rows_by_account.items()))),
+    }
+    if day.preview is not None:
+        metadata["preview"] = dg.MetadataValue.md(preview_markdown(day.preview))
     return metadata
 
 
@@ -306,6 +326,12 @@ def normalized_flex(
         if mine:
             metadata["parse_warning_sample"] = dg.MetadataValue.md(
                 "\n".join(f"- {line}" for line in mine[:PREVIEW_ROWS])
+            )
+        # One materialization per day: each carries the run's metadata above, overridden by
+        # its own day's numbers (dagster merges partition-scoped asset metadata last).
+        for day, day_stats in stats[name].by_day.items():
+            context.add_asset_metadata(
+                _day_metadata(day_stats), asset_key=name, partition_key=day.isoformat()
             )
         yield dg.MaterializeResult(asset_key=name, metadata=metadata)
         if name in selected_checks:

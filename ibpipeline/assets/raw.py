@@ -97,6 +97,11 @@ def raw_flex_statement(
                 f"{'new' if stored.written else 'already stored'}), accounts {list(found)}, "
                 f"new accounts {new_accounts}"
             )
+            for day in days_in(fd, td):  # each day's own statement, over the run's totals
+                context.add_asset_metadata(
+                    {"sha256": stored.sha256, "window": f"{fd}..{td}", "accounts": list(found)},
+                    partition_key=day.isoformat(),
+                )
             shas.append(stored.sha256)
             accounts.update(found)
             windows.append(f"{fd}..{td}")

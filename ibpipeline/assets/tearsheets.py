@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from ibpipeline.assets.checks import open_marts
 from ibpipeline.assets.marts import DUCKDB_POOL, MARTS_GROUP
 from ibpipeline.finance.returns import xirr
+from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import atomic_write_bytes
 
@@ -30,6 +31,7 @@ select n.account_id, n.currency, n.date, n.nav, n.external_flow, r.cumulative_tw
 from daily_nav as n
 left join daily_returns as r using (account_id, date)
 left join drawdowns as d using (account_id, date)
+where n.nav is not null  -- household days without a USD rate for every account
 order by n.account_id, n.date
 """
 
@@ -141,6 +143,10 @@ def _section(series: AccountSeries, money_weighted: float | None, path: Path, pn
 
 @dg.asset(
     deps=["daily_nav", "daily_returns", "drawdowns"],
+    # daily + single run like the marts it reads, so a UI backfill of a range stays one run
+    # (marts.py); every run renders the whole history whatever its days.
+    partitions_def=daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=MARTS_GROUP,
     pool=DUCKDB_POOL,
     kinds={"python", "png"},

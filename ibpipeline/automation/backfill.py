@@ -9,7 +9,10 @@ views, marts and tearsheets are rebuilt once over the range.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -20,9 +23,45 @@ from ibpipeline.automation.jobs import FLEX_INGEST_SELECTION, flex_daily_job
 from ibpipeline.automation.ranges import range_tags
 from ibpipeline.partitions import ACCOUNT_DIMENSION, daily
 
-
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-"""Run config keeping a CLI run's console to warnings and errors (the full log is in the UI)."""
+"""Run config keeping a CLI run's console to warnings and errors (the full log is in the UI).
+With the project's definitions (``cli_console_logger``) a failed step or run is not printed
+either: ``execute_in_process`` re-raises it and the CLI prints it as one line."""
+
+_FAILURE_EVENTS = frozenset(
+    {dg.DagsterEventType.STEP_FAILURE.value, dg.DagsterEventType.RUN_FAILURE.value}
+)
+
+
+class _NoFailureEvents(logging.Filter):
+    """Drops Dagster's step/run failure events (message + stack trace of the error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        event = getattr(record, "dagster_event", None)
+        return getattr(event, "event_type_value", None) not in _FAILURE_EVENTS
+
+
+@dg.logger(
+    config_schema=dg.colored_console_logger.config_schema,
+    description="Dagster's colored console logger; at WARNING or above (the CLI's QUIET_CONSOLE) "
+    "it leaves step and run failures to the caller, which re-raises them (the event log keeps "
+    "their stack traces).",
+)
+def cli_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    """The default console logger, plus :class:`_NoFailureEvents` when it is quiet."""
+    logger = dg.colored_console_logger.logger_fn(init_context)
+    if logger.level >= logging.WARNING:
+        for handler in logger.handlers:
+            handler.addFilter(_NoFailureEvents())
+    return logger
+
+
+@contextlib.contextmanager
+def stdout_discarded() -> Iterator[None]:
+    """Discard what the run writes to ``sys.stdout``: dagster-dbt echoes every dbt log line there
+    (dbt also writes them to its dbt.log, and their results are events in the run's log)."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 @dataclass(frozen=True)
@@ -54,17 +93,20 @@ def run_backfill(
     """Run ``flex_daily_job`` over ``start..end`` (inclusive) in this process, as one run.
 
     ``marts=False`` stops after the normalized tables and DuckDB views. A failing step raises
-    (``execute_in_process`` re-raises it); data of earlier runs stays intact.
+    (``execute_in_process`` re-raises it); data of earlier runs stays intact. The console shows
+    only warnings and errors (``QUIET_CONSOLE``; the full log is in the UI), stdout is discarded.
     """
     check_range(start, end)
     job = defs.resolve_job_def(flex_daily_job.name)
-    result = job.execute_in_process(
-        instance=instance,
-        tags={**(tags or {}), **range_tags(start.isoformat(), end.isoformat())},
-        asset_selection=None
-        if marts
-        else list(FLEX_INGEST_SELECTION.resolve(defs.resolve_asset_graph())),
-    )
+    with stdout_discarded():
+        result = job.execute_in_process(
+            instance=instance,
+            tags={**(tags or {}), **range_tags(start.isoformat(), end.isoformat())},
+            asset_selection=None
+            if marts
+            else list(FLEX_INGEST_SELECTION.resolve(defs.resolve_asset_graph())),
+            run_config=QUIET_CONSOLE,
+        )
     return BackfillResult(result.run_id, tuple(instance.get_dynamic_partitions(ACCOUNT_DIMENSION)))
 
 
@@ -82,9 +124,10 @@ def run_marts(defs: dg.Definitions, instance: dg.DagsterInstance, start: date, e
     this process as one run; return its run id. Used after ``ibpipeline import``."""
     first, last = marts_range(start, end)
     job = defs.resolve_job_def(marts_job.name)
-    result = job.execute_in_process(
-        instance=instance,
-        tags=range_tags(first.isoformat(), last.isoformat()),
-        run_config=QUIET_CONSOLE,
-    )
+    with stdout_discarded():
+        result = job.execute_in_process(
+            instance=instance,
+            tags=range_tags(first.isoformat(), last.isoformat()),
+            run_config=QUIET_CONSOLE,
+        )
     return result.run_id

@@ -124,8 +124,12 @@ def test_daily_marts_are_partitioned_pooled_and_single_run() -> None:
     assert not keys & SUMMARY_MARTS
 
 
-def test_summary_marts_are_unpartitioned_and_pooled() -> None:
-    assert summary_marts.partitions_def is None
+def test_summary_marts_share_the_daily_single_run_partitions_and_are_pooled() -> None:
+    # like every asset of flex_daily_job, so a UI backfill of a range is one run
+    assert summary_marts.partitions_def == daily_marts.partitions_def
+    assert summary_marts.backfill_policy == dg.BackfillPolicy.single_run()
+    assert tearsheets.partitions_def == daily_marts.partitions_def
+    assert tearsheets.backfill_policy == dg.BackfillPolicy.single_run()
     assert summary_marts.op.pool == "duckdb_writer"
     assert keys_of(summary_marts) == SUMMARY_MARTS
     assert DAILY_MARTS | SUMMARY_MARTS == MART_NAMES

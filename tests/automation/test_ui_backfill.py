@@ -1,7 +1,17 @@
-"""A backfill launched the way the UI launches it: ``dagster dev`` (webserver + daemon) on this
-project, a GraphQL ``launchPartitionBackfill`` over raw + normalized assets for 3 accounts x 40
-days, served by the Flex simulator on loopback. The daemon must make ONE run, which sends ONE
-Flex request and writes every account's rows."""
+"""Backfills launched the way the UI launches them: ``dagster dev`` (webserver + daemon) on this
+project, served by the Flex simulator on loopback, 3 accounts. Two GraphQL
+``launchPartitionBackfill`` calls, the exact parameters the UI's partition dialog sends
+(``LaunchAssetChoosePartitionsDialog.tsx``):
+
+- "Materialize all" over a range of the daily assets: a pure asset backfill of every asset of
+  ``flex_daily_job`` (raw, normalized, views, dbt marts, summary marts, tearsheets; their checks
+  ride along);
+- a backfill from the job page of ``flex_daily_job`` (partition set ``flex_daily_job_partition_set``).
+
+Each range must be exactly ONE run (one Flex request) that writes every account's rows. An
+unpartitioned asset in the selection used to cost extra runs (the backfill daemon never runs it
+with its partitioned parents): 3 runs for 5 days.
+"""
 
 from __future__ import annotations
 
@@ -20,12 +30,12 @@ import dagster as dg
 import pytest
 
 from ibpipeline import settings
-from ibpipeline.assets import NORMALIZED_TABLES
 from ibpipeline.storage import parquet
 
 ROOT = Path(__file__).resolve().parents[2]
-START = date(2024, 2, 1)
-DAYS = 40
+ASSET_RANGE = (date(2024, 2, 5), date(2024, 2, 9))  # "Materialize all", 5 days
+JOB_RANGE = (date(2024, 2, 12), date(2024, 2, 23))  # job page, 12 days
+LOCATION, REPOSITORY = "ibpipeline", "__repository__"
 
 LAUNCH = """
 mutation($params: LaunchBackfillParams!) {
@@ -65,6 +75,11 @@ def wait_until(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+JOB_ASSETS = """
+query($job: PipelineSelector!) { assetNodes(pipeline: $job) { assetKey { path } } }
+"""
+
+
 def locations_loaded(port: int) -> bool:
     try:
         doc = graphql(
@@ -82,10 +97,40 @@ def locations_loaded(port: int) -> bool:
     )
 
 
+def days(first: date, last: date) -> list[str]:
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def ui_tags() -> list[dict[str, str]]:
+    return [{"key": "dagster/from_ui", "value": "true"}]
+
+
+def wait_for_backfill_runs(
+    instance: dg.DagsterInstance, backfill_id: str, timeout_s: float
+) -> list[dg.DagsterRun]:
+    """The backfill's runs once the backfill and all its runs are finished."""
+    deadline = time.monotonic() + timeout_s
+
+    def done() -> list[dg.DagsterRun] | None:
+        status = instance.get_backfill(backfill_id).status.value
+        if status in ("REQUESTED", "CANCELING"):
+            return None
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        return runs if runs and all(r.is_finished for r in runs) else None
+
+    return wait_until(done, max(1.0, deadline - time.monotonic()), f"backfill {backfill_id}")
+
+
+def assert_one_run(runs: list[dg.DagsterRun], first: date, last: date) -> None:
+    assert len(runs) == 1, [(r.run_id, r.tags) for r in runs]
+    (run,) = runs
+    assert run.is_success, run.status
+    assert run.tags["dagster/asset_partition_range_start"] == first.isoformat()
+    assert run.tags["dagster/asset_partition_range_end"] == last.isoformat()
+
+
 @pytest.mark.slow
-def test_ui_backfill_of_raw_and_normalized_is_one_run_and_one_request(
-    tmp_path, sim, world, world_accounts, flex_token
-):
+def test_ui_backfills_of_a_range_are_one_run_each(tmp_path, sim, world, world_accounts, flex_token):
     home, data_dir = tmp_path / "home", tmp_path / "data"
     home.mkdir()
     config = (ROOT / "dagster.yaml").read_text()
@@ -110,28 +155,65 @@ def test_ui_backfill_of_raw_and_normalized_is_one_run_and_one_request(
         start_new_session=True,
     )
     try:
-        wait_until(lambda: locations_loaded(port), 120, "dagster dev to load the code location")
-        days = [(START + timedelta(days=i)).isoformat() for i in range(DAYS)]
-        selection = [{"path": ["raw_flex_statement"]}] + [
-            {"path": [name]} for name in NORMALIZED_TABLES
-        ]
+        wait_until(lambda: locations_loaded(port), 180, "dagster dev to load the code location")
+        job = {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": REPOSITORY,
+            "pipelineName": "flex_daily_job",
+        }
+        nodes = graphql(port, JOB_ASSETS, {"job": job})["data"]["assetNodes"]
+        selection = [{"path": n["assetKey"]["path"]} for n in nodes]
+        names = {"/".join(k["path"]) for k in selection}
+        assert {"raw_flex_statement", "nav_daily", "warehouse_views", "daily_nav"} <= names
+        assert {"performance_summary", "tearsheets"} <= names
+
+        # "Materialize all" (asset graph / catalog) on a range: a pure asset backfill.
         launched = graphql(
-            port, LAUNCH, {"params": {"assetSelection": selection, "partitionNames": days}}
+            port,
+            LAUNCH,
+            {
+                "params": {
+                    "tags": ui_tags(),
+                    "assetSelection": selection,
+                    "partitionNames": days(*ASSET_RANGE),
+                    "fromFailure": False,
+                }
+            },
         )["data"]["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        asset_backfill = launched["backfillId"]
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            backfill_id = launched["backfillId"]
+            asset_runs = wait_for_backfill_runs(instance, asset_backfill, 420)
+            assert instance.get_backfill(asset_backfill).status.value == "COMPLETED_SUCCESS"
+        assert_one_run(asset_runs, *ASSET_RANGE)
 
-            def finished() -> str | None:
-                status = instance.get_backfill(backfill_id).status.value
-                return status if status not in ("REQUESTED", "CANCELING") else None
-
-            status = wait_until(finished, 300, "the backfill daemon to finish")
-            runs = instance.get_runs()
-        assert status == "COMPLETED_SUCCESS"
-        assert len(runs) == 1 and runs[0].is_success
-        assert runs[0].tags["dagster/asset_partition_range_start"] == days[0]
-        assert runs[0].tags["dagster/asset_partition_range_end"] == days[-1]
+        # The job page of flex_daily_job: a job backfill over its partition set.
+        launched = graphql(
+            port,
+            LAUNCH,
+            {
+                "params": {
+                    "tags": ui_tags(),
+                    "assetSelection": selection,
+                    "partitionNames": days(*JOB_RANGE),
+                    "fromFailure": False,
+                    "selector": {
+                        "partitionSetName": "flex_daily_job_partition_set",
+                        "repositorySelector": {
+                            "repositoryLocationName": LOCATION,
+                            "repositoryName": REPOSITORY,
+                        },
+                    },
+                }
+            },
+        )["data"]["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        job_backfill = launched["backfillId"]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            job_runs = wait_for_backfill_runs(instance, job_backfill, 420)
+            assert len(instance.get_runs()) == 2
+        assert_one_run(job_runs, *JOB_RANGE)
+        assert job_runs[0].job_name == "flex_daily_job"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -139,9 +221,13 @@ def test_ui_backfill_of_raw_and_normalized_is_one_run_and_one_request(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert sim.count("SendRequest") == 1
+    assert sim.count("SendRequest") == 2  # one Flex request per range
     nav = parquet.read_table("nav_daily", data_dir=data_dir)
-    business = world.business_days(START, START + timedelta(days=DAYS - 1))
+    business = world.business_days(ASSET_RANGE[0], ASSET_RANGE[1]) + world.business_days(
+        JOB_RANGE[0], JOB_RANGE[1]
+    )
     assert {(r["account_id"], r["date"]): r["total_base"] for r in nav.to_pylist()} == {
         (a, d): world.day(a, d).nav.total_base for a in world_accounts for d in business
     }
+    for account in [*world_accounts, "ALL"]:
+        assert (data_dir / "tearsheets" / f"{account}.png").is_file(), account

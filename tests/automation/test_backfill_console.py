@@ -1,0 +1,70 @@
+"""What ``ibpipeline backfill`` prints: on success nothing but warnings/errors and its one good
+line; on failure one clear line (no Dagster debug log, no stack trace). Runs the console script
+as a user would, against the Flex simulator on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import QUERY_ID
+
+from ibpipeline import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD_TOKEN = "1" * 24
+
+
+def run_cli(tmp_path: Path, sim, token: str, *args: str) -> subprocess.CompletedProcess:
+    home = tmp_path / "home"
+    if not home.exists():
+        home.mkdir()
+        config = (ROOT / "dagster.yaml").read_text()
+        config = config.replace("base_dir: .dagster_storage", f"base_dir: {home / 'storage'}")
+        (home / "dagster.yaml").write_text(config)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        settings.FLEX_TOKEN_ENV: token,
+        settings.FLEX_QUERY_ID_ENV: QUERY_ID,
+        settings.FLEX_BASE_URL_ENV: sim.base_url,
+        settings.DATA_DIR_ENV: str(tmp_path / "data"),
+    }
+    ibpipeline = Path(sys.executable).with_name("ibpipeline")
+    return subprocess.run(
+        [str(ibpipeline), "backfill", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def dagster_log_levels(text: str) -> set[str]:
+    """Levels of the Dagster console lines in ``text`` (``... - dagster - LEVEL - ...``)."""
+    return {line.split(" - ")[2] for line in text.splitlines() if " - dagster - " in line}
+
+
+@pytest.mark.slow
+def test_backfill_prints_its_one_line_and_a_failure_one_clear_line(tmp_path, sim, flex_token):
+    ok = run_cli(tmp_path, sim, flex_token, "--start", "2024-02-05", "--end", "2024-02-07")
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.splitlines()
+    assert len(lines) == 1, ok.stdout
+    (line,) = lines
+    assert line.startswith("backfilled 2024-02-05..2024-02-07 in run ")
+    assert dagster_log_levels(ok.stderr) <= {"WARNING", "ERROR", "CRITICAL"}, ok.stderr
+    assert sim.count("SendRequest") == 1
+
+    failed = run_cli(tmp_path, sim, BAD_TOKEN, "--start", "2024-02-05", "--end", "2024-02-07")
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    errors = failed.stderr.splitlines()
+    assert len(errors) == 1, failed.stderr
+    (error,) = errors
+    assert error.startswith("error: ") and "1015" in error, error
+    assert BAD_TOKEN not in error

@@ -1,5 +1,9 @@
 """``ibpipeline demo``: the main job end to end on a simulated Flex Web Service.
 
+The simulated world is the one ``ibpipeline sim flex|gateway --seed 7 --accounts 3`` serves (same
+seed, accounts and inception, ``DEMO_INCEPTION``), so the simulators can feed ``dagster dev`` the
+same accounts later (the report's last lines print those commands).
+
 Starts the Flex simulator on a free loopback port with a random token (only in this process's
 environment, never printed), then runs, in the same Dagster instance ``dagster dev`` uses from
 this folder, ``flex_daily_job`` over the dates as ONE range run (one Flex request per 365 days;
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
+import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -23,14 +29,19 @@ from ibpipeline.assets import NORMALIZED_TABLES, flex_assets
 from ibpipeline.assets.checks import mart_checks, open_marts
 from ibpipeline.assets.marts import dbt_mart_assets
 from ibpipeline.assets.tearsheets import tearsheet_path, tearsheets
+from ibpipeline.assets.warehouse import GATEWAY_VIEW_TABLES
 from ibpipeline.automation.jobs import flex_daily_job
 from ibpipeline.automation.ranges import range_tags
+from ibpipeline.cli import DEFAULT_INCEPTION
 from ibpipeline.dbt import dbt_resource
 from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 from ibpipeline.storage import parquet, warehouse
+from ibpipeline.world import World
 
 DEMO_QUERY_ID = "900001"
 NEW_YORK = ZoneInfo("America/New_York")
+DEMO_INCEPTION = DEFAULT_INCEPTION
+"""First day of the demo's world: the default ``--inception`` of ``ibpipeline sim flex|gateway``."""
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -47,6 +58,8 @@ class DemoResult:
     performance: dict[str, dict[str, object]] = field(default_factory=dict)
     tearsheets: dict[str, Path] = field(default_factory=dict)
     gateway_check: str = ""
+    inception: date = DEMO_INCEPTION
+    seed: int = 7
 
 
 def demo_instance(project_dir: Path) -> dg.DagsterInstance:
@@ -63,6 +76,33 @@ def demo_instance(project_dir: Path) -> dg.DagsterInstance:
             "or set DAGSTER_HOME"
         )
     return dg.DagsterInstance.from_config(str(project_dir))
+
+
+def demo_world(seed: int, accounts: int, start: date) -> World:
+    """The world of ``ibpipeline sim flex|gateway --seed SEED --accounts N`` (inception
+    ``DEMO_INCEPTION``), or one starting at ``start`` when the demo reaches further back."""
+    return World(seed=seed, n_accounts=accounts, inception=min(DEMO_INCEPTION, start))
+
+
+def sim_commands(result: DemoResult, project_dir: Path) -> list[str]:
+    """The simulator commands that serve the demo's world (same seed, accounts, inception)."""
+    world = f"--seed {result.seed} --accounts {len(result.accounts)}"
+    if result.inception != DEMO_INCEPTION:
+        world += f" --inception {result.inception}"
+    return [
+        f"{_bin('ibpipeline', project_dir)} sim flex {world} --token demo-token",
+        f"{_bin('ibpipeline', project_dir)} sim gateway {world}",
+    ]
+
+
+def _bin(name: str, project_dir: Path) -> str:
+    """``.venv/bin/<name>`` when this installation is ``project_dir``'s ``.venv``, else the
+    absolute path of ``<name>`` beside this Python: the printed commands work from
+    ``project_dir`` without activating the virtual environment."""
+    path = Path(os.path.abspath(sys.executable)).parent / name
+    if os.path.abspath(project_dir / ".venv" / "bin" / name) == str(path):
+        return f".venv/bin/{name}"
+    return shlex.quote(str(path))
 
 
 def demo_dates(days: int, today: date) -> tuple[date, date]:
@@ -169,7 +209,6 @@ def run_demo(
 ) -> DemoResult:
     """Run the demo and print where everything is; returns the summary."""
     from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
-    from ibpipeline.world import World
 
     today = today or date.today()
     start, end = demo_dates(days, today)
@@ -180,7 +219,7 @@ def run_demo(
         )
     project_dir = (project_dir or Path.cwd()).resolve()
     data_root = Path(data_dir).resolve()
-    world = World(seed=seed, n_accounts=accounts, inception=start)
+    world = demo_world(seed, accounts, start)
     account_ids = [a.account_id for a in world.accounts]
     token = "".join(secrets.choice("0123456789") for _ in range(24))
     os.environ[settings.FLEX_TOKEN_ENV] = token
@@ -201,11 +240,24 @@ def run_demo(
         }
         run_daily_job(instance, resources, start, end)
         gateway_check = take_gateway_snapshot(instance, world, data_root, last_close(end))
+    # the gateway tables' DuckDB views (gateway_warehouse_views), also on the first demo, whose
+    # flex_daily_job run defined the views before the snapshot stored these tables
+    warehouse.refresh_views(data_root, tables=GATEWAY_VIEW_TABLES)
     counts, last_nav = summarize(data_root, account_ids, start, end)
     perf = performance(data_root)
     sheets = {a: tearsheet_path(data_root, a) for a in perf}
     result = DemoResult(
-        start, end, tuple(account_ids), counts, last_nav, data_root, perf, sheets, gateway_check
+        start,
+        end,
+        tuple(account_ids),
+        counts,
+        last_nav,
+        data_root,
+        perf,
+        sheets,
+        gateway_check,
+        world.inception,
+        seed,
     )
     if not quiet:
         print(report(result, project_dir))
@@ -228,9 +280,10 @@ def report(result: DemoResult, project_dir: Path) -> str:
         "",
         f"Raw statements: {result.data_dir / 'raw' / 'flex'}",
         f"Parquet:        {result.data_dir / 'normalized'}",
-        f"DuckDB:         {warehouse.warehouse_path(result.data_dir)} (schema normalized)",
+        f"DuckDB:         {warehouse.warehouse_path(result.data_dir)} (every table by name, "
+        "e.g. daily_nav, nav_daily, gateway_positions)",
         "",
-        "Performance since inception (TWR, CAGR, volatility, Sharpe, max drawdown):",
+        f"Performance {result.start}..{result.end} (TWR, CAGR, volatility, Sharpe, max drawdown):",
         *(
             f"  {a:<10} {p['currency']}  {_pct(p['twr'])}  {_pct(p['cagr'])}  "
             f"{_pct(p['volatility'])}  {_num(p['sharpe'])}  {_pct(p['max_drawdown'])}"
@@ -243,7 +296,11 @@ def report(result: DemoResult, project_dir: Path) -> str:
         f"Gateway snapshot at the last close vs Flex NAV: {result.gateway_check}",
         f"Gateway tables: {result.data_dir / 'normalized'}/gateway_*",
         "",
-        f"See the runs and assets: cd {project_dir} && dagster dev  (then http://127.0.0.1:3000)",
+        "The simulators of this world, to feed `dagster dev` (README: Quick start):",
+        *(f"  {command}" for command in sim_commands(result, project_dir)),
+        "",
+        "See the runs and assets (then open http://127.0.0.1:3000):",
+        f"cd {shlex.quote(str(project_dir))} && {_bin('dagster', project_dir)} dev -w workspace.yaml",
     ]
     return "\n".join(lines)
 

@@ -2,7 +2,11 @@
 
 Only code running in the ``duckdb_writer`` pool may call ``refresh_views`` (DuckDB allows one
 writing process per file). Views live in schema ``normalized`` and read the Parquet files by
-absolute path, so every process that opens the database sees the same data.
+absolute path, so every process that opens the database sees the same data, and a partition
+written after the view was defined shows up at once. Every table, the Flex ones and the gateway
+ones, also gets an alias view of the same name in the default schema ``main`` (where the dbt marts
+are), so ``select * from gateway_positions`` works as ``select * from normalized.gateway_positions``
+does; an alias never replaces an object of that name it did not create (e.g. a dbt model).
 
 DuckDB refuses a writer while another process has the file open, even read-only (an analyst's
 notebook): ``connect_for_write`` retries such lock errors with exponential back-off before giving
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import duckdb
@@ -22,6 +26,9 @@ from ibpipeline.storage.parquet import has_files, table_glob, table_names
 
 WAREHOUSE_FILE = "ibpipeline.duckdb"
 VIEW_SCHEMA = "normalized"
+ALIAS_SCHEMA = "main"
+ALIAS_COMMENT = "ibpipeline: alias of normalized.{table}"
+"""Comment of each alias view in ``main``: how ``refresh_views`` recognizes the ones it owns."""
 LOCK_RETRY_DELAYS_S: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60, 60)
 """Waits between attempts to open the warehouse for writing while another process holds it."""
 
@@ -70,33 +77,82 @@ def view_sql(data_dir: Path, table_name: str) -> str:
     )
 
 
-def refresh_views(
-    data_dir: Path, lock_delays_s: tuple[float, ...] = LOCK_RETRY_DELAYS_S
-) -> dict[str, int]:
-    """Create or replace one view per normalized table; drop views of tables with no files.
+def alias_sql(table_name: str) -> str:
+    """``CREATE OR REPLACE VIEW main.<table>`` over ``normalized.<table>``."""
+    return (
+        f'CREATE OR REPLACE VIEW {ALIAS_SCHEMA}."{table_name}" AS '
+        f'SELECT * FROM {VIEW_SCHEMA}."{table_name}"'
+    )
 
-    Returns ``{table: row count}`` of the views now defined. The account and date columns come
-    from the files themselves (``hive_partitioning = false``), so they keep their Parquet types.
-    A lock held by another process is waited for (``connect_for_write``).
+
+def _views(con: duckdb.DuckDBPyConnection, schema: str) -> dict[str, str | None]:
+    """``{view name: comment}`` of the views of ``schema``."""
+    rows = con.execute(
+        "SELECT view_name, comment FROM duckdb_views() "
+        "WHERE database_name = current_database() AND schema_name = ? AND NOT internal",
+        [schema],
+    ).fetchall()
+    return {name: comment for name, comment in rows}
+
+
+def _other_objects(con: duckdb.DuckDBPyConnection, schema: str) -> set[str]:
+    """Names of the tables of ``schema`` (dbt marts): never replaced by an alias."""
+    rows = con.execute(
+        "SELECT table_name FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND schema_name = ?",
+        [schema],
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def refresh_views(
+    data_dir: Path,
+    lock_delays_s: tuple[float, ...] = LOCK_RETRY_DELAYS_S,
+    tables: Iterable[str] | None = None,
+) -> dict[str, int]:
+    """Create or replace one view per normalized table (``normalized.<table>`` and its alias
+    ``main.<table>``); drop the views of tables with no files.
+
+    ``tables`` limits the refresh to those tables (e.g. the gateway ones after a snapshot); by
+    default every table with a folder under ``<data_dir>/normalized``. Returns ``{table: row
+    count}`` of the views now defined among them. The account and date columns come from the
+    files themselves (``hive_partitioning = false``), so they keep their Parquet types. A lock
+    held by another process is waited for (``connect_for_write``).
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    present = [t for t in table_names(data_dir) if has_files(data_dir, t)]
+    scope = set(table_names(data_dir) if tables is None else tables)
+    present = sorted(t for t in scope if has_files(data_dir, t))
     counts: dict[str, int] = {}
     with connect_for_write(warehouse_path(data_dir), lock_delays_s) as con:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {VIEW_SCHEMA}")
-        existing = {
-            row[0]
-            for row in con.execute(
-                "SELECT view_name FROM duckdb_views() WHERE schema_name = ? AND NOT internal",
-                [VIEW_SCHEMA],
-            ).fetchall()
+        views = _views(con, VIEW_SCHEMA)
+        aliases = {
+            name
+            for name, comment in _views(con, ALIAS_SCHEMA).items()
+            if comment == ALIAS_COMMENT.format(table=name)
         }
-        for stale in sorted(existing - set(present)):
-            con.execute(f'DROP VIEW {VIEW_SCHEMA}."{stale}"')
+        stale = {t for t in views if tables is None or t in scope} - set(present)
+        for table in sorted(stale & aliases):
+            con.execute(f'DROP VIEW {ALIAS_SCHEMA}."{table}"')
+        for table in sorted(stale):
+            con.execute(f'DROP VIEW {VIEW_SCHEMA}."{table}"')
+        taken = _other_objects(con, ALIAS_SCHEMA) | (set(_views(con, ALIAS_SCHEMA)) - aliases)
         for table in present:
             con.execute(view_sql(data_dir, table))
             counts[table] = con.execute(f'SELECT count(*) FROM {VIEW_SCHEMA}."{table}"').fetchone()[
                 0
             ]
+            if table in taken:
+                _log.warning(
+                    "%s.%s exists and is not an ibpipeline alias: query %s.%s",
+                    ALIAS_SCHEMA,
+                    table,
+                    VIEW_SCHEMA,
+                    table,
+                )
+                continue
+            con.execute(alias_sql(table))
+            comment = ALIAS_COMMENT.format(table=table).replace("'", "''")
+            con.execute(f"COMMENT ON VIEW {ALIAS_SCHEMA}.\"{table}\" IS '{comment}'")
     return counts

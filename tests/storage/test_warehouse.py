@@ -42,5 +42,62 @@ def test_refresh_views_over_parquet(tmp_path):
         f.unlink()
     assert warehouse.refresh_views(tmp_path) == {"gateway_pnl": 4, "nav_daily": 6}
     with duckdb.connect(str(tmp_path / "ibpipeline.duckdb"), read_only=True) as con:
-        views = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
-    assert sorted(views) == [("gateway_pnl",), ("nav_daily",)]
+        views = con.execute(
+            "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal"
+        ).fetchall()
+    assert sorted(views) == [
+        ("main", "gateway_pnl"),
+        ("main", "nav_daily"),
+        ("normalized", "gateway_pnl"),
+        ("normalized", "nav_daily"),
+    ]
+
+
+def test_every_table_is_queryable_by_its_name(tmp_path):
+    """Each view has an alias of the same name in ``main`` (where the dbt marts are)."""
+    d = date(2024, 1, 2)
+    parquet.write_day("nav_daily", d, table("U1111111", d, 2), data_dir=tmp_path)
+    parquet.write_partition("gateway_positions", "U1", d, table("U1", d, 3), data_dir=tmp_path)
+    warehouse.refresh_views(tmp_path)
+    with duckdb.connect(str(tmp_path / "ibpipeline.duckdb"), read_only=True) as con:
+        assert con.execute("select count(*) from gateway_positions").fetchone() == (3,)
+        assert con.execute("select count(*) from normalized.gateway_positions").fetchone() == (3,)
+        assert con.execute("select count(*) from nav_daily").fetchone() == (2,)
+
+
+def test_an_alias_never_replaces_an_object_it_did_not_create(tmp_path):
+    d = date(2024, 1, 2)
+    parquet.write_day("trades", d, table("U1111111", d, 2), data_dir=tmp_path)
+    parquet.write_day("fx_rates", d, table("U1111111", d, 1), data_dir=tmp_path)
+    with duckdb.connect(str(warehouse.warehouse_path(tmp_path))) as con:
+        con.execute("create table main.trades as select 42 as mine")  # e.g. a dbt model
+        con.execute("create view main.fx_rates as select 7 as mine")
+    assert warehouse.refresh_views(tmp_path) == {"fx_rates": 1, "trades": 2}
+    for f in (tmp_path / "normalized").rglob("*.parquet"):
+        f.unlink()
+    assert warehouse.refresh_views(tmp_path) == {}
+    with duckdb.connect(str(warehouse.warehouse_path(tmp_path)), read_only=True) as con:
+        assert con.execute("select * from main.trades").fetchall() == [(42,)]
+        assert con.execute("select * from main.fx_rates").fetchall() == [(7,)]
+
+
+def test_refresh_of_some_tables_leaves_the_others(tmp_path):
+    """The gateway views asset refreshes only the gateway tables' views."""
+    d = date(2024, 1, 2)
+    parquet.write_day("nav_daily", d, table("U1111111", d, 2), data_dir=tmp_path)
+    warehouse.refresh_views(tmp_path)
+    for f in (tmp_path / "normalized").rglob("*.parquet"):
+        f.unlink()  # nav_daily's view is stale, but not in the scope below
+    parquet.write_partition("gateway_pnl", "U1", d, table("U1", d, 4), data_dir=tmp_path)
+    gateway = ("gateway_account_values", "gateway_positions", "gateway_pnl")
+    assert warehouse.refresh_views(tmp_path, tables=gateway) == {"gateway_pnl": 4}
+    with duckdb.connect(str(warehouse.warehouse_path(tmp_path)), read_only=True) as con:
+        views = con.execute(
+            "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal"
+        ).fetchall()
+    assert sorted(views) == [
+        ("main", "gateway_pnl"),
+        ("main", "nav_daily"),
+        ("normalized", "gateway_pnl"),
+        ("normalized", "nav_daily"),
+    ]

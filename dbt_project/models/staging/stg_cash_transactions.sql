@@ -8,7 +8,8 @@
   'transaction_id': 'varchar', 'type': 'varchar', 'currency': 'varchar',
   'fx_rate_to_base': 'decimal(38, 10)', 'amount': 'decimal(38, 10)', 'settle_date': 'date',
   'transaction_at': 'timestamp with time zone', 'conid': 'varchar', 'symbol': 'varchar',
-  'description': 'varchar', 'action_id': 'varchar', 'statement_sha256': 'varchar'
+  'description': 'varchar', 'asset_category': 'varchar', 'isin': 'varchar',
+  'action_id': 'varchar', 'trade_id': 'varchar', 'code': 'varchar', 'statement_sha256': 'varchar'
 } %}
 select
   *,

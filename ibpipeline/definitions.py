@@ -16,6 +16,7 @@ from ibpipeline.assets.gateway import gateway_assets, gateway_checks
 from ibpipeline.assets.marts import dbt_mart_assets, marts_job
 from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts
 from ibpipeline.assets.tearsheets import tearsheets
+from ibpipeline.assets.warehouse import gateway_warehouse_views
 from ibpipeline.automation.backfill import cli_console_logger
 from ibpipeline.automation.gateway_schedule import gateway_snapshot_job, gateway_snapshot_schedule
 from ibpipeline.automation.jobs import flex_daily_job, inbox_import_job
@@ -72,6 +73,7 @@ def daily_single_run(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
 ASSETS = [
     *(daily_single_run(a) for a in flex_assets),
     *gateway_assets,
+    gateway_warehouse_views,
     *dbt_mart_assets,
     tearsheets,
     *([postgres_marts] if settings.postgres_dsn_configured() else []),

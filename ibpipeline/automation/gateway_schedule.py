@@ -27,6 +27,7 @@ from ibpipeline.assets.gateway import (
     gateway_snapshot_raw,
     gateway_tables,
 )
+from ibpipeline.assets.warehouse import gateway_warehouse_views
 from ibpipeline.automation.ranges import account_range_tags
 from ibpipeline.gateway.schema import EASTERN
 from ibpipeline.partitions import ACCOUNT_DIMENSION
@@ -160,6 +161,11 @@ def take_snapshot(
             resources=resources,
             tags=account_range_tags(registered[0], registered[-1], day, day),
             run_config=run_config,
+        )
+        # the gateway tables' DuckDB views (created once; they read the Parquet folders, so later
+        # snapshots show up without a refresh)
+        dg.materialize(
+            [gateway_warehouse_views], instance=instance, resources=resources, run_config=run_config
         )
     return SnapshotRuns(
         snapshot_id=metadata["snapshot_id"].value,

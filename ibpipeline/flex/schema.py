@@ -403,6 +403,7 @@ TRADES = _spec(
         FX_TO_BASE,
         _d("trade_date", "tradeDate"),
         _ts("executed_at", "dateTime"),
+        _ts("lot_open_at", "openDateTime", "CLOSED_LOT rows: when the closed lot was opened"),
         _d("settle_date", "settleDateTarget"),
         _s("transaction_type", "transactionType", "ExchTrade, BookTrade, TradeCancel, ..."),
         _s("exchange", "exchange"),

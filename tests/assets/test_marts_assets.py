@@ -63,7 +63,20 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 QUERY_ID = "800969"
 TOKEN = "731054826619374025548312"
 DAILY_MARTS = {"daily_nav", "daily_returns", "drawdowns", "allocation_daily", "positions_history"}
-SUMMARY_MARTS = {"performance_summary", "drawdown_periods", "pnl_by_symbol", "trade_stats"}
+SUMMARY_MARTS = {
+    "performance_summary",
+    "drawdown_periods",
+    "pnl_by_symbol",
+    "trade_stats",
+    "income",
+    "income_accruals",
+    "fees_by_type",
+    "realized_pnl",
+    "realized_pnl_lots",
+    "return_attribution",
+    "corporate_actions_log",
+}
+NO_NATURAL_KEY = {"realized_pnl_lots"}  # one row per closed lot: two lots may share every column
 MART_NAMES = {p.stem for p in (PROJECT_DIR / "models" / "marts").glob("*.sql")}
 
 
@@ -120,7 +133,12 @@ def test_daily_marts_are_partitioned_pooled_and_single_run() -> None:
     assert daily_marts.op.pool == "duckdb_writer"
     keys = keys_of(daily_marts)
     assert keys >= DAILY_MARTS
-    assert {k for k in keys if k.startswith("stg_")} == {f"stg_{t}" for t in NORMALIZED_TABLES}
+    staging = {k for k in keys if k.startswith("stg_")}
+    # a staging model reads one normalized table (stg_closed_lots: the CLOSED_LOT rows of trades);
+    # tables no mart reads yet (securities, statement_of_funds, ...) have none
+    assert staging - {"stg_closed_lots"} <= {f"stg_{t}" for t in NORMALIZED_TABLES}
+    core = ("account_info", "nav_daily", "change_in_nav", "cash_balances", "positions_daily")
+    assert {f"stg_{t}" for t in (*core, "trades", "cash_transactions", "fx_rates")} <= staging
     assert not keys & SUMMARY_MARTS
 
 
@@ -138,7 +156,9 @@ def test_summary_marts_share_the_daily_single_run_partitions_and_are_pooled() ->
 
 def test_sources_are_the_normalized_assets_mapped_day_to_day() -> None:
     for table in NORMALIZED_TABLES:
-        spec = daily_marts.specs_by_key[dg.AssetKey(f"stg_{table}")]
+        spec = daily_marts.specs_by_key.get(dg.AssetKey(f"stg_{table}"))
+        if spec is None:  # no mart reads this table yet
+            continue
         (dep,) = [d for d in spec.deps if d.asset_key == dg.AssetKey(table)]
         assert dep.partition_mapping is None  # same daily definition: identity
     resources = {
@@ -162,7 +182,7 @@ def test_marts_group_pool_and_uniqueness_checks() -> None:
     assert tearsheets.op.pool == "duckdb_writer"
     assert all(check.op.pool == "duckdb_writer" for check in mart_checks)
     check_names = {key.name for a in (daily_marts, summary_marts) for key in a.check_keys}
-    for mart in MART_NAMES:
+    for mart in MART_NAMES - NO_NATURAL_KEY:
         assert any(n.startswith(f"unique_combination_{mart}_") for n in check_names), mart
 
 
@@ -340,11 +360,13 @@ def test_cumulative_twr_equals_the_statement_twr(pipeline: Pipeline) -> None:
 
 @pytest.mark.slow
 def test_tearsheets_are_pngs_carried_by_the_metadata(pipeline: Pipeline) -> None:
-    (event,) = [
+    events = [
         m
         for m in pipeline.marts_result.get_asset_materialization_events()
         if m.asset_key == tearsheets.key
     ]
+    assert events  # one per daily partition of the run, every one for the whole history
+    event = events[-1]
     metadata = event.materialization.metadata
     assert sorted(metadata["accounts"].value) == sorted([*pipeline.accounts, "ALL"])
     markdown = metadata["tearsheets"].value

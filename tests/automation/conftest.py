@@ -73,25 +73,6 @@ def sim(source, flex_token) -> Iterator[FlexSimulator]:
         yield simulator
 
 
-@pytest.fixture
-def flex_env(monkeypatch: pytest.MonkeyPatch, flex_token: str) -> str:
-    monkeypatch.setenv(settings.FLEX_TOKEN_ENV, flex_token)
-    return flex_token
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with dg.instance_for_test(temp_dir=str(home)) as inst:
-        yield inst
-
-
 def make_resources(sim: FlexSimulator | None, data_dir: Path) -> dict:
     """Resources pointing at ``sim`` (None: a closed loopback port, for runs that never fetch)."""
     return {

@@ -20,7 +20,7 @@ from .normalized import PUBLIC_FLEX, dbt_build, write_rows
 pytestmark = pytest.mark.slow
 
 MARTS = (
-    "+income +income_accruals +fees +realized_pnl +realized_pnl_lots +return_attribution "
+    "+income +income_accruals +fees_by_type +realized_pnl +realized_pnl_lots +return_attribution "
     "+corporate_actions_log"
 )
 FILE17 = PUBLIC_FLEX / "pp_file17_one_day_many_sections.xml"
@@ -63,11 +63,16 @@ def test_file17_attribution_matches_change_in_nav(file17: Path) -> None:
 
 
 def test_file17_fees_by_type(file17: Path) -> None:
-    got = dict(rows(file17, "select fee_type, amount from fees_by_type where account_id = 'U1111111'"))
+    got = dict(
+        rows(file17, "select fee_type, amount from fees_by_type where account_id = 'U1111111'")
+    )
     sales_tax = sum(dec(r["salesTax"]) for r in xml_rows(FILE17, "SalesTax"))
     data = sum(dec(r["amount"]) for r in xml_rows(FILE17, "CashTransaction"))
     assert got == {"sales_tax": sales_tax, "market_data": data}  # -0.9, -4.5 (NYSE/NASDAQ L1)
-    assert dict(rows(file17, "select fee_type, amount from fees_by_type where account_id = 'ALL'")) == got
+    assert (
+        dict(rows(file17, "select fee_type, amount from fees_by_type where account_id = 'ALL'"))
+        == got
+    )
 
 
 def test_file17_dividend_accruals_apart(file17: Path) -> None:
@@ -247,7 +252,9 @@ def test_income_household_in_usd(handmade: Path) -> None:
 
 
 def test_fees_by_type(handmade: Path) -> None:
-    got = dict(rows(handmade, "select fee_type, amount from fees_by_type where account_id = 'U1000001'"))
+    got = dict(
+        rows(handmade, "select fee_type, amount from fees_by_type where account_id = 'U1000001'")
+    )
     assert got == {
         "commission": D(-1) + D("-1.2"),  # T1, and T2's broker execution part
         "exchange_fees": D("-0.5"),

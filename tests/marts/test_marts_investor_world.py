@@ -40,7 +40,7 @@ INCOME_TYPES = {
 }
 FEE_TYPES = {"Other Fees", "Advisor Fees"}
 MARTS = (
-    "+income +income_accruals +fees +realized_pnl +realized_pnl_lots +return_attribution "
+    "+income +income_accruals +fees_by_type +realized_pnl +realized_pnl_lots +return_attribution "
     "+corporate_actions_log +daily_nav"
 )
 

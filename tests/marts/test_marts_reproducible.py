@@ -25,6 +25,9 @@ from .test_marts_world import END, START, TABLES, write_normalized
 pytestmark = pytest.mark.slow
 
 MARTS = sorted(p.stem for p in (PROJECT / "models" / "marts").glob("*.sql"))
+PER_ACCOUNT_ONLY = {"corporate_actions_log", "realized_pnl_lots"}  # no household rows by design
+EVENT_DRIVEN = {"corporate_actions_log", "income_accruals", "realized_pnl_lots"}
+"""Marts that stay empty in a world without corporate actions, accruals or closed-lot rows."""
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,8 @@ def test_every_mart_is_bit_identical_across_identical_runs(two_builds) -> None:
             household = con.execute(
                 f"select count(*) from a.{mart} where account_id = 'ALL'"
             ).fetchone()[0]
-            assert n > 0 and household > 0, mart
+            assert n > 0 or mart in EVENT_DRIVEN, mart
+            assert household > 0 or mart in PER_ACCOUNT_ONLY | EVENT_DRIVEN, mart
             for x, y in (("a", "b"), ("b", "a")):
                 diff = con.execute(
                     f"select count(*) from (select * from {x}.{mart} except all "

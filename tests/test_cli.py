@@ -102,7 +102,9 @@ def test_demo_twice_gives_the_same_rows(monkeypatch):
             runs = instance.get_runs()
         flex_runs = sorted(r.job_name for r in runs if not r.job_name.startswith("__"))
         assert flex_runs == ["flex_daily_job"] * 2
-        assert len(runs) == 2 + 2 * 3  # plus snapshot, gateway tables and gateway views runs each time
+        assert (
+            len(runs) == 2 + 2 * 3
+        )  # plus snapshot, gateway tables and gateway views runs each time
         assert all(r.is_success for r in runs)
         leaks = [p for p in project.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
         assert leaks == []

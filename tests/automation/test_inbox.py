@@ -214,11 +214,16 @@ def test_rejected_run_fails_with_reason(data_dir, inbox_dir, instance):
     assert (inbox_dir / "rejected" / "junk.xml.reason.txt").is_file()
 
 
-def test_cli_import(data_dir, tmp_path, statement, capsys):
+def test_cli_import(data_dir, tmp_path, statement, capsys, monkeypatch):
+    home = tmp_path / "dagster_home"  # the marts run goes to this instance, not the project's
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     path = tmp_path / "dl.xml"
     path.write_bytes(statement)
-    assert main(["import", str(path), "--data-dir", str(data_dir)]) == 0
-    assert "ingested" in capsys.readouterr().out
+    assert main(["import", str(path), "--data-dir", str(data_dir)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "ingested" in out and "marts rebuilt for" in out
+    assert (data_dir / "ibpipeline.duckdb").is_file()
     assert path.is_file()  # the CLI leaves the file where it is
     assert main(["import", str(path), "--data-dir", str(data_dir)]) == 0
     assert "duplicate" in capsys.readouterr().out

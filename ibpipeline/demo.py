@@ -29,7 +29,6 @@ from ibpipeline.assets import NORMALIZED_TABLES, flex_assets
 from ibpipeline.assets.checks import mart_checks, open_marts
 from ibpipeline.assets.marts import dbt_mart_assets
 from ibpipeline.assets.tearsheets import tearsheet_path, tearsheets
-from ibpipeline.assets.warehouse import GATEWAY_VIEW_TABLES
 from ibpipeline.automation.jobs import flex_daily_job
 from ibpipeline.automation.ranges import range_tags
 from ibpipeline.cli import DEFAULT_INCEPTION
@@ -240,9 +239,6 @@ def run_demo(
         }
         run_daily_job(instance, resources, start, end)
         gateway_check = take_gateway_snapshot(instance, world, data_root, last_close(end))
-    # the gateway tables' DuckDB views (gateway_warehouse_views), also on the first demo, whose
-    # flex_daily_job run defined the views before the snapshot stored these tables
-    warehouse.refresh_views(data_root, tables=GATEWAY_VIEW_TABLES)
     counts, last_nav = summarize(data_root, account_ids, start, end)
     perf = performance(data_root)
     sheets = {a: tearsheet_path(data_root, a) for a in perf}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -130,20 +131,20 @@ def _import_marts(data_dir: Path, results: list) -> None:
     """One ``marts_job`` run (local Dagster instance) over the days the imported files stored."""
     os.environ[settings.DATA_DIR_ENV] = str(Path(data_dir).resolve())  # before defs are built
     from ibpipeline.automation.backfill import run_marts
-    from ibpipeline.definitions import defs
+    from ibpipeline.definitions import build_defs
     from ibpipeline.demo import demo_instance
     from ibpipeline.partitions import register_accounts
 
     days = sorted(d for r in results for d in r.days_claimed)
     with demo_instance(Path.cwd()) as instance:
         register_accounts(instance, sorted({a for r in results for a in r.accounts}))
-        run_id = run_marts(defs, instance, days[0], days[-1])
+        run_id = run_marts(build_defs(), instance, days[0], days[-1])
     print(f"marts rebuilt for {days[0]}..{days[-1]} in run {run_id}")
 
 
 def _backfill(args: argparse.Namespace) -> int:
     from ibpipeline.automation.backfill import run_backfill
-    from ibpipeline.definitions import defs
+    from ibpipeline.definitions import build_defs
     from ibpipeline.demo import demo_instance
 
     if not os.environ.get(settings.FLEX_TOKEN_ENV) or not settings.flex_query_id():
@@ -153,7 +154,7 @@ def _backfill(args: argparse.Namespace) -> int:
         )
         return 2
     with demo_instance(Path.cwd()) as instance:
-        result = run_backfill(defs, instance, args.start, args.end, marts=not args.no_marts)
+        result = run_backfill(build_defs(), instance, args.start, args.end, marts=not args.no_marts)
     print(
         f"backfilled {args.start}..{args.end} in run {result.run_id}: "
         f"{len(result.accounts)} accounts registered"
@@ -345,6 +346,11 @@ def _one_line(exc: BaseException) -> str:
     while getattr(exc, "user_exception", None) is not None:
         exc = exc.user_exception
     text = " ".join(str(exc).split()) or type(exc).__name__
+    # dagster-dbt puts dbt's own error lines after a long preamble: show them first
+    head, marker, dbt_errors = text.partition("Errors parsed from dbt logs:")
+    if marker:
+        code = re.search(r"exit code `(\d+)`", head)
+        text = f"dbt failed (exit {code.group(1) if code else '?'}): {dbt_errors.strip()}"
     return text if len(text) <= 400 else text[:397] + "..."
 
 

@@ -70,27 +70,38 @@ def daily_single_run(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
     ).with_attributes(backfill_policy=dg.BackfillPolicy.single_run())
 
 
-ASSETS = [
-    *(daily_single_run(a) for a in flex_assets),
-    *gateway_assets,
-    gateway_warehouse_views,
-    *dbt_mart_assets,
-    tearsheets,
-    *([postgres_marts] if settings.postgres_dsn_configured() else []),
-]
 ASSET_CHECKS: list[dg.AssetChecksDefinition] = [*gateway_checks, *mart_checks, *positions_checks]
 JOBS = [flex_daily_job, inbox_import_job, gateway_snapshot_job, marts_job]
-SCHEDULES: list[dg.ScheduleDefinition] = [flex_daily_schedule_from_env(), gateway_snapshot_schedule]
 SENSORS: list[dg.SensorDefinition] = [account_discovery_sensor, inbox_sensor, marts_after_inbox]
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    asset_checks=ASSET_CHECKS,
-    jobs=JOBS,
-    schedules=SCHEDULES,
-    sensors=SENSORS,
-    resources=default_resources(),
-    # used only when a run configures "console" (the CLI's QUIET_CONSOLE); otherwise Dagster's
-    # default console logs as usual
-    loggers={"console": cli_console_logger},
-)
+
+def build_defs() -> dg.Definitions:
+    """The Definitions for the environment as it is now (data folder, Flex query, gateways,
+    Postgres). ``defs`` below is built once at import; the CLI builds its own after it has set
+    ``$IBPIPELINE_DATA_DIR`` from ``--data-dir``, so an earlier import never decides the folder."""
+    assets = [
+        *(daily_single_run(a) for a in flex_assets),
+        *gateway_assets,
+        gateway_warehouse_views,
+        *dbt_mart_assets,
+        tearsheets,
+        *([postgres_marts] if settings.postgres_dsn_configured() else []),
+    ]
+    schedules: list[dg.ScheduleDefinition] = [
+        flex_daily_schedule_from_env(),
+        gateway_snapshot_schedule,
+    ]
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=ASSET_CHECKS,
+        jobs=JOBS,
+        schedules=schedules,
+        sensors=SENSORS,
+        resources=default_resources(),
+        # used only when a run configures "console" (the CLI's QUIET_CONSOLE); otherwise Dagster's
+        # default console logs as usual
+        loggers={"console": cli_console_logger},
+    )
+
+
+defs = build_defs()

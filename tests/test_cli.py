@@ -158,3 +158,19 @@ def test_commands_read_the_project_env_file(tmp_path, monkeypatch) -> None:
     statement = PUBLIC / "pp_file26_two_accounts.xml"
     assert main(["import", "--no-marts", str(statement)]) == 0
     assert list((tmp_path / "from_env" / "normalized").rglob("*.parquet"))
+
+
+def test_a_dbt_failure_shows_dbts_own_error_first() -> None:
+    from dagster_dbt.errors import DagsterDbtCliRuntimeError
+
+    from ibpipeline.cli import _one_line
+
+    preamble = (
+        "The dbt CLI process with command\n\n`dbt build --vars {}`\n\nfailed with exit code `2`."
+    )
+    error = DagsterDbtCliRuntimeError(
+        description=preamble + " Check the stdout " + "x" * 400 + "\n\nErrors parsed from dbt "
+        'logs:\n\nIO Error: Cannot open file "/nowhere/ibpipeline.duckdb"'
+    )
+    line = _one_line(error)
+    assert line == 'dbt failed (exit 2): IO Error: Cannot open file "/nowhere/ibpipeline.duckdb"'

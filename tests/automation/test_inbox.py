@@ -1,3 +1,4 @@
+import importlib
 import os
 import time
 from datetime import date
@@ -6,7 +7,7 @@ import dagster as dg
 import pytest
 from conftest import make_defs
 
-from ibpipeline import inbox
+from ibpipeline import inbox, settings
 from ibpipeline.automation.sensors import build_inbox_sensor, marts_after_inbox
 from ibpipeline.cli import main
 from ibpipeline.resources import DataDirResource
@@ -218,6 +219,10 @@ def test_cli_import(data_dir, tmp_path, statement, capsys, monkeypatch):
     home = tmp_path / "dagster_home"  # the marts run goes to this instance, not the project's
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    # The definitions module may have been imported earlier in this process with another data
+    # folder (as in a full test session): --data-dir must still decide where dbt writes.
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "elsewhere"))
+    importlib.import_module("ibpipeline.definitions")
     path = tmp_path / "dl.xml"
     path.write_bytes(statement)
     assert main(["import", str(path), "--data-dir", str(data_dir)]) == 0, capsys.readouterr().err

@@ -1,20 +1,19 @@
 {#
   Select `columns` (dict name -> DuckDB type, each cast explicitly) from the normalized source
-  `table`. Columns absent from every file (older files, optional sections) come out as typed
-  nulls. While the table has no Parquet file yet, read_parquet would fail ("No files found"),
-  so a typed relation with zero rows is returned instead. The source() call is unconditional so
-  dbt records the lineage at parse time.
+  `table`: the DuckDB table landing.<table> that the daily_marts step loads from the normalized
+  Parquet files before dbt runs (ibpipeline.storage.warehouse.load_landing). Columns absent from
+  it (older files, optional sections) come out as typed nulls. While the table has no rows yet
+  (no landing table), a typed relation with zero rows is returned instead. The source() call is
+  unconditional so dbt records the lineage at parse time.
 #}
 {% macro read_normalized(table, columns) %}
   {%- set rel = source('normalized', table) -%}
   {%- set present = [] -%}
   {%- if execute -%}
-    {%- set pattern = env_var('IBPIPELINE_DATA_DIR', 'data') ~ '/normalized/' ~ table ~ '/date=*/*.parquet' -%}
-    {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')") -%}
-    {%- if found.columns[0].values()[0] > 0 -%}
-      {%- set described = run_query("describe select * from " ~ rel) -%}
-      {%- for name in described.columns[0].values() %}{% do present.append(name) %}{% endfor -%}
-    {%- endif -%}
+    {%- set described = run_query(
+      "select column_name from duckdb_columns() where database_name = current_database() "
+      ~ "and schema_name = '" ~ rel.schema ~ "' and table_name = '" ~ rel.identifier ~ "'") -%}
+    {%- for name in described.columns[0].values() %}{% do present.append(name) %}{% endfor -%}
   {%- endif -%}
   select
   {%- for name, type in columns.items() %}

@@ -23,7 +23,8 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from ibpipeline.dbt import dbt_project
 from ibpipeline.partitions import daily
 from ibpipeline.process import children_die_with_this_process
 from ibpipeline.resources import DataDirResource
+from ibpipeline.storage import warehouse
 
 MARTS_GROUP = "marts"
 DUCKDB_POOL = "duckdb_writer"
@@ -54,6 +56,16 @@ class MartsTranslator(DagsterDbtTranslator):
 
 
 TRANSLATOR = MartsTranslator()
+
+
+@cache
+def landing_tables() -> tuple[str, ...]:
+    """The normalized tables the dbt project reads (its ``normalized`` sources, from the manifest):
+    what ``daily_marts`` loads into ``landing.<table>`` before dbt runs."""
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    return tuple(
+        sorted(s["name"] for s in manifest["sources"].values() if s["source_name"] == "normalized")
+    )
 
 
 HISTORY_MIN_DATE = "1900-01-01"
@@ -117,7 +129,11 @@ def daily_marts(
         window.start, window.end, first.start if first else None, last.end if last else None
     )
     context.log.info(f"dbt build of {dbt_vars['min_date']} <= date < {dbt_vars['max_date']}")
-    with data_dir_env(data_dir.root()), children_die_with_this_process():
+    root = data_dir.root()
+    span = (date.fromisoformat(dbt_vars["min_date"]), date.fromisoformat(dbt_vars["max_date"]))
+    loaded = warehouse.load_landing(root, landing_tables(), span)
+    context.log.info(f"loaded {sum(loaded.values())} rows of {len(loaded)} tables into landing")
+    with data_dir_env(root), children_die_with_this_process():
         invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
     yield from invocation.stream()
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 
-from ibpipeline.storage.parquet import has_files, table_glob, table_names
+from ibpipeline.storage.parquet import has_files, list_partitions, table_glob, table_names
 
 WAREHOUSE_FILE = "ibpipeline.duckdb"
 VIEW_SCHEMA = "normalized"
@@ -156,3 +157,91 @@ def refresh_views(
             comment = ALIAS_COMMENT.format(table=table).replace("'", "''")
             con.execute(f"COMMENT ON VIEW {ALIAS_SCHEMA}.\"{table}\" IS '{comment}'")
     return counts
+
+
+LANDING_SCHEMA = "landing"
+"""Schema of the DuckDB copies of the normalized Flex tables that the dbt staging models read."""
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str] | None:
+    """Column names of ``schema.table`` (None when there is no such table)."""
+    rows = con.execute(
+        "SELECT column_name FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = ? AND table_name = ?",
+        [schema, table],
+    ).fetchall()
+    return {row[0] for row in rows} or None
+
+
+def _parquet_list(files: list[Path]) -> str:
+    """``read_parquet([...])`` of exactly ``files`` (no glob: nothing outside them is opened)."""
+    quoted = ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{quoted}], hive_partitioning = false, union_by_name = true)"
+
+
+def load_landing(
+    data_dir: Path,
+    tables: Iterable[str],
+    window: tuple[date, date] | None = None,
+    lock_delays_s: tuple[float, ...] = LOCK_RETRY_DELAYS_S,
+) -> dict[str, int]:
+    """Copy the normalized Parquet rows of ``window`` (``start <= date < end``; None = all days)
+    into ``landing.<table>`` of the warehouse, replacing that window's rows; return ``{table:
+    rows loaded}``.
+
+    The dbt models read these tables, not the Parquet files: a view over thousands of day files
+    re-opens every file each time a model or test binds it, a table is read once per run. Only the
+    window's files are opened. A table is loaded whole instead when it does not exist yet, when
+    ``window`` is None, or when the window's files carry a column the table lacks (files written
+    by a newer version). Each table is replaced in one transaction: a failure keeps its old rows.
+    A window with no file of a table deletes that window's rows (the day's rows are gone).
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    loaded: dict[str, int] = {}
+    with connect_for_write(warehouse_path(data_dir), lock_delays_s) as con:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {LANDING_SCHEMA}")
+        for table in sorted(set(tables)):
+            target = f'{LANDING_SCHEMA}."{table}"'
+            existing = _table_columns(con, LANDING_SCHEMA, table)
+            if window is None or existing is None:
+                files = [p.path for p in list_partitions(table, data_dir=data_dir)]
+                whole = True
+            else:
+                start, end = window
+                last = end - timedelta(days=1)
+                files = [
+                    p.path for p in list_partitions(table, data_dir=data_dir, start=start, end=last)
+                ]
+                whole = False
+                if files:
+                    described = con.execute(f"DESCRIBE SELECT * FROM {_parquet_list(files)}")
+                    if {row[0] for row in described.fetchall()} - existing:
+                        files = [p.path for p in list_partitions(table, data_dir=data_dir)]
+                        whole = True
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if whole:
+                    if not files:
+                        con.execute(f"DROP TABLE IF EXISTS {target}")
+                        con.execute("COMMIT")
+                        loaded[table] = 0
+                        continue
+                    con.execute(
+                        f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {_parquet_list(files)}"
+                    )
+                else:
+                    con.execute(f"DELETE FROM {target} WHERE date >= ? AND date < ?", [start, end])
+                    if files:
+                        con.execute(
+                            f"INSERT INTO {target} BY NAME SELECT * FROM {_parquet_list(files)}"
+                        )
+                loaded[table] = con.execute(
+                    f"SELECT count(*) FROM {target} WHERE date >= ? AND date < ?",
+                    list(window or (date.min, date.max)),
+                ).fetchone()[0]
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+    return loaded

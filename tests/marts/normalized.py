@@ -11,7 +11,9 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from ibpipeline.assets.marts import landing_tables
 from ibpipeline.flex.schema import DECIMAL, SCHEMAS
+from ibpipeline.storage import warehouse
 from ibpipeline.storage.parquet import write_day
 from tests.fixture_files import PUBLIC_FLEX_DIR
 
@@ -62,7 +64,9 @@ def write_rows(data_dir: Path, table: str, rows: list[dict]) -> None:
 
 
 def dbt_build(data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``dbt build`` on ``data_dir``; raises with dbt's output when it fails."""
+    """Load every normalized table into the warehouse's landing tables, as ``daily_marts`` does,
+    then ``dbt build`` on ``data_dir``; raises with dbt's output when it fails."""
+    warehouse.load_landing(data_dir, landing_tables())
     env = {**os.environ, "IBPIPELINE_DATA_DIR": str(data_dir)}
     proc = subprocess.run(
         [

@@ -101,3 +101,59 @@ def test_refresh_of_some_tables_leaves_the_others(tmp_path):
         ("normalized", "gateway_pnl"),
         ("normalized", "nav_daily"),
     ]
+
+
+def landing_rows(data_dir) -> list[tuple]:
+    with duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True) as con:
+        return con.execute(
+            "SELECT account_id, date, count(*) FROM landing.nav_daily GROUP BY ALL ORDER BY 2, 1"
+        ).fetchall()
+
+
+def test_load_landing_replaces_exactly_the_window(tmp_path):
+    d1, d2, d3 = date(2024, 1, 2), date(2024, 1, 3), date(2024, 1, 4)
+    for day, n in ((d1, 2), (d2, 3), (d3, 1)):
+        parquet.write_day("nav_daily", day, table("U1111111", day, n), data_dir=tmp_path)
+    # the first load reads every file whatever the window (the table does not exist yet)
+    assert warehouse.load_landing(tmp_path, ["nav_daily"], (d2, d3)) == {"nav_daily": 3}
+    assert landing_rows(tmp_path) == [("U1111111", d1, 2), ("U1111111", d2, 3), ("U1111111", d3, 1)]
+
+    # d2 rewritten with another account, d1 rewritten too but outside the window: only d2 moves
+    parquet.write_day("nav_daily", d2, table("U2222222", d2, 4), data_dir=tmp_path)
+    parquet.write_day("nav_daily", d1, table("U2222222", d1, 7), data_dir=tmp_path)
+    assert warehouse.load_landing(tmp_path, ["nav_daily"], (d2, d3)) == {"nav_daily": 4}
+    assert landing_rows(tmp_path) == [("U1111111", d1, 2), ("U2222222", d2, 4), ("U1111111", d3, 1)]
+
+    # a day whose file is gone loses its rows; a re-run of the same window changes nothing
+    parquet.day_path(tmp_path, "nav_daily", d3).unlink()
+    for _ in range(2):
+        assert warehouse.load_landing(tmp_path, ["nav_daily"], (d3, date(2024, 1, 5))) == {
+            "nav_daily": 0
+        }
+        assert landing_rows(tmp_path) == [("U1111111", d1, 2), ("U2222222", d2, 4)]
+
+    # no window: everything from the files again
+    assert warehouse.load_landing(tmp_path, ["nav_daily"]) == {"nav_daily": 11}
+    assert landing_rows(tmp_path) == [("U2222222", d1, 7), ("U2222222", d2, 4)]
+
+
+def test_load_landing_reloads_whole_when_files_gain_a_column(tmp_path):
+    d1, d2 = date(2024, 1, 2), date(2024, 1, 3)
+    parquet.write_day("nav_daily", d1, table("U1111111", d1, 2), data_dir=tmp_path)
+    warehouse.load_landing(tmp_path, ["nav_daily"])
+    newer = table("U1111111", d2, 1).append_column("y", pa.array(["new"]))
+    parquet.write_day("nav_daily", d2, newer, data_dir=tmp_path)
+    assert warehouse.load_landing(tmp_path, ["nav_daily"], (d2, date(2024, 1, 4))) == {
+        "nav_daily": 1
+    }
+    with duckdb.connect(str(tmp_path / "ibpipeline.duckdb"), read_only=True) as con:
+        got = con.execute("SELECT date, y FROM landing.nav_daily ORDER BY date, x").fetchall()
+    assert got == [(d1, None), (d1, None), (d2, "new")]
+
+
+def test_load_landing_of_a_table_without_files_leaves_no_table(tmp_path):
+    assert warehouse.load_landing(tmp_path, ["trades"]) == {"trades": 0}
+    with duckdb.connect(str(tmp_path / "ibpipeline.duckdb"), read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'trades'"
+        ).fetchone() == (0,)

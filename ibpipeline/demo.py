@@ -28,11 +28,12 @@ from ibpipeline import settings
 from ibpipeline.assets import NORMALIZED_TABLES, flex_assets
 from ibpipeline.assets.checks import mart_checks, open_marts
 from ibpipeline.assets.marts import dbt_mart_assets
-from ibpipeline.assets.tearsheets import tearsheet_path, tearsheets
+from ibpipeline.assets.tearsheets import tearsheets
 from ibpipeline.automation.jobs import flex_daily_job
 from ibpipeline.automation.ranges import range_tags
 from ibpipeline.cli import DEFAULT_INCEPTION
 from ibpipeline.dbt import dbt_resource
+from ibpipeline.reports.tearsheets import tearsheet_path
 from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 from ibpipeline.storage import parquet, warehouse
 from ibpipeline.world import World

@@ -41,19 +41,19 @@ from ibpipeline.assets.marts import (
     summary_marts,
     window_vars,
 )
-from ibpipeline.assets.tearsheets import (
-    AccountSeries,
-    render_png,
-    tearsheet_path,
-    tearsheets,
-    xirr_cashflows,
-)
+from ibpipeline.assets.tearsheets import tearsheets
 from ibpipeline.automation.jobs import flex_daily_job
 from ibpipeline.automation.ranges import range_tags
 from ibpipeline.dbt import PROJECT_DIR, dbt_resource, manifest_is_stale
 from ibpipeline.finance.returns import xirr
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.partitions import daily
+from ibpipeline.reports.tearsheets import (
+    AccountSeries,
+    render_png,
+    tearsheet_path,
+    xirr_cashflows,
+)
 from ibpipeline.resources import DataDirResource, FlexResource
 from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
 from ibpipeline.storage import parquet
@@ -366,8 +366,11 @@ def test_tearsheets_are_pngs_carried_by_the_metadata(pipeline: Pipeline) -> None
         if m.asset_key == tearsheets.key
     ]
     assert events  # one per daily partition of the run, every one for the whole history
-    event = events[-1]
-    metadata = event.materialization.metadata
+    carrying = [e for e in events if "tearsheets" in e.materialization.metadata]
+    # the images ride on the run's newest day only
+    assert [e.materialization.partition for e in carrying] == [pipeline.end.isoformat()]
+    metadata = carrying[0].materialization.metadata
+    assert all(e.materialization.metadata["drawn"].value >= 0 for e in events)
     assert sorted(metadata["accounts"].value) == sorted([*pipeline.accounts, "ALL"])
     markdown = metadata["tearsheets"].value
     for account_id in [*pipeline.accounts, "ALL"]:

@@ -29,4 +29,4 @@ lint: install
 	$(BIN)/ruff format --check ibpipeline tests bench
 
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile

@@ -75,6 +75,20 @@ JOBS = [flex_daily_job, inbox_import_job, gateway_snapshot_job, marts_job]
 SENSORS: list[dg.SensorDefinition] = [account_discovery_sensor, inbox_sensor, marts_after_inbox]
 
 
+def run_executor() -> dg.ExecutorDefinition:
+    """The executor of launched runs (``$IBPIPELINE_EXECUTOR``; ``execute_in_process`` ignores it).
+
+    multiprocess starts steps with ``forkserver``: the server imports the project and resolves its
+    repository once (``ibpipeline.forkserver_preload``) and forks each step from it. The default
+    ``spawn`` re-imports Dagster, dbt's manifest and the project in every step (several seconds
+    each, for steps that are mostly seconds long themselves).
+    """
+    if settings.executor() == "in_process":
+        return dg.in_process_executor
+    preload = {"preload_modules": ["ibpipeline.forkserver_preload"]}
+    return dg.multiprocess_executor.configured({"start_method": {"forkserver": preload}})
+
+
 def build_defs() -> dg.Definitions:
     """The Definitions for the environment as it is now (data folder, Flex query, gateways,
     Postgres). ``defs`` below is built once at import; the CLI builds its own after it has set
@@ -98,6 +112,7 @@ def build_defs() -> dg.Definitions:
         schedules=schedules,
         sensors=SENSORS,
         resources=default_resources(),
+        executor=run_executor(),
         # used only when a run configures "console" (the CLI's QUIET_CONSOLE); otherwise Dagster's
         # default console logs as usual
         loggers={"console": cli_console_logger},

@@ -164,3 +164,17 @@ def postgres_dsn() -> dg.EnvVar:
 def postgres_schema() -> str:
     """Postgres schema the marts are copied into (``$IBPIPELINE_POSTGRES_SCHEMA``, default marts)."""
     return os.environ.get(POSTGRES_SCHEMA_ENV) or DEFAULT_POSTGRES_SCHEMA
+
+
+EXECUTOR_ENV = "IBPIPELINE_EXECUTOR"
+EXECUTORS = ("multiprocess", "in_process")
+
+
+def executor() -> str:
+    """How launched runs execute their steps (``$IBPIPELINE_EXECUTOR``, default multiprocess):
+    ``multiprocess`` (each step in its own process, forked from a server that imported the project
+    once) or ``in_process`` (every step in the run worker). Raises ValueError on another value."""
+    value = (os.environ.get(EXECUTOR_ENV) or EXECUTORS[0]).strip()
+    if value not in EXECUTORS:
+        raise ValueError(f"{EXECUTOR_ENV}={value!r}: expected one of {', '.join(EXECUTORS)}")
+    return value

@@ -98,3 +98,26 @@ def test_definitions_load_like_dagster_dev_without_an_activated_venv():
         timeout=180,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_launched_runs_fork_steps_from_a_preloaded_server_unless_configured_in_process(
+    monkeypatch,
+):
+    from ibpipeline.definitions import build_defs
+
+    monkeypatch.delenv("IBPIPELINE_EXECUTOR", raising=False)
+    job = build_defs().resolve_job_def("flex_daily_job")
+    assert job.executor_def.name == "multiprocess"
+    resolved = job.executor_def.config_schema.resolve_config({})
+    assert resolved.value["config"]["start_method"] == {
+        "forkserver": {"preload_modules": ["ibpipeline.forkserver_preload"]}
+    }
+    monkeypatch.setenv("IBPIPELINE_EXECUTOR", "in_process")
+    assert build_defs().resolve_job_def("marts_job").executor_def.name == "in_process"
+    monkeypatch.setenv("IBPIPELINE_EXECUTOR", "celery?")
+    try:
+        build_defs()
+    except ValueError as exc:
+        assert "IBPIPELINE_EXECUTOR='celery?'" in str(exc)
+    else:
+        raise AssertionError("an unknown executor must be refused")

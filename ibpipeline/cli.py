@@ -49,6 +49,7 @@ def _sim_flex(args: argparse.Namespace) -> int:
         generation_polls=args.generation_polls,
         quirks=args.quirks,
         fx_commission_in_base=args.fx_commission_in_base,
+        rate_limited=not args.no_rate_limits,
     )
     return 0
 
@@ -221,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="FX conversions pay their commission in the base currency (as IBKR does)",
     )
     flex.add_argument("--generation-polls", type=int, default=1, help="1019 answers per statement")
+    flex.add_argument(
+        "--no-rate-limits",
+        action="store_true",
+        help="answer every request (no 1018 for more than 1 request/s or 10/min; benchmarks)",
+    )
     flex.set_defaults(func=_sim_flex)
 
     gateway = sims.add_parser(

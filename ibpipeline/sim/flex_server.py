@@ -371,7 +371,7 @@ class FlexSimulator:
         """Everything but rendering; called with the lock held. ``key`` is the token's hash."""
         token = params.get("t", "")
         history = self._rate_history.setdefault(key, deque())
-        horizon = max(limit.window_s for limit in self.rate_limits)
+        horizon = max((limit.window_s for limit in self.rate_limits), default=0.0)
         while history and history[0] <= now - horizon:
             history.popleft()
         limited = wait_needed(history, self.rate_limits, now) > 0
@@ -551,10 +551,12 @@ def run_flex_simulator(
     generation_polls: int = 0,
     quirks: str = "",
     fx_commission_in_base: bool = False,
+    rate_limited: bool = True,
 ) -> None:
     """``ibpipeline sim flex``: serve a seeded World's statements until Ctrl-C.
 
-    ``quirks``: a ``flex_statement.parse_quirks`` spec; ``fx_commission_in_base``: the World option.
+    ``quirks``: a ``flex_statement.parse_quirks`` spec; ``fx_commission_in_base``: the World option;
+    ``rate_limited=False`` drops IBKR's per-token limits (benchmarks).
     """
     from ibpipeline.sim.flex_statement import parse_quirks
     from ibpipeline.world import World
@@ -572,6 +574,7 @@ def run_flex_simulator(
         host=host,
         port=port,
         generation_polls=generation_polls,
+        **({} if rate_limited else {"rate_limits": ()}),
     )
     with simulator:
         print(

@@ -56,7 +56,7 @@ EXPECTED_WARNINGS = {
     "household_usd_rate_missing_pnl_by_symbol": 1,
     # the investor marts: the account without a USD rate has a commission, a dividend and NAV days
     "household_usd_rate_missing_fees_by_type": 1,
-    "household_usd_rate_missing_income": 1,
+    "household_usd_rate_missing_income_usd": 1,  # not income_accruals (same prefix)
     "household_usd_rate_missing_return_attribution": 1,
 }
 

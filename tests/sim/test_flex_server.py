@@ -442,7 +442,7 @@ def test_run_flex_simulator_cli_entry(flex_token):
         )
         assert "<Status>Success</Status>" in response.text
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=60) == 0
     finally:
         if process.poll() is None:
             process.kill()

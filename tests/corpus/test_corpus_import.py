@@ -174,3 +174,63 @@ def test_cumulative_twr_of_imported_statements_equals_ibkr_change_in_nav_twr(all
                 assert twr * 100 == pytest.approx(float(el.get("twr")), abs=0.01), path.name
                 checked += 1
     assert checked >= 1  # pp_file17: IBKR says 0.050688891 %
+
+
+INCOME_TYPES = ("Dividends", "Payment In Lieu", "Withholding", "871(m) Withholding")
+
+
+@pytest.mark.slow
+def test_income_mart_equals_ibkrs_dividend_and_withholding_rows(all_in_one) -> None:
+    """Per account, dividends + payment in lieu + withholding (matched or not) in ``income`` equal
+    the sum of IBKR's own DETAIL cash rows of those types at their fxRateToBase (the rows stored
+    from the XML, which ``test_detail_cash_transactions_sum_as_in_the_xml`` ties to the files)."""
+    expected: dict[str, Decimal] = defaultdict(Decimal)
+    for r in _rows(all_in_one, "cash_transactions"):
+        if (r["level_of_detail"] or "DETAIL") != "DETAIL" or not (r["type"] or "").startswith(
+            INCOME_TYPES
+        ):
+            continue
+        if r["amount"] is not None and r["fx_rate_to_base"] is not None:
+            expected[r["account_id"]] += r["amount"] * r["fx_rate_to_base"]
+    assert len(expected) >= 5, "the corpus has dividends in several accounts"
+    with duckdb.connect(str(all_in_one / "ibpipeline.duckdb"), read_only=True) as con:
+        got = dict(
+            con.sql(
+                "select account_id, sum(dividends + payment_in_lieu + withholding_tax "
+                "+ withholding_unmatched) from income where account_id <> 'ALL' group by 1"
+            ).fetchall()
+        )
+    for account, amount in expected.items():
+        assert got.get(account) == pytest.approx(amount, abs=Decimal("1e-8")), account
+
+
+@pytest.mark.slow
+def test_realized_pnl_mart_equals_ibkrs_fifo_pnl_of_the_executions(all_in_one) -> None:
+    """Per account and year, ``realized_pnl`` (closed lots where the query has them, else the
+    executions) equals the sum of IBKR's fifoPnlRealized of the executions at their fxRateToBase:
+    accounts whose Flex query has neither FIFO summaries nor closed lots get their realized P&L."""
+    expected: dict[tuple[str, int], Decimal] = defaultdict(Decimal)
+    for r in _rows(all_in_one, "trades"):
+        if r["level_of_detail"] != "EXECUTION" or not r["realized_pnl"]:
+            continue
+        year = (r["trade_date"] or r["date"]).year
+        expected[(r["account_id"], year)] += r["realized_pnl"] * r["fx_rate_to_base"]
+    with duckdb.connect(str(all_in_one / "ibpipeline.duckdb"), read_only=True) as con:
+        got = {
+            (a, y): (total, sources)
+            for a, y, total, sources in con.sql(
+                "select account_id, year, sum(realized_total), list(distinct source) "
+                "from realized_pnl where account_id <> 'ALL' group by 1, 2"
+            ).fetchall()
+        }
+        fifo_accounts = {
+            r[0] for r in con.sql("select distinct account_id from stg_fifo_performance").fetchall()
+        }
+    checked = 0
+    for (account, year), amount in expected.items():
+        if account in fifo_accounts:
+            continue  # IBKR's FIFO summary wins there (it also counts corporate-action P&L)
+        total, sources = got[(account, year)]
+        assert total == pytest.approx(amount, abs=Decimal("1e-8")), (account, year, sources)
+        checked += 1
+    assert checked >= 4  # U7654321, U9999999, U99999902, U12345678 (closed lots), ...

@@ -1,13 +1,15 @@
 -- Realized P&L per account, instrument (conid) and calendar year, short vs long term, in base
--- currency (household `ALL` in USD). Two sources, both shown:
+-- currency (household `ALL` in USD). Three sources, all shown:
 --   fifo_*   IBKR's FIFOPerformanceSummaryInBase (realizedSTProfit + realizedSTLoss,
 --            realizedLTProfit + realizedLTLoss, totalRealizedPnl) of the statement periods ending
 --            in the year (overlapping periods counted once, see stg_fifo_performance)
 --   lots_*   the closed lots of realized_pnl_lots closed in the year (lots_short_term and
 --            lots_long_term are null when a lot's term is unknown: no open date, no ST/LT code)
+--   executions_total  IBKR's fifoPnlRealized of the executions closed in the year
 -- realized_short_term / realized_long_term / realized_total take IBKR's FIFO figures where the
 -- account has a FIFO summary for the year (source 'FIFOPerformanceSummaryInBase'), else the
--- closed lots (source 'closed_lots'). ALL: each account's amount x its usd_per_base of the
+-- closed lots (source 'closed_lots'), else the executions (source 'executions'; no term split,
+-- so short and long term are null). ALL: each account's amount x its usd_per_base of the
 -- year's last known day (null, never partial, when an account lacks the rate:
 -- usd_amounts_missing_rate).
 with lots as (
@@ -37,27 +39,47 @@ fifo_years as (
   select distinct account_id, year from fifo
 ),
 
+-- IBKR's own realized P&L per execution (fifoPnlRealized): the source when a Flex query has
+-- neither FIFOPerformanceSummaryInBase nor closed lots (no short/long-term split then).
+execs as (
+  select account_id, conid, cast(year(coalesce(trade_date, date)) as integer) as year,
+         min(symbol) as symbol, min(asset_category) as asset_category,
+         {{ strict_sum('realized_pnl_base') }} as executions_total,
+         count(*) as n_executions
+  from {{ ref('stg_trades') }}
+  where realized_pnl <> 0
+  group by all
+),
+
 joined as (
   select
     account_id, conid, year,
-    coalesce(f.symbol, l.symbol) as symbol,
-    coalesce(f.asset_category, l.asset_category) as asset_category,
+    coalesce(f.symbol, l.symbol, x.symbol) as symbol,
+    coalesce(f.asset_category, l.asset_category, x.asset_category) as asset_category,
     fy.account_id is not null as use_fifo,
+    l.account_id is not null as use_lots,
     f.fifo_short_term, f.fifo_long_term, f.fifo_total,
-    l.lots_short_term, l.lots_long_term, l.lots_total, coalesce(l.n_lots, 0) as n_lots
+    l.lots_short_term, l.lots_long_term, l.lots_total, coalesce(l.n_lots, 0) as n_lots,
+    x.executions_total
   from fifo as f
   full join lots as l using (account_id, conid, year)
+  full join execs as x using (account_id, conid, year)
   left join fifo_years as fy using (account_id, year)
 ),
 
 per_account as (
   select
     j.account_id, c.currency, j.conid, j.year, j.symbol, j.asset_category,
-    case when use_fifo then coalesce(fifo_short_term, 0) else lots_short_term end as realized_short_term,
-    case when use_fifo then coalesce(fifo_long_term, 0) else lots_long_term end as realized_long_term,
-    case when use_fifo then coalesce(fifo_total, 0) else lots_total end as realized_total,
-    case when use_fifo then 'FIFOPerformanceSummaryInBase' else 'closed_lots' end as source,
-    fifo_short_term, fifo_long_term, fifo_total, lots_short_term, lots_long_term, lots_total, n_lots
+    case when use_fifo then coalesce(fifo_short_term, 0) when use_lots then lots_short_term end
+      as realized_short_term,
+    case when use_fifo then coalesce(fifo_long_term, 0) when use_lots then lots_long_term end
+      as realized_long_term,
+    case when use_fifo then coalesce(fifo_total, 0) when use_lots then lots_total
+         else executions_total end as realized_total,
+    case when use_fifo then 'FIFOPerformanceSummaryInBase' when use_lots then 'closed_lots'
+         else 'executions' end as source,
+    fifo_short_term, fifo_long_term, fifo_total, lots_short_term, lots_long_term, lots_total, n_lots,
+    executions_total
   from joined as j
   left join (select account_id, arg_max(base_currency, date) as currency
              from {{ ref('int_account_days') }} group by account_id) as c using (account_id)

@@ -72,6 +72,27 @@ class BackfillResult:
     accounts: tuple[str, ...]
 
 
+PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+@contextlib.contextmanager
+def one_planned_event_per_asset() -> Iterator[None]:
+    """While a range run is created, Dagster records ONE "materialization planned" event per asset
+    with the run's partition subset instead of one per (asset, day): 23,361 fewer events for a
+    365-day run of flex_daily_job (each a SQLite write of several ms). Dagster's own switch
+    (``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``); the cost is that the days of a FAILED
+    range run show as missing rather than failed in the UI (the run itself shows as failed). A
+    value already set in the environment wins."""
+    previous = os.environ.get(PLANNED_SUBSET_ENV)
+    if previous is None:
+        os.environ[PLANNED_SUBSET_ENV] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(PLANNED_SUBSET_ENV, None)
+
+
 def check_range(start: date, end: date) -> None:
     """Raise ValueError unless ``start <= end`` and both are daily partition keys."""
     if start > end:
@@ -98,7 +119,7 @@ def run_backfill(
     """
     check_range(start, end)
     job = defs.resolve_job_def(flex_daily_job.name)
-    with stdout_discarded():
+    with stdout_discarded(), one_planned_event_per_asset():
         result = job.execute_in_process(
             instance=instance,
             tags={**(tags or {}), **range_tags(start.isoformat(), end.isoformat())},
@@ -124,7 +145,7 @@ def run_marts(defs: dg.Definitions, instance: dg.DagsterInstance, start: date, e
     this process as one run; return its run id. Used after ``ibpipeline import``."""
     first, last = marts_range(start, end)
     job = defs.resolve_job_def(marts_job.name)
-    with stdout_discarded():
+    with stdout_discarded(), one_planned_event_per_asset():
         result = job.execute_in_process(
             instance=instance,
             tags=range_tags(first.isoformat(), last.isoformat()),

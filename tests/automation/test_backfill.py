@@ -1,3 +1,4 @@
+import os
 from datetime import date, timedelta
 
 import dagster as dg
@@ -62,6 +63,18 @@ def test_cli_backfill_fetches_once_and_normalizes_every_account_in_one_run(
     run = instance.get_run_by_id(result.run_id)
     assert run.tags["dagster/asset_partition_range_start"] == "2024-03-04"
     assert len(instance.get_runs()) == 1
+    # one "materialization planned" event per asset carrying the 5 days, not one per (asset, day)
+    planned = [
+        r.event_log_entry.dagster_event.event_specific_data
+        for r in instance.get_records_for_run(result.run_id, limit=100_000).records
+        if r.event_log_entry.dagster_event is not None
+        and r.event_log_entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION_PLANNED"
+    ]
+    keys = [p.asset_key for p in planned]
+    assert planned and len(keys) == len(set(keys))
+    nav = next(p for p in planned if p.asset_key == dg.AssetKey("nav_daily"))
+    assert nav.partition is None and len(list(nav.partitions_subset.get_partition_keys())) == 5
+    assert "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS" not in os.environ  # restored
     assert_normalized(data_dir, world, world_accounts, first, last)
     before = parquet.read_table("trades", data_dir=data_dir).drop_columns(["statement_sha256"])
     run_backfill(defs, instance, first, last, marts=False)  # re-run: replaced, no duplicates

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import signal
 import threading
 import time
 from collections import deque
@@ -539,6 +540,9 @@ def world_statement_source(
     return source
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def run_flex_simulator(
     host: str,
     port: int,
@@ -577,12 +581,20 @@ def run_flex_simulator(
         **({} if rate_limited else {"rate_limits": ()}),
     )
     with simulator:
+        stop = threading.Event()
+        # SIGINT and SIGTERM stop it, also when it was started with SIGINT ignored (a background
+        # job of a non-interactive shell, a test runner's worker), where Ctrl-C never raises;
+        # installed before the "listening" line, which tells callers it is ready
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
         print(
             f"Flex simulator listening on {simulator.base_url} "
             f"(query id {query_id}, {len(world.accounts)} accounts)",
             flush=True,
         )
         try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            print("Flex simulator stopped", flush=True)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        print("Flex simulator stopped", flush=True)

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 import socket
 import struct
 import threading
@@ -1267,12 +1268,18 @@ def run_gateway_simulator(
         async with GatewaySimulator(
             world, host=host, port=port, server_version=server_version, clock=as_of
         ) as sim:
+            stop = asyncio.Event()
+            # SIGINT and SIGTERM stop it, also when started with SIGINT ignored (background job);
+            # installed before the "listening" line, which tells callers it is ready
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
             print(
                 f"IB Gateway simulator listening on {host}:{sim.port}"
                 f" ({len(sim.account_ids)} accounts)",
                 flush=True,
             )
-            await asyncio.Event().wait()
+            await stop.wait()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())

@@ -428,7 +428,14 @@ def test_run_flex_simulator_cli_entry(flex_token):
         "from ibpipeline.sim.flex_server import run_flex_simulator\n"
         f"run_flex_simulator('127.0.0.1', 0, '{flex_token}', '555', 3, 2, date(2025, 1, 2), 'yyyy-MM-dd', 1)\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    # started with SIGINT ignored, as a background job of a script (or a test worker) starts it:
+    # the simulator must still stop on SIGINT
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         line = process.stdout.readline()
         match = re.fullmatch(
@@ -442,7 +449,8 @@ def test_run_flex_simulator_cli_entry(flex_token):
         )
         assert "<Status>Success</Status>" in response.text
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=30) == 0
+        assert process.stdout.readline() == "Flex simulator stopped\n"
     finally:
         if process.poll() is None:
             process.kill()

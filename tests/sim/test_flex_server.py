@@ -6,8 +6,6 @@ import http.client
 import logging
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
@@ -25,6 +23,7 @@ from ibpipeline.sim.flex_server import (
     last_business_day_before,
     world_statement_source,
 )
+from tests.sim.background import started_with_sigint_ignored
 
 TODAY = date(2026, 1, 15)
 UA = {"User-Agent": "Python/3.11"}
@@ -430,13 +429,7 @@ def test_run_flex_simulator_cli_entry(flex_token):
     )
     # started with SIGINT ignored, as a background job of a script (or a test worker) starts it:
     # the simulator must still stop on SIGINT
-    process = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
-    try:
+    with started_with_sigint_ignored(code) as process:
         line = process.stdout.readline()
         match = re.fullmatch(
             r"Flex simulator listening on (http://127\.0\.0\.1:\d+/AccountManagement/FlexWebService) "
@@ -451,7 +444,3 @@ def test_run_flex_simulator_cli_entry(flex_token):
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert process.stdout.readline() == "Flex simulator stopped\n"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

@@ -603,25 +603,15 @@ def test_run_gateway_simulator_stops_on_a_signal_even_with_sigint_ignored(stop_w
     """Started as a background job of a script starts it (SIGINT ignored), the simulator still stops
     cleanly on SIGINT or SIGTERM."""
     import signal
-    import subprocess
-    import sys
+
+    from tests.sim.background import started_with_sigint_ignored
 
     code = (
         "from ibpipeline.sim.gateway_server import run_gateway_simulator\n"
         "run_gateway_simulator(port=0, accounts=2)\n"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
-    try:
+    with started_with_sigint_ignored(code) as process:
         line = process.stdout.readline()
         assert line.startswith("IB Gateway simulator listening on 127.0.0.1:"), line
         process.send_signal(getattr(signal, stop_with))
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

@@ -50,6 +50,7 @@ def _sim_flex(args: argparse.Namespace) -> int:
         quirks=args.quirks,
         fx_commission_in_base=args.fx_commission_in_base,
         rate_limited=not args.no_rate_limits,
+        life_events=args.life_events,
     )
     return 0
 
@@ -63,6 +64,7 @@ def _sim_gateway(args: argparse.Namespace) -> int:
         seed=args.seed,
         accounts=args.accounts,
         inception=args.inception,
+        life_events=args.life_events,
     )
     return 0
 
@@ -227,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="answer every request (no 1018 for more than 1 request/s or 10/min; benchmarks)",
     )
+    flex.add_argument(
+        "--life-events",
+        action="store_true",
+        help="every account also lives through an ACATS transfer in and out, splits, an ISIN "
+        "change, option expiry/assignment/exercise, a cash-and-stock merger and a spin-off "
+        "in its first 18 business days",
+    )
     flex.set_defaults(func=_sim_flex)
 
     gateway = sims.add_parser(
@@ -243,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_date,
         default=DEFAULT_INCEPTION,
         help="first day of the world, YYYY-MM-DD",
+    )
+    gateway.add_argument(
+        "--life-events",
+        action="store_true",
+        help="every account also lives through an ACATS transfer in and out, splits, an ISIN "
+        "change, option expiry/assignment/exercise, a cash-and-stock merger and a spin-off "
+        "in its first 18 business days",
     )
     gateway.set_defaults(func=_sim_gateway)
 

@@ -556,11 +556,13 @@ def run_flex_simulator(
     quirks: str = "",
     fx_commission_in_base: bool = False,
     rate_limited: bool = True,
+    life_events: bool = False,
 ) -> None:
     """``ibpipeline sim flex``: serve a seeded World's statements until Ctrl-C.
 
-    ``quirks``: a ``flex_statement.parse_quirks`` spec; ``fx_commission_in_base``: the World option;
-    ``rate_limited=False`` drops IBKR's per-token limits (benchmarks).
+    ``quirks``: a ``flex_statement.parse_quirks`` spec; ``fx_commission_in_base`` and
+    ``life_events`` (``position_events``): the World options; ``rate_limited=False`` drops IBKR's
+    per-token limits (benchmarks).
     """
     from ibpipeline.sim.flex_statement import parse_quirks
     from ibpipeline.world import World
@@ -570,6 +572,7 @@ def run_flex_simulator(
         n_accounts=accounts,
         inception=inception,
         fx_commission_in_base=fx_commission_in_base,
+        position_events=life_events,
     )
     simulator = FlexSimulator(
         world_statement_source(world, date_format, quirks=parse_quirks(quirks)),

@@ -20,11 +20,14 @@ Figures (all reproduce the world exactly):
   world built with ``fx_commission_in_base``).
 
 Position events of a world built with ``position_events`` (empty sections otherwise):
-CorporateActions DETAIL rows (signed quantity per conid; a reverse split or ISIN change as the pair
-old -n / new +n) each repeated as a SUMMARY row with ``accountId="-"``; Transfers rows (ACATS, IN);
-the option expiry and assignment as book trades in Trades (notes Ep / A, transactionType
-BookTrade) and again in OptionEAE (Expiration / Assignment and the stock leg Buy/Sell, same
-tradeID); ChangeInNAV ``assetTransfers`` holds the value transferred in.
+CorporateActions DETAIL rows (signed quantity per conid; a reverse split, ISIN change or merger as
+the pair old -n / new +m, a spin-off as one row adding the new company; a merger's cash in
+``proceeds`` and in the CashReport's ``other``) each repeated as a SUMMARY row with
+``accountId="-"``; Transfers rows (ACATS, IN and OUT, OUT with negative quantity and amount); the
+option expiry, exercise and assignment as book trades in Trades (notes Ep / Ex / A,
+transactionType BookTrade) and again in OptionEAE (Expiration / Exercise / Assignment and the
+stock leg Buy/Sell, same tradeID); ChangeInNAV ``assetTransfers`` holds the value transferred in
+less the value transferred out.
 
 Real-statement quirks (:class:`StatementQuirks`, all off by default: the output is then unchanged)
 imitate what IBKR writes: sub-account ids on some trade rows, omitted sections, date-time
@@ -43,7 +46,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ibpipeline.world import AccountDay, Instrument, Trade, World
+from ibpipeline.world import AccountDay, Instrument, Lot, Trade, World
 
 NEW_YORK = ZoneInfo("America/New_York")
 ZERO = Decimal(0)
@@ -121,10 +124,63 @@ _CNAV_TYPE_FIELD = {
 _CASH_FLOW_FIELDS = (
     "deposits", "withdrawals", "dividends", "brokerInterest", "bondInterest", "withholdingTax",
     "commissions", "otherFees", "advisorFees", "netTradesSales", "netTradesPurchases",
-    "cashSettlingMtm",
+    "cashSettlingMtm", "other",
 )  # fmt: skip
 _EMPTY_BEFORE_TRADES = ("FxPositions",)
 _OPTION_EVENT_TYPES = {"A": "Assignment", "Ex": "Exercise", "Ep": "Expiration"}
+
+
+def _lot_pnls(trade: Trade) -> list[tuple[Lot, Decimal]]:
+    """The lots a closing trade consumed, each with its share of the trade's realized P&L
+    (proceeds net of commission pro rata to quantity, to the cent, less the lot's cost; the last
+    lot takes the rest so the shares add up to ``trade.realized_pnl``)."""
+    out, remaining = [], trade.realized_pnl
+    gross = trade.proceeds + trade.commission
+    for i, lot in enumerate(trade.closed_lots):
+        if i == len(trade.closed_lots) - 1:
+            pnl = remaining
+        else:
+            pnl = (gross * abs(lot.quantity) / abs(trade.quantity)).quantize(Decimal("0.01"))
+            pnl -= lot.cost_basis_money
+        remaining -= pnl
+        out.append((lot, pnl))
+    return out
+
+
+_US_REGULATORY_SELL = Decimal("0.0000278")  # SEC section 31 fee per USD of sale proceeds
+_FINRA_TAF = Decimal("0.000166")  # FINRA trading activity fee per share sold
+
+
+def tiered_components(trade: Trade, inst: Instrument) -> dict[str, Decimal]:
+    """IBKR Tiered pricing's parts of a commission (signed like it, < 0; commission currency):
+    exchange fee (thirdPartyExecutionCharge), clearing fee (thirdPartyClearingCharge), and on US
+    sales the SEC fee and FINRA TAF, each to the cent and never more than what is left of the
+    commission; the broker's execution charge is the rest, so the parts add up exactly."""
+    n, left = abs(trade.quantity), -trade.commission
+    per_unit = {"STK": ("0.0030", "0.0002"), "OPT": ("0.20", "0.02")}
+    exch, clear = per_unit.get(inst.asset_category, ("0", "0"))
+    wanted = {
+        "thirdPartyExecutionCharge": n * Decimal(exch),
+        "thirdPartyClearingCharge": n * Decimal(clear),
+        "regSection31TransactionFee": ZERO,
+        "regFINRATradingActivityFee": ZERO,
+    }
+    if trade.quantity < 0 and inst.currency == "USD" and inst.asset_category in ("STK", "OPT"):
+        wanted["regSection31TransactionFee"] = abs(trade.proceeds) * _US_REGULATORY_SELL
+        wanted["regFINRATradingActivityFee"] = n * _FINRA_TAF
+    parts: dict[str, Decimal] = {}
+    for name, amount in wanted.items():
+        take = min(amount.quantize(Decimal("0.01")), left)
+        parts[name] = -take
+        left -= take
+    return {
+        "brokerExecutionCharge": -left,
+        "brokerClearingCharge": ZERO,
+        "thirdPartyRegulatoryCharge": ZERO,
+        "regOther": ZERO,
+        "other": ZERO,
+        **parts,
+    }
 
 
 def num(value: Decimal | int) -> str:
@@ -356,6 +412,7 @@ class _Statement:
             *(_section(name, ()) for name in _EMPTY_BEFORE_TRADES),
             _section("Trades", self.trades()),
             _section("TransactionTaxes", ()),
+            self._life_section("UnbundledCommissionDetails", self.unbundled_commissions),
             _section("OptionEAE", self.option_eae()),
             _section("PendingExcercises", ()),
             self._optional("PriorPeriodPositions", self.prior_period_positions),
@@ -363,10 +420,16 @@ class _Statement:
             _section("CashTransactions", self.cash_transactions()),
             _section("InterestAccruals", ()),
             _section("Transfers", self.transfers()),
+            self._life_section("FIFOPerformanceSummaryInBase", self.fifo_performance),
             _section("ConversionRates", self.conversion_rates()),
             "</FlexStatement>\n",
         ]
         return parts
+
+    def _life_section(self, name: str, rows: Any) -> str:
+        """Section ``name`` of a world with position events ("" otherwise: the query of a
+        default world does not select it, so its statements stay as they were)."""
+        return _section(name, rows()) if self.world.position_events else ""
 
     def _optional(self, name: str, rows: Any) -> str:
         """Section ``name`` unless the quirks omit it ("" then)."""
@@ -478,6 +541,10 @@ class _Statement:
                     add(t.currency, "netTrades", t.proceeds, fx[t.currency])
             for ccy, amount in state.variation.items():
                 add(ccy, "cashSettlingMtm", amount, fx[ccy])
+            for e in state.position_events:
+                if e.proceeds:  # cash of a merger
+                    ccy = self.world.instruments[e.conid].currency
+                    add(ccy, "other", e.proceeds, fx[ccy])
         return local, base
 
     def cash_report(self) -> Iterable[str]:
@@ -590,17 +657,70 @@ class _Statement:
 
     def _closed_lot_rows(self, trade: Trade) -> Iterable[str]:
         """CLOSED_LOT rows: each consumed lot with its share of the trade's realized P&L."""
-        remaining = trade.realized_pnl
-        gross = trade.proceeds + trade.commission
-        for i, lot in enumerate(trade.closed_lots):
-            if i == len(trade.closed_lots) - 1:
-                pnl = remaining
-            else:
-                pnl = (gross * abs(lot.quantity) / abs(trade.quantity)).quantize(Decimal("0.01"))
-                pnl -= lot.cost_basis_money
-            remaining -= pnl
+        for lot, pnl in _lot_pnls(trade):
             yield self._trade_row("Lot", "CLOSED_LOT", trade, -lot.quantity, lot.open_price,
                                   ZERO, pnl, -lot.cost_basis_money, lot_open=lot.open_at)  # fmt: skip
+
+    def unbundled_commissions(self) -> Iterable[str]:
+        """UnbundledCommissionDetails of a world with position events (its accounts are on IBKR's
+        Tiered pricing): every execution's commission split into :func:`tiered_components`."""
+        f = self.fmt
+        for state in self.window:
+            for t in state.trades:
+                if t.conid is None or not t.commission:
+                    continue
+                inst = self.world.instruments[t.conid]
+                parts = tiered_components(t, inst)
+                attrs = "".join(f' {name}="{num(v)}"' for name, v in parts.items())
+                yield (
+                    f'<UnbundledCommissionDetail {self.head} currency="{t.commission_currency}"'
+                    f' fxRateToBase="{num(t.fx_rate_to_base)}"{self.blocks[t.conid]}'
+                    f' dateTime="{f.dt(t.executed_at)}" exchange="{inst.listing_exchange}"'
+                    f' buySell="{t.buy_sell}" quantity="{num(t.quantity)}"'
+                    f' price="{num(t.trade_price)}" tradeID="{t.trade_id}" orderReference=""'
+                    f' totalCommission="{num(t.commission)}"{attrs} />\n'
+                )
+
+    def fifo_performance(self) -> Iterable[str]:
+        """FIFOPerformanceSummaryInBase of a world with position events: per conid closed in the
+        window, the closed lots' realized P&L in base split short/long term (held > 365 days),
+        profits and losses apart; unrealized figures of the positions at the end."""
+        realized: dict[int, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        for state in self.window:
+            for t in state.trades:
+                for lot, pnl in _lot_pnls(t):
+                    term = "LT" if (t.trade_date - lot.open_at.date()).days > 365 else "ST"
+                    kind = "Profit" if pnl > 0 else "Loss"
+                    realized[t.conid][f"realized{term}{kind}"] += pnl * t.fx_rate_to_base  # type: ignore[index]
+        unrealized: dict[int, Decimal] = {}
+        if self.last is not None:
+            for conid, pos in self.last.positions.items():
+                inst = self.world.instruments[conid]
+                if inst.asset_category != "FUT":
+                    fx = self.last.fx_to_base[inst.currency]
+                    unrealized[conid] = (pos.position_value - pos.cost_basis_money) * fx
+        f = self.fmt
+        for conid in sorted(set(realized) | set(unrealized)):
+            inst = self.world.instruments[conid]
+            v = realized.get(conid, {})
+            total = sum(v.values(), ZERO)
+            u = unrealized.get(conid, ZERO)
+            figures = {
+                "realizedSTProfit": v.get("realizedSTProfit", ZERO),
+                "realizedSTLoss": v.get("realizedSTLoss", ZERO),
+                "realizedLTProfit": v.get("realizedLTProfit", ZERO),
+                "realizedLTLoss": v.get("realizedLTLoss", ZERO),
+                "totalRealizedPnl": total,
+                "unrealizedProfit": max(u, ZERO),
+                "unrealizedLoss": min(u, ZERO),
+                "totalUnrealizedPnl": u,
+                "totalFifoPnl": total + u,
+            }
+            attrs = "".join(f' {name}="{num(x)}"' for name, x in figures.items())
+            yield (
+                f"<FIFOPerformanceSummaryUnderlying {self.head}{self.blocks[conid]}"
+                f' reportDate="{f.d(self.to_date)}"{attrs} />\n'
+            )
 
     def _trade_row(self, tag: str, level: str, t: Trade, qty: Decimal, price: Decimal,
                    commission: Decimal, realized: Decimal, cost: Decimal,
@@ -694,7 +814,8 @@ class _Statement:
                         f' fxRateToBase="{num(state.fx_to_base[inst.currency])}"'
                         f'{self.blocks[e.conid]} reportDate="{f.d(e.report_date)}"'
                         f' dateTime="{when}" actionDescription="{esc(e.description)}"'
-                        f' amount="0" proceeds="0" value="0" quantity="{num(e.quantity)}"'
+                        f' amount="{num(e.proceeds)}" proceeds="{num(e.proceeds)}"'
+                        f' value="{num(e.value)}" quantity="{num(e.quantity)}"'
                         ' costBasis="" fifoPnlRealized="0" mtmPnl="0" code=""'
                         f' type="{e.type}" transactionID="{txn}" actionID="{e.action_id}"'
                         f' levelOfDetail="{level}" serialNumber="" deliveryType=""'

@@ -1255,14 +1255,16 @@ def run_gateway_simulator(
     inception: date = date(2024, 1, 2),
     as_of: datetime | None = None,
     server_version: int = DEFAULT_SERVER_VERSION,
+    life_events: bool = False,
 ) -> None:
     """Serve a fresh World(seed, accounts, inception) until interrupted (``ibpipeline sim gateway``).
 
-    ``as_of`` freezes the clock (aware datetime); None follows the wall clock.
+    ``as_of`` freezes the clock (aware datetime); None follows the wall clock; ``life_events``
+    is the World's ``position_events``.
     """
     from ibpipeline.world import World
 
-    world = World(seed=seed, n_accounts=accounts, inception=inception)
+    world = World(seed=seed, n_accounts=accounts, inception=inception, position_events=life_events)
 
     async def serve() -> None:
         async with GatewaySimulator(

@@ -311,8 +311,7 @@ class AccountSim:
             _add(book.cash, txn.currency, txn.amount)
         events: list[PositionEvent] = []
         if self.position_events:
-            moved = self._corporate_events(d, prev_md, events)
-            flow += moved * fx_to_base[self.market.instruments[mk.TRANSFER_CONID].currency]
+            flow += self._corporate_events(d, prev_md, fx_to_base, events)
             capital = prev_nav + flow
         trades = self._trading(d, prev_md, md, fx_to_base, capital)
         if self.position_events and len(self.days) == mk.EXPIRY_DAY:
@@ -381,9 +380,10 @@ class AccountSim:
             self._book.lots[new] = moved
         return held
 
-    def _corporate_events(self, d: date, prev_md: MarketDay, out: list[PositionEvent]) -> Decimal:
-        """Start-of-day events of business day ``len(self.days)``; returns the value moved in by
-        ACATS (instrument currency)."""
+    def _corporate_events(self, d: date, prev_md: MarketDay, fx_to_base: dict[str, Decimal],
+                          out: list[PositionEvent]) -> Decimal:  # fmt: skip
+        """Start-of-day events of business day ``len(self.days)``; returns the value moved in
+        (+) or out (-) by ACATS, in base currency."""
         index, inst = len(self.days), self.market.instruments
         action = f"9{index:03d}{self.index:04d}"
         if index == mk.TRANSFER_DAY:
@@ -396,8 +396,14 @@ class AccountSim:
                 d, "Transfer", "ACATS", jnj.conid, qty, jnj.description, action,
                 direction="IN", price=price, value=value,
             ))  # fmt: skip
-            return value
+            return value * fx_to_base[jnj.currency]
         held = {c: sum((lot.quantity for lot in ls), ZERO) for c, ls in self._book.lots.items()}
+        if index == mk.TRANSFER_OUT_DAY and held.get(mk.TRANSFER_OUT_CONID, ZERO) > 0:
+            return self._transfer_out(d, prev_md, fx_to_base, held, action, out)
+        if index == mk.MERGER_DAY and held.get(mk.MERGER_TARGET):
+            self._merger(d, prev_md, held[mk.MERGER_TARGET], action, out)
+        if index == mk.SPINOFF_DAY and held.get(mk.SPINOFF_PARENT):
+            self._spinoff(d, prev_md, held[mk.SPINOFF_PARENT], action, out)
         if index == mk.SPLIT_DAY and held.get(mk.SPLIT_CONID):
             old = inst[mk.SPLIT_CONID]
             self._move_lots(old.conid, old.conid, mk.SPLIT_RATIO)
@@ -430,19 +436,107 @@ class AccountSim:
                                    f"{head} ({new.symbol}, {new.description}, {new.isin})", action))  # fmt: skip
         return ZERO
 
+    def _transfer_out(self, d: date, prev_md: MarketDay, fx_to_base: dict[str, Decimal],
+                      held: dict[int, Decimal], action: str, out: list[PositionEvent]) -> Decimal:  # fmt: skip
+        """ACATS out of up to TRANSFER_OUT_QUANTITY shares, oldest lots first (IBKR: quantity and
+        positionAmount negative); returns the value moved out (base currency, negative)."""
+        item = self.market.instruments[mk.TRANSFER_OUT_CONID]
+        qty, price = min(mk.TRANSFER_OUT_QUANTITY, held[item.conid]), prev_md.closes[item.conid]
+        lots, left, rest = self._book.lots.pop(item.conid), qty, []
+        for lot in lots:
+            take = min(left, lot.quantity)
+            left -= take
+            if take < lot.quantity:
+                keep = lot.quantity - take
+                cost = lot.cost_basis_money * keep / lot.quantity
+                rest.append(Lot(lot.conid, keep, lot.open_at, lot.open_price, cost))
+        if rest:
+            self._book.lots[item.conid] = rest
+        value = -item.value(qty, price)
+        out.append(self._event(
+            d, "Transfer", "ACATS", item.conid, -qty, item.description, action,
+            direction="OUT", price=price, value=value,
+        ))  # fmt: skip
+        return value * fx_to_base[item.currency]
+
+    def _merger(self, d: date, prev_md: MarketDay, qty: Decimal, action: str,
+                out: list[PositionEvent]) -> None:  # fmt: skip
+        """TC: every target share becomes MERGER_SHARES acquirer shares plus MERGER_CASH USD.
+        The target's cost basis moves to the new shares, less the cash (at least 0)."""
+        inst = self.market.instruments
+        target, acquirer = inst[mk.MERGER_TARGET], inst[mk.MERGER_ACQUIRER]
+        lots = self._book.lots.pop(target.conid)
+        cost = sum((lot.cost_basis_money for lot in lots), ZERO)
+        cash = cents(qty * mk.MERGER_CASH)
+        new_qty = qty * mk.MERGER_SHARES
+        new_cost = max(cost - cash, ZERO)
+        moved = [
+            Lot(acquirer.conid, lot.quantity * mk.MERGER_SHARES, lot.open_at,
+                lot.open_price / mk.MERGER_SHARES, new_cost * lot.quantity / qty)
+            for lot in lots
+        ]  # fmt: skip
+        self._book.lots.setdefault(acquirer.conid, []).extend(moved)
+        _add(self._book.cash, "USD", cash)
+        head = (
+            f"{target.symbol}({target.isin}) MERGED(Acquisition) WITH {acquirer.isin} 5 FOR 10"
+            f" AND USD {mk.MERGER_CASH}"
+        )
+        old_value = target.value(qty, prev_md.closes[target.conid])
+        new_value = acquirer.value(new_qty, prev_md.closes[acquirer.conid])
+        out.append(self._event(
+            d, "CorporateAction", "TC", target.conid, -qty,
+            f"{head} ({target.symbol}, {target.description}, {target.isin})", action,
+            value=-old_value, proceeds=cash,
+        ))  # fmt: skip
+        out.append(self._event(
+            d, "CorporateAction", "TC", acquirer.conid, new_qty,
+            f"{head} ({acquirer.symbol}, {acquirer.description}, {acquirer.isin})", action,
+            value=new_value,
+        ))  # fmt: skip
+
+    def _spinoff(self, d: date, prev_md: MarketDay, qty: Decimal, action: str,
+                 out: list[PositionEvent]) -> None:  # fmt: skip
+        """SO: SPINOFF_RATIO child shares per parent share; the parent's cost basis is split by
+        the two companies' values at the previous close (the parent's lots keep their dates)."""
+        inst = self.market.instruments
+        parent, child = inst[mk.SPINOFF_PARENT], inst[mk.SPINOFF_CHILD]
+        parent_value = parent.value(qty, prev_md.closes[parent.conid])
+        child_qty = qty * mk.SPINOFF_RATIO
+        child_value = child.value(child_qty, prev_md.closes[child.conid])
+        share = child_value / (parent_value + child_value)
+        lots = self._book.lots[parent.conid]
+        child_lots, parent_lots = [], []
+        for lot in lots:
+            child_cost = cents(lot.cost_basis_money * share)
+            parent_lots.append(Lot(lot.conid, lot.quantity, lot.open_at, lot.open_price,
+                                   lot.cost_basis_money - child_cost))  # fmt: skip
+            n = lot.quantity * mk.SPINOFF_RATIO
+            child_lots.append(Lot(child.conid, n, lot.open_at, child_cost / n, child_cost))
+        self._book.lots[parent.conid] = parent_lots
+        self._book.frozen.pop(parent.conid, None)
+        self._book.lots.setdefault(child.conid, []).extend(child_lots)
+        desc = (
+            f"{parent.symbol}({parent.isin}) SPINOFF  1 FOR 5"
+            f" ({child.symbol}, {child.description}, {child.isin})"
+        )
+        out.append(self._event(
+            d, "CorporateAction", "SO", child.conid, child_qty, desc, action, value=child_value,
+        ))  # fmt: skip
+
     def _option_expiry(self, ctx: _Ctx) -> None:
         """After the close of the options' expiry: the OTM call expires (Ep), the ITM short put
         is assigned (A: the option closed at 0 and the stock bought at the strike), as IBKR
         books them: trades at price 0 / strike, no commission, transactionType BookTrade."""
         at = self._at(ctx.d, time(16, 20), NEW_YORK)
-        for conid, notes in ((mk.CALL_EXPIRING, "Ep"), (mk.PUT_ASSIGNED, "A")):
+        for conid, notes in ((mk.CALL_EXPIRING, "Ep"), (mk.PUT_ASSIGNED, "A"),
+                             (mk.CALL_EXERCISED, "Ex")):  # fmt: skip
             lots = self._book.lots.get(conid)
             if not lots:
                 continue
             inst = self.market.instruments[conid]
             qty = -sum((lot.quantity for lot in lots), ZERO)
             self._fill(ctx, inst, qty, at, self._book_order(), price=ZERO, notes=notes)
-            if notes == "A":
+            if notes in ("A", "Ex"):
                 under = self.market.instruments[inst.underlying_conid]
                 shares = qty * inst.multiplier * (1 if inst.put_call == "P" else -1)
                 self._fill(
@@ -575,7 +669,9 @@ class AccountSim:
         if self.position_events and not self.days:
             inst = self.market.instruments
             for conid, qty in ((mk.SPLIT_CONID, 100), (mk.REVERSE_OLD, 1000), (mk.ISIN_OLD, 50),
-                               (mk.CALL_EXPIRING, 2), (mk.PUT_ASSIGNED, -1)):  # fmt: skip
+                               (mk.CALL_EXPIRING, 2), (mk.PUT_ASSIGNED, -1),
+                               (mk.CALL_EXERCISED, 1), (mk.MERGER_TARGET, 200),
+                               (mk.SPINOFF_PARENT, 100)):  # fmt: skip
                 self._order(ctx, inst[conid], Decimal(qty))
         return trades
 

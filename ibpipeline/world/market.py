@@ -105,15 +105,23 @@ _OPTION_VOL = {265598: 0.26, 756733: 0.18, 14204: 0.25}
 
 # Opt-in position events (``World(position_events=True)``): business-day indexes from inception
 TRANSFER_DAY, SPLIT_DAY, REVERSE_SPLIT_DAY, ISIN_CHANGE_DAY, EXPIRY_DAY = 3, 5, 7, 9, 11
+MERGER_DAY, SPINOFF_DAY, TRANSFER_OUT_DAY = 13, 15, 17
 SPLIT_CONID = 910001  # 2 for 1 forward split, same conid (IBKR: one FS row adding the shares)
 REVERSE_OLD, REVERSE_NEW = 910011, 910012  # 1 for 10 reverse split: a new conid and ISIN
 ISIN_OLD, ISIN_NEW = 910021, 910022  # CUSIP/ISIN change: a new conid, same price
 CALL_EXPIRING, PUT_ASSIGNED = 910031, 910032  # AAPL options expiring on EXPIRY_DAY
+CALL_EXERCISED = 910033  # deep in-the-money AAPL call, held long and exercised on EXPIRY_DAY
+MERGER_TARGET, MERGER_ACQUIRER = 910041, 910042  # TC: each target share -> 1/2 acquirer + cash
+SPINOFF_PARENT, SPINOFF_CHILD = 910051, 910052  # SO: 1 child share per 5 parent shares
 TRANSFER_CONID = 8719  # JNJ: 25 shares arrive by ACATS on TRANSFER_DAY
+TRANSFER_OUT_CONID, TRANSFER_OUT_QUANTITY = ISIN_NEW, Decimal(10)  # leave by ACATS, day 17
 SPLIT_RATIO, REVERSE_RATIO = Decimal(2), Decimal(10)
+MERGER_SHARES, MERGER_CASH = Decimal("0.5"), Decimal("5.00")  # per target share (USD)
+SPINOFF_RATIO = Decimal("0.2")  # child shares per parent share
 EVENT_CONIDS = frozenset(
-    {SPLIT_CONID, REVERSE_OLD, REVERSE_NEW, ISIN_OLD, ISIN_NEW, CALL_EXPIRING, PUT_ASSIGNED}
-)
+    {SPLIT_CONID, REVERSE_OLD, REVERSE_NEW, ISIN_OLD, ISIN_NEW, CALL_EXPIRING, PUT_ASSIGNED,
+     CALL_EXERCISED, MERGER_TARGET, MERGER_ACQUIRER, SPINOFF_PARENT, SPINOFF_CHILD}
+)  # fmt: skip
 """Instruments only the scripted events trade (random trading never picks them)."""
 _EVENT_STOCKS = (
     _stock(SPLIT_CONID, "SPLT", "SPLITCO INC", "USD", "NYSE", "US9100010018",
@@ -122,8 +130,18 @@ _EVENT_STOCKS = (
            (3.0, 0.0, 0.40), "0", (), "0.15"),
     _stock(ISIN_OLD, "ISNC", "ISINCO CORP", "USD", "NYSE", "US9100210012",
            (25.0, 0.03, 0.20), "0", (), "0.15"),
+    _stock(MERGER_TARGET, "MRGR", "MERGECO INC", "USD", "NYSE", "US9100410018",
+           (40.0, 0.02, 0.20), "0", (), "0.15"),
+    _stock(MERGER_ACQUIRER, "ACQR", "ACQUIRECO CORP", "USD", "NYSE", "US9100420017",
+           (70.0, 0.05, 0.22), "0", (), "0.15"),
+    _stock(SPINOFF_PARENT, "PRNT", "PARENTCO INC", "USD", "NYSE", "US9100510015",
+           (60.0, 0.04, 0.25), "0", (), "0.15"),
 )  # fmt: skip
-_DERIVED = {REVERSE_NEW: (REVERSE_OLD, REVERSE_RATIO), ISIN_NEW: (ISIN_OLD, Decimal(1))}
+_DERIVED = {
+    REVERSE_NEW: (REVERSE_OLD, REVERSE_RATIO),
+    ISIN_NEW: (ISIN_OLD, Decimal(1)),
+    SPINOFF_CHILD: (SPINOFF_PARENT, Decimal("0.75")),
+}
 """New conids of an action: price = the old conid's walk x factor."""
 
 
@@ -157,11 +175,23 @@ def _event_instruments(inception: date, instruments: dict[int, Instrument]) -> N
         instruments[old] = Instrument(
             **{**{f: getattr(base, f) for f in base.__slots__}, "symbol": f"{symbol}.OLD"}
         )
+    parent = instruments[SPINOFF_PARENT]
+    instruments[SPINOFF_CHILD] = Instrument(
+        conid=SPINOFF_CHILD,
+        symbol="SPIN",
+        description="SPINCO INC",
+        asset_category="STK",
+        currency=parent.currency,
+        listing_exchange=parent.listing_exchange,
+        isin="US9100520014",
+        sub_category="COMMON",
+    )
     expiry = business_day(inception, EXPIRY_DAY)
     aapl = instruments[265598]
     for conid, pc, strike in (
         (CALL_EXPIRING, "C", Decimal(400)),
         (PUT_ASSIGNED, "P", Decimal(300)),
+        (CALL_EXERCISED, "C", Decimal(100)),
     ):
         instruments[conid] = Instrument(
             conid=conid,

@@ -150,11 +150,13 @@ class Trade:
 class PositionEvent:
     """A position change that is not a trade, booked at ``at`` (start of the day, before any
     trade): a corporate action (``kind`` ``CorporateAction``, ``type`` IBKR's code: FS forward
-    split, RS reverse split, IC ISIN change) or a position transfer (``kind`` ``Transfer``,
-    ``type`` ACATS, ``direction`` IN/OUT). ``quantity`` is the signed change of ``conid``'s
-    position, as IBKR writes it; a reverse split or ISIN change is two events sharing
-    ``action_id`` (old conid removed, new conid added). ``lots`` are the conid's lots right after
-    the event; ``value`` the position value moved (Transfer: at ``price``; instrument currency)."""
+    split, RS reverse split, IC ISIN change, TC merger, SO spin-off) or a position transfer
+    (``kind`` ``Transfer``, ``type`` ACATS, ``direction`` IN/OUT). ``quantity`` is the signed
+    change of ``conid``'s position, as IBKR writes it; a reverse split, ISIN change or merger is
+    two events sharing ``action_id`` (old conid removed, new conid added). ``lots`` are the
+    conid's lots right after the event; ``value`` the signed position value moved at the previous
+    close (Transfer: at ``price``; instrument currency); ``proceeds`` the cash a merger pays
+    (instrument currency, added to the account's cash)."""
 
     account_id: str
     kind: str
@@ -170,6 +172,7 @@ class PositionEvent:
     direction: str = ""
     price: Decimal = ZERO
     value: Decimal = ZERO
+    proceeds: Decimal = ZERO
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ INCOME_TYPES = {
 FEE_TYPES = {"Other Fees", "Advisor Fees"}
 MARTS = (
     "+income +income_accruals +fees_by_type +realized_pnl +realized_pnl_lots +return_attribution "
-    "+corporate_actions_log +daily_nav"
+    "+corporate_actions_log +daily_nav +daily_returns"
 )
 
 
@@ -215,8 +215,84 @@ def test_corporate_actions_log_has_every_action_of_the_xml(built) -> None:
     assert got == expected
 
 
+def test_realized_pnl_takes_ibkr_fifo_figures_and_they_equal_the_closed_lots(built) -> None:
+    """The statements carry FIFOPerformanceSummaryInBase: realized_pnl takes it, and per
+    account, conid and year its figures equal the closed lots' (both read from the XML)."""
+    _, xmls, data_dir = built
+    out = rows(
+        data_dir,
+        "select account_id, conid, source, fifo_short_term, fifo_long_term, fifo_total,"
+        " lots_short_term, lots_long_term, lots_total, realized_total"
+        " from realized_pnl where account_id <> 'ALL'",
+    )
+    assert out and {r[2] for r in out} == {"FIFOPerformanceSummaryInBase"}
+    closed = [r for r in out if r[8] is not None]
+    assert closed
+    for r in closed:
+        assert (r[3], r[4], r[5]) == (r[6], r[7], r[8]), r
+        assert r[9] == r[5]
+    xml_total = sum(
+        dec(u["totalRealizedPnl"])
+        for xml in xmls
+        for u in xml_rows(xml, "FIFOPerformanceSummaryUnderlying")
+    )
+    assert sum(r[9] or 0 for r in out) == xml_total
+
+
+def test_tiered_fee_types_add_up_to_each_commission(built) -> None:
+    """UnbundledCommissionDetails split each commission: commission + exchange + clearing +
+    regulatory fees per account equal the executions' commissions in base, and the exchange fees
+    equal the XML's thirdPartyExecutionCharge x fxRateToBase."""
+    worlds, xmls, data_dir = built
+    got: dict[tuple[str, str], Decimal] = {
+        (a, t): v
+        for a, t, v in rows(
+            data_dir,
+            "select account_id, fee_type, sum(amount) from fees_by_type"
+            " where account_id <> 'ALL' group by 1, 2",
+        )
+    }
+    exchange: dict[str, Decimal] = defaultdict(Decimal)
+    for xml in xmls:
+        for u in xml_rows(xml, "UnbundledCommissionDetail"):
+            exchange[u["accountId"]] += dec(u["thirdPartyExecutionCharge"]) * dec(u["fxRateToBase"])
+    for world, accounts in worlds:
+        for account_id in accounts:
+            commissions = sum(
+                t.commission * _commission_rate(t, state)
+                for d in world.business_days(START, END)
+                for state in (world.day(account_id, d),)
+                for t in state.trades
+            )
+            parts = [
+                got.get((account_id, t), Decimal(0))
+                for t in ("commission", "exchange_fees", "clearing_fees", "regulatory_fees")
+            ]
+            assert abs(sum(parts) - commissions) <= CENT, account_id
+            assert parts[1] < 0 and parts[2] < 0 and parts[3] < 0, (account_id, parts)
+            assert abs(parts[1] - exchange[account_id]) <= CENT, account_id
+
+
+def test_daily_returns_equal_the_world_through_transfers_and_mergers(built) -> None:
+    """TWR treats positions transferred in or out as external flows, as IBKR does: every day's
+    return equals the world's, the ACATS days included."""
+    worlds, _, data_dir = built
+    got = {
+        (a, d): r
+        for a, d, r in rows(data_dir, "select account_id, date, daily_return from daily_returns")
+    }
+    n = 0
+    for world, accounts in worlds:
+        for account_id in accounts:
+            for d in world.business_days(START, END)[1:]:
+                truth = world.day(account_id, d).daily_return
+                assert abs(float(got[(account_id, d)]) - float(truth)) < 1e-12, (account_id, d)
+                n += 1
+    assert n == 7 * (len(world.business_days(START, END)) - 1)
+
+
 def test_realized_lots_add_up_to_the_executions(built) -> None:
-    """Closed lots carry the executions' realized P&L (source closed_lots: no FIFO section)."""
+    """Closed lots carry the executions' realized P&L."""
     worlds, _, data_dir = built
     truth: dict[str, Decimal] = defaultdict(Decimal)
     for world, accounts in worlds:
@@ -227,11 +303,9 @@ def test_realized_lots_add_up_to_the_executions(built) -> None:
     got = dict(
         rows(
             data_dir,
-            "select account_id, sum(realized_total) from realized_pnl"
+            "select account_id, sum(lots_total) from realized_pnl"
             " where account_id <> 'ALL' group by 1",
         )
     )
-    sources = {r[0] for r in rows(data_dir, "select distinct source from realized_pnl")}
-    assert sources == {"closed_lots"}
     for account_id, value in truth.items():
         assert abs(got.get(account_id, Decimal(0)) - value) <= CENT, account_id

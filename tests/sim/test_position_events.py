@@ -1,5 +1,5 @@
-"""Opt-in position events of the world (split, reverse split, ISIN change, option expiry and
-assignment, ACATS transfer in), written into Flex statements as IBKR writes them: positions
+"""Opt-in position events of the world (split, reverse split, ISIN change, option expiry,
+assignment and exercise, merger for stock and cash, spin-off, ACATS transfers in and out), written into Flex statements as IBKR writes them: positions
 rebuilt from the statements equal the world's every day, and the gateway simulator's positions
 equal the Flex positions after each event."""
 
@@ -25,6 +25,9 @@ EVENT_DAYS = (
     mk.REVERSE_SPLIT_DAY,
     mk.ISIN_CHANGE_DAY,
     mk.EXPIRY_DAY,
+    mk.MERGER_DAY,
+    mk.SPINOFF_DAY,
+    mk.TRANSFER_OUT_DAY,
 )
 
 
@@ -53,19 +56,65 @@ def test_default_world_has_no_position_events() -> None:
 def test_every_event_happens_and_is_written_as_ibkr_does(seed: int) -> None:
     world = _world(seed)
     start = world.inception
-    end = mk.business_day(start, mk.EXPIRY_DAY + 2)
+    end = mk.business_day(start, mk.TRANSFER_OUT_DAY + 2)
     account_id = world.accounts[0].account_id
     xml = render_statement(world, [account_id], start, end).decode()
     assert xml.count('type="FS"') == 2  # DETAIL + SUMMARY (accountId="-")
     assert xml.count('type="RS"') == 4 and xml.count('type="IC"') == 4
-    assert 'type="ACATS" direction="IN"' in xml
-    assert 'transactionType="Expiration"' in xml and 'transactionType="Assignment"' in xml
+    assert xml.count('type="TC"') == 4 and xml.count('type="SO"') == 2
+    assert 'type="ACATS" direction="IN"' in xml and 'type="ACATS" direction="OUT"' in xml
+    for kind in ("Expiration", "Assignment", "Exercise"):
+        assert f'transactionType="{kind}"' in xml
     executions = [line for line in xml.splitlines() if line.startswith("<Trade ")]
     assert sum('notes="A"' in line for line in executions) == 2
+    assert sum('notes="Ex"' in line for line in executions) == 2
     assert sum('notes="Ep"' in line for line in executions) == 1
     parsed = parse_statement(xml.encode())
-    assert parsed["corporate_actions"].num_rows == 10
-    assert parsed["transfers"].num_rows == 1
+    assert parsed["corporate_actions"].num_rows == 16
+    assert parsed["transfers"].num_rows == 2
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_merger_spinoff_and_transfer_out_rows_carry_ibkr_figures(seed: int) -> None:
+    """The merger's cash is its DETAIL row's proceeds and reaches the account's cash; the two
+    legs' values are the positions at the previous close; the spin-off adds the child at 1 for 5;
+    the transfer out removes shares at their previous close (negative quantity and amount)."""
+    world = _world(seed)
+    start = world.inception
+    account_id = world.accounts[0].account_id
+    end = mk.business_day(start, mk.TRANSFER_OUT_DAY)
+    parsed = parse_statement(render_statement(world, [account_id], start, end))
+    actions = [
+        r for r in parsed["corporate_actions"].to_pylist() if r["level_of_detail"] == "DETAIL"
+    ]
+    merger = {r["conid"]: r for r in actions if r["type"] == "TC"}
+    target, acquirer = merger[mk.MERGER_TARGET], merger[mk.MERGER_ACQUIRER]
+    assert target["quantity"] == -200 and acquirer["quantity"] == 200 * mk.MERGER_SHARES
+    assert target["proceeds"] == 200 * mk.MERGER_CASH and acquirer["proceeds"] == 0
+    merger_day = mk.business_day(start, mk.MERGER_DAY)
+    before = world.day(account_id, world.previous_business_day(merger_day))
+    after = world.day(account_id, merger_day)
+    assert target["value"] == -200 * world.price(mk.MERGER_TARGET, before.date)
+    assert acquirer["value"] == 100 * world.price(mk.MERGER_ACQUIRER, before.date)
+    assert mk.MERGER_TARGET not in after.positions
+    assert after.positions[mk.MERGER_ACQUIRER].quantity == 100
+    # cost basis carried to the new shares, less the cash
+    cost = before.positions[mk.MERGER_TARGET].cost_basis_money - target["proceeds"]
+    assert after.positions[mk.MERGER_ACQUIRER].cost_basis_money == cost
+    (spinoff,) = [r for r in actions if r["type"] == "SO"]
+    assert spinoff["conid"] == mk.SPINOFF_CHILD and spinoff["quantity"] == 20
+    spin_day = world.day(account_id, mk.business_day(start, mk.SPINOFF_DAY))
+    spun = world.day(account_id, world.previous_business_day(spin_day.date))
+    parent_cost = spun.positions[mk.SPINOFF_PARENT].cost_basis_money
+    split_cost = (
+        spin_day.positions[mk.SPINOFF_PARENT].cost_basis_money
+        + spin_day.positions[mk.SPINOFF_CHILD].cost_basis_money
+    )
+    assert split_cost == parent_cost  # the basis is split, not created
+    (out,) = [r for r in parsed["transfers"].to_pylist() if r["direction"] == "OUT"]
+    out_day = world.previous_business_day(mk.business_day(start, mk.TRANSFER_OUT_DAY))
+    assert out["conid"] == mk.TRANSFER_OUT_CONID and out["quantity"] == -10
+    assert out["position_amount"] == -10 * world.price(mk.TRANSFER_OUT_CONID, out_day)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -74,7 +123,7 @@ def test_rebuilt_positions_equal_the_world_every_day(seed: int) -> None:
     ending on each event day: every report date's rebuilt quantities equal the world's."""
     world = _world(seed)
     start = world.inception
-    ends = [mk.business_day(start, i) for i in (*EVENT_DAYS, mk.EXPIRY_DAY + 5)]
+    ends = [mk.business_day(start, i) for i in (*EVENT_DAYS, mk.TRANSFER_OUT_DAY + 3)]
     for account in world.accounts:
         for end in ends:
             xml = render_statement(world, [account.account_id], start, end)
@@ -105,3 +154,34 @@ def test_gateway_positions_equal_flex_positions_after_each_event(seed: int) -> N
         ).astimezone(UTC)
         holdings = {h.contract.conid for h in account_snapshot(world, account, morning).holdings}
         assert mk.REVERSE_NEW in holdings and mk.REVERSE_OLD not in holdings
+
+
+def test_cli_simulators_serve_the_life_events(flex_token: str) -> None:
+    """`ibpipeline sim flex --life-events` serves statements with the events (over HTTP, read
+    by the project's own client); without the flag the same world has none."""
+    import re
+
+    from ibpipeline.flex.client import FlexClient
+    from tests.sim.background import started_with_sigint_ignored
+
+    start = date(2025, 1, 2)
+    end = mk.business_day(start, mk.TRANSFER_OUT_DAY)
+    seen = {}
+    for flag in ("--life-events", ""):
+        code = (
+            "import sys\nfrom ibpipeline.cli import main\n"
+            f"sys.exit(main(['sim', 'flex', '--port', '0', '--token', {flex_token!r},"
+            f" '--accounts', '1', '--inception', '{start}', '--no-rate-limits'"
+            f"{', ' + repr(flag) if flag else ''}]))\n"
+        )
+        with started_with_sigint_ignored(code) as process:
+            line = process.stdout.readline()
+            url = re.search(r"(http://127\.0\.0\.1:\d+/\S+)", line)
+            assert url, line
+            client = FlexClient(flex_token, base_url=url[1], limiter=None, first_poll_delay=0.0)
+            with client:
+                seen[flag] = client.fetch("123456", start, end).content.decode()
+    assert seen["--life-events"].count('type="TC"') == 4
+    assert 'direction="OUT"' in seen["--life-events"]
+    assert "<UnbundledCommissionDetail " in seen["--life-events"]
+    assert 'type="TC"' not in seen[""] and "<UnbundledCommissionDetail " not in seen[""]

@@ -1,6 +1,9 @@
 -- Cash flows per account and NAV date in base currency, signed as cash (+ in, - out).
 -- A flow reported on a date without NAV (e.g. a weekend) is booked on the next NAV date,
 -- so it still counts at the start of the day whose NAV first includes it.
+-- External flows are deposits/withdrawals and cash transfers (stg_cash_transactions) plus
+-- positions transferred in or out (stg_transfers value_base: ACATS, ATON, FOP, internal), as
+-- IBKR's TWR counts assetTransfers: a position that arrives is capital, not performance.
 with nav_dates as (
   select account_id, date from {{ ref('stg_nav_daily') }}
 ),
@@ -8,6 +11,8 @@ with nav_dates as (
 cash as (
   select account_id, date, flow_kind, amount_base from {{ ref('stg_cash_transactions') }}
   where flow_kind <> 'other'
+  union all
+  select account_id, date, 'external' as flow_kind, value_base from {{ ref('stg_transfers') }}
   union all
   select account_id, date, 'commission' as flow_kind, commission_base from {{ ref('stg_trades') }}
 ),

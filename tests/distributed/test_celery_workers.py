@@ -3,10 +3,22 @@ Postgres instance: where each step ran, pools across workers, a killed worker.""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
 import dagster as dg
+import duckdb
 import pytest
 
+from ibpipeline import settings
+from ibpipeline.automation.ranges import range_tags
 from tests.distributed.conftest import Workers, run_job
+
+QUERY_ID = "800969"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -73,3 +85,103 @@ def test_pools_hold_across_celery_workers(celery_env, workers: Workers, monkeypa
         log = workers.log(name).decode(errors="replace")
         assert ":**@127.0.0.1" in log and password not in log  # Celery's banner masks it
     assert password not in done.stdout
+
+
+START, END = "2024-02-05", "2024-02-07"
+
+
+@contextlib.contextmanager
+def flex_world(token: str) -> Iterator[tuple[object, list[str]]]:
+    """The Flex simulator on loopback serving a 3-account world; yields (simulator, accounts)."""
+    from ibpipeline.flex.ratelimit import RateLimit
+    from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
+    from ibpipeline.world import World
+
+    world = World(seed=9, n_accounts=3, inception=date(2024, 1, 2))
+    sim = FlexSimulator(
+        world_statement_source(world), token, {QUERY_ID}, rate_limits=(RateLimit(1000, 1.0),)
+    )
+    with sim:
+        yield sim, sorted(a.account_id for a in world.accounts)
+
+
+def pipeline_env(env: dict[str, str], sim, data_dir: Path) -> dict[str, str]:
+    """``env`` pointed at the simulator and ``data_dir`` (what ``ibpipeline.definitions`` reads)."""
+    return {
+        **env,
+        settings.FLEX_QUERY_ID_ENV: QUERY_ID,
+        settings.FLEX_BASE_URL_ENV: sim.base_url,
+        settings.DATA_DIR_ENV: str(data_dir),
+        settings.START_DATE_ENV: "2024-01-02",
+    }
+
+
+def main_job_args() -> list[str]:
+    tags = json.dumps(range_tags(START, END))
+    return ["-m", "ibpipeline.definitions", "-j", "flex_daily_job", "--tags", tags]
+
+
+LINEAGE = "statement_sha256"
+"""Differs between two fetches of the same days (the statement carries its generation time)."""
+
+
+def table_rows(data_dir: Path) -> dict[str, list[tuple]]:
+    """Every normalized Parquet table and every DuckDB table/view, rows sorted, without
+    ``LINEAGE``."""
+    from ibpipeline.assets import NORMALIZED_TABLES
+    from ibpipeline.storage import parquet
+
+    out = {}
+    for name in NORMALIZED_TABLES:
+        table = parquet.read_table(name, data_dir=data_dir)
+        rows = [tuple(v for k, v in r.items() if k != LINEAGE) for r in table.to_pylist()]
+        out[f"parquet.{name}"] = sorted(rows, key=repr)
+    with duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True) as con:
+        columns: dict[tuple[str, str], list[str]] = {}
+        for schema, table_name, column in con.execute(
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema NOT IN ('information_schema', 'pg_catalog') "
+            "ORDER BY table_schema, table_name, ordinal_position"
+        ).fetchall():
+            if column != LINEAGE:
+                columns.setdefault((schema, table_name), []).append(f'"{column}"')
+        for (schema, table_name), cols in columns.items():
+            rows = con.execute(f'SELECT {", ".join(cols)} FROM "{schema}"."{table_name}"')
+            out[f"duckdb.{schema}.{table_name}"] = sorted(rows.fetchall(), key=repr)
+    return out
+
+
+def test_main_job_on_two_workers_equals_in_process(
+    celery_env, workers: Workers, tmp_path, flex_token, monkeypatch
+):
+    with flex_world(flex_token) as (sim, accounts):
+        env = pipeline_env(celery_env, sim, tmp_path / "data_celery")
+        for name in ("worker1", "worker2"):
+            workers.start(name, env, "--include", "ibpipeline.forkserver_preload")
+        reference_env = pipeline_env(celery_env, sim, tmp_path / "data_in_process")
+        reference_env[settings.EXECUTOR_ENV] = "in_process"
+        reference_env["DAGSTER_HOME"] = str(tmp_path / "home_in_process")  # SQLite
+        (tmp_path / "home_in_process").mkdir()
+        # the reference run goes on meanwhile (own instance, own data folder)
+        wait_reference = run_job(reference_env, main_job_args(), 300)
+        workers.wait_ready()
+        started = time.monotonic()
+        done = run_job(env, main_job_args(), 300)()
+        elapsed = time.monotonic() - started
+        assert done.returncode == 0, done.stdout[-4000:]
+        reference = wait_reference()
+        assert reference.returncode == 0, reference.stdout[-4000:]
+    with open_instance(celery_env, monkeypatch) as instance:
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        ran = step_workers(instance, run.run_id)
+        assert sorted(instance.get_dynamic_partitions("account")) == accounts
+    print(f"celery run: {elapsed:.1f} s, steps by worker: {ran}")  # noqa: T201
+    assert {w.split("@")[0] for names in ran.values() for w in names} == {"worker1", "worker2"}
+    assert all(len(names) == 1 for names in ran.values()), ran  # no step ran twice
+    got, expected = table_rows(tmp_path / "data_celery"), table_rows(tmp_path / "data_in_process")
+    assert got.keys() == expected.keys()
+    for name in ("parquet.nav_daily", "parquet.trades", "duckdb.main.daily_nav"):
+        assert expected[name], name
+    for name in expected:
+        assert got[name] == expected[name], name

@@ -69,7 +69,7 @@ def test_pools_hold_across_celery_workers(celery_env, workers: Workers, monkeypa
     for name in ("worker1", "worker2"):
         workers.start(name, celery_env)
     workers.wait_ready()
-    done = run_job(celery_env, ["-m", "tests.distributed.pool_job", "-j", "pool_job"], 120)()
+    done = run_job(celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "pool_job"], 120)()
     assert done.returncode == 0, done.stdout[-4000:]
     with open_instance(celery_env, monkeypatch) as instance:
         (run,) = instance.get_runs()
@@ -85,6 +85,36 @@ def test_pools_hold_across_celery_workers(celery_env, workers: Workers, monkeypa
         log = workers.log(name).decode(errors="replace")
         assert ":**@127.0.0.1" in log and password not in log  # Celery's banner masks it
     assert password not in done.stdout
+
+
+def test_a_worker_killed_mid_step_hands_the_step_to_the_other(
+    celery_env, workers: Workers, monkeypatch
+):
+    for name in ("worker1", "worker2"):
+        workers.start(name, celery_env)
+    workers.wait_ready()
+    wait = run_job(celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "slow_job"], 120)
+    with open_instance(celery_env, monkeypatch) as instance:
+        deadline = time.monotonic() + 60
+        while not (runs := instance.get_runs()) or "slow_step" not in (
+            ran := step_workers(instance, runs[0].run_id)
+        ):
+            assert time.monotonic() < deadline, "slow_step never started"
+            time.sleep(0.2)
+        (first,) = ran["slow_step"]
+        time.sleep(1.0)  # inside the 10 s step
+        workers.kill(first.split("@")[0])
+        killed = time.monotonic()
+        done = wait()
+        took = time.monotonic() - killed
+        run = instance.get_run_by_id(runs[0].run_id)
+        ran = step_workers(instance, run.run_id)
+    # late acks: the broker re-delivers the unacknowledged task to the surviving worker
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert len(ran["slow_step"]) == 2 and first in ran["slow_step"], ran
+    assert ran["after_slow"] == ran["slow_step"] - {first}, ran
+    assert took < 60, took
 
 
 START, END = "2024-02-05", "2024-02-07"

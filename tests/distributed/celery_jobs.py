@@ -1,5 +1,8 @@
-"""A job for the Celery pool test: two ``duckdb_writer`` steps and two steps without a pool, each
-~2 s long, all independent (imported by the workers as ``tests.distributed.pool_job``)."""
+"""Small jobs on the celery executor (the workers import them as ``tests.distributed.celery_jobs``).
+
+``pool_job``: two ``duckdb_writer`` steps and two steps without a pool, ~2 s each, independent.
+``slow_job``: a 10 s step, then a short one (a worker is killed during the first).
+"""
 
 import time
 
@@ -26,3 +29,18 @@ FREE = [_step("free_a", None), _step("free_b", None)]
 def pool_job() -> None:
     for op in WRITERS + FREE:
         op()
+
+
+@dg.op(out=dg.Out(dg.Nothing))
+def slow_step() -> None:
+    time.sleep(10.0)
+
+
+@dg.op(ins={"start": dg.In(dg.Nothing)})
+def after_slow() -> None:
+    pass
+
+
+@dg.job(executor_def=celery_run_executor())
+def slow_job() -> None:
+    after_slow(slow_step())

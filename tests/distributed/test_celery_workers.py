@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -61,6 +64,18 @@ def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[flo
     return spans
 
 
+def wait_for_step(instance: dg.DagsterInstance, step_key: str) -> tuple[str, str]:
+    """(run id, worker node name) once the only run's ``step_key`` is executing on a worker."""
+    deadline = time.monotonic() + 60
+    while not (runs := instance.get_runs()) or step_key not in (
+        ran := step_workers(instance, runs[0].run_id)
+    ):
+        assert time.monotonic() < deadline, f"{step_key} never started"
+        time.sleep(0.2)
+    (worker,) = ran[step_key]
+    return runs[0].run_id, worker
+
+
 def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
@@ -95,25 +110,48 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other(
     workers.wait_ready()
     wait = run_job(celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "slow_job"], 120)
     with open_instance(celery_env, monkeypatch) as instance:
-        deadline = time.monotonic() + 60
-        while not (runs := instance.get_runs()) or "slow_step" not in (
-            ran := step_workers(instance, runs[0].run_id)
-        ):
-            assert time.monotonic() < deadline, "slow_step never started"
-            time.sleep(0.2)
-        (first,) = ran["slow_step"]
+        run_id, first = wait_for_step(instance, "slow_step")
         time.sleep(1.0)  # inside the 10 s step
         workers.kill(first.split("@")[0])
         killed = time.monotonic()
         done = wait()
         took = time.monotonic() - killed
-        run = instance.get_run_by_id(runs[0].run_id)
-        ran = step_workers(instance, run.run_id)
+        run = instance.get_run_by_id(run_id)
+        ran = step_workers(instance, run_id)
     # late acks: the broker re-delivers the unacknowledged task to the surviving worker
     assert done.returncode == 0, done.stdout[-4000:]
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert len(ran["slow_step"]) == 2 and first in ran["slow_step"], ran
     assert ran["after_slow"] == ran["slow_step"] - {first}, ran
+    assert took < 60, took
+
+
+def test_a_step_process_killed_under_a_live_worker_fails_the_run(
+    celery_env, workers: Workers, monkeypatch
+):
+    for name in ("worker1", "worker2"):
+        workers.start(name, celery_env)
+    workers.wait_ready()
+    wait = run_job(celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "slow_job"], 120)
+    with open_instance(celery_env, monkeypatch) as instance:
+        run_id, first = wait_for_step(instance, "slow_step")
+        time.sleep(1.0)
+        main = workers.procs[first.split("@")[0]]
+        children = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(main.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 1, children  # --concurrency 1: one pool process
+        os.kill(int(children[0]), signal.SIGKILL)
+        killed = time.monotonic()
+        done = wait()
+        took = time.monotonic() - killed
+        run = instance.get_run_by_id(run_id)
+        ran = step_workers(instance, run_id)
+    assert done.returncode != 0
+    assert "WorkerLostError" in done.stdout, done.stdout[-4000:]
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert ran["slow_step"] == {first} and "after_slow" not in ran, ran
+    assert main.poll() is None  # the worker itself lives on
     assert took < 60, took
 
 

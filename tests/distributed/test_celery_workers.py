@@ -81,6 +81,8 @@ def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 def test_pools_hold_across_celery_workers(celery_env, workers: Workers, monkeypatch):
+    # results through Redis here (task ids are unique, so db 0 can be shared); rpc:// elsewhere
+    celery_env = {**celery_env, settings.CELERY_BACKEND_ENV: "redis://127.0.0.1:6379/0"}
     for name in ("worker1", "worker2"):
         workers.start(name, celery_env)
     workers.wait_ready()
@@ -95,11 +97,20 @@ def test_pools_hold_across_celery_workers(celery_env, workers: Workers, monkeypa
     assert {h.split("@")[0] for h in hostnames} == {"worker1", "worker2"}, ran
     assert not overlap(spans["writer_a"], spans["writer_b"]), spans  # duckdb_writer: limit 1
     assert overlap(spans["free_a"], spans["free_b"]), spans  # no pool: both workers at once
-    password = celery_env["IBPIPELINE_CELERY_BROKER"].split("@")[0].rsplit(":", 1)[1]
     for name in ("worker1", "worker2"):
         log = workers.log(name).decode(errors="replace")
-        assert ":**@127.0.0.1" in log and password not in log  # Celery's banner masks it
-    assert password not in done.stdout
+        assert "results:     redis://127.0.0.1:6379/0" in log, log[:3000]
+    assert_password_not_shown(celery_env, workers, done.stdout)
+
+
+def assert_password_not_shown(env: dict[str, str], workers: Workers, run_output: str) -> None:
+    """The broker password is in no worker log and not in the run's output (Celery's banner
+    prints ``amqp://user:**@host``)."""
+    password = env[settings.CELERY_BROKER_ENV].split("@")[0].rsplit(":", 1)[1]
+    for name in workers.procs:
+        log = workers.log(name).decode(errors="replace")
+        assert ":**@127.0.0.1" in log and password not in log
+    assert password not in run_output
 
 
 def test_a_worker_killed_mid_step_hands_the_step_to_the_other(
@@ -243,8 +254,11 @@ def test_main_job_on_two_workers_equals_in_process(
         (run,) = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.SUCCESS
         ran = step_workers(instance, run.run_id)
+        spans = step_spans(instance, run.run_id)
         assert sorted(instance.get_dynamic_partitions("account")) == accounts
-    print(f"celery run: {elapsed:.1f} s, steps by worker: {ran}")  # noqa: T201
+    durations = {key: round(end - start, 1) for key, (start, end) in spans.items()}
+    print(f"celery run: {elapsed:.1f} s, steps: {durations}, by worker: {ran}")  # noqa: T201
+    assert_password_not_shown(celery_env, workers, done.stdout)
     assert {w.split("@")[0] for names in ran.values() for w in names} == {"worker1", "worker2"}
     assert all(len(names) == 1 for names in ran.values()), ran  # no step ran twice
     got, expected = table_rows(tmp_path / "data_celery"), table_rows(tmp_path / "data_in_process")

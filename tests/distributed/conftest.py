@@ -95,24 +95,27 @@ def celery_env(tmp_path: Path, pg_db: str, broker_url: str, flex_token: str) -> 
 
 
 @dataclass
-class Workers:
-    """Celery worker processes started by a test (each its own process group)."""
+class Cluster:
+    """Celery workers and run orchestrators (``dagster job execute``) started by a test, each in
+    its own process group; whatever is still running at teardown is killed."""
 
     log_dir: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    runs: list[subprocess.Popen] = field(default_factory=list)
 
     def start(self, name: str, env: dict[str, str], *extra: str) -> subprocess.Popen:
-        log = (self.log_dir / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "ibpipeline.celery_worker", "worker"]
-            + ["-n", f"{name}@%h", "-Q", "dagster", "--concurrency", "1", "--loglevel", "INFO"]
-            + ["--without-gossip", "--without-mingle", *extra],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        """Start worker ``name`` (node ``name@<host>``, queue ``dagster``, one pool process)."""
+        with (self.log_dir / f"{name}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [str(BIN / "celery"), "-A", "ibpipeline.celery_worker", "worker"]
+                + ["-n", f"{name}@%h", "-Q", "dagster", "--concurrency", "1", "--loglevel", "INFO"]
+                + ["--without-gossip", "--without-mingle", *extra],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs[name] = proc
         return proc
 
@@ -129,46 +132,53 @@ class Workers:
 
     def kill(self, name: str) -> None:
         """SIGKILL the worker's whole process group (main process and pool children)."""
-        proc = self.procs[name]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill_group(self.procs[name])
+
+    def run_job(
+        self, env: dict[str, str], args: list[str], timeout: float
+    ) -> Callable[[], subprocess.CompletedProcess]:
+        """Start ``dagster job execute ARGS`` (the run's orchestrator); the returned function
+        waits for it (killing it and failing after ``timeout`` s)."""
+        proc = subprocess.Popen(
+            [str(BIN / "dagster"), "job", "execute", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.runs.append(proc)
+
+        def wait() -> subprocess.CompletedProcess:
+            try:
+                out, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                out, _ = proc.communicate()
+                raise AssertionError(
+                    f"run still going after {timeout} s:\n{out[-4000:]!r}"
+                ) from None
+            text = out.decode(errors="replace")
+            return subprocess.CompletedProcess(proc.args, proc.returncode, text)
+
+        return wait
 
     def kill_all(self) -> None:
-        for name in self.procs:
-            self.kill(name)
+        for proc in [*self.runs, *self.procs.values()]:
+            kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(tmp_path)
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(tmp_path)
     try:
         yield started
     finally:
         started.kill_all()
-
-
-def run_job(
-    env: dict[str, str], args: list[str], timeout: float
-) -> Callable[[], subprocess.CompletedProcess]:
-    """Start ``dagster job execute ARGS`` (the run's orchestrator) in its own process group;
-    the returned function waits for it (killing the group after ``timeout``)."""
-    proc = subprocess.Popen(
-        [str(BIN / "dagster"), "job", "execute", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    def wait() -> subprocess.CompletedProcess:
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            raise AssertionError(f"run still going after {timeout} s:\n{out[-4000:]!r}") from None
-        return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(errors="replace"))
-
-    return wait

@@ -19,7 +19,7 @@ import pytest
 
 from ibpipeline import settings
 from ibpipeline.automation.ranges import range_tags
-from tests.distributed.conftest import Workers, run_job
+from tests.distributed.conftest import Cluster
 
 QUERY_ID = "800969"
 
@@ -80,13 +80,15 @@ def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def test_pools_hold_across_celery_workers(celery_env, workers: Workers, monkeypatch):
+def test_pools_hold_across_celery_workers(celery_env, cluster: Cluster, monkeypatch):
     # results through Redis here (task ids are unique, so db 0 can be shared); rpc:// elsewhere
     celery_env = {**celery_env, settings.CELERY_BACKEND_ENV: "redis://127.0.0.1:6379/0"}
     for name in ("worker1", "worker2"):
-        workers.start(name, celery_env)
-    workers.wait_ready()
-    done = run_job(celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "pool_job"], 120)()
+        cluster.start(name, celery_env)
+    cluster.wait_ready()
+    done = cluster.run_job(
+        celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "pool_job"], 120
+    )()
     assert done.returncode == 0, done.stdout[-4000:]
     with open_instance(celery_env, monkeypatch) as instance:
         (run,) = instance.get_runs()
@@ -98,32 +100,34 @@ def test_pools_hold_across_celery_workers(celery_env, workers: Workers, monkeypa
     assert not overlap(spans["writer_a"], spans["writer_b"]), spans  # duckdb_writer: limit 1
     assert overlap(spans["free_a"], spans["free_b"]), spans  # no pool: both workers at once
     for name in ("worker1", "worker2"):
-        log = workers.log(name).decode(errors="replace")
+        log = cluster.log(name).decode(errors="replace")
         assert "results:     redis://127.0.0.1:6379/0" in log, log[:3000]
-    assert_password_not_shown(celery_env, workers, done.stdout)
+    assert_password_not_shown(celery_env, cluster, done.stdout)
 
 
-def assert_password_not_shown(env: dict[str, str], workers: Workers, run_output: str) -> None:
+def assert_password_not_shown(env: dict[str, str], cluster: Cluster, run_output: str) -> None:
     """The broker password is in no worker log and not in the run's output (Celery's banner
     prints ``amqp://user:**@host``)."""
     password = env[settings.CELERY_BROKER_ENV].split("@")[0].rsplit(":", 1)[1]
-    for name in workers.procs:
-        log = workers.log(name).decode(errors="replace")
+    for name in cluster.procs:
+        log = cluster.log(name).decode(errors="replace")
         assert ":**@127.0.0.1" in log and password not in log
     assert password not in run_output
 
 
 def test_a_worker_killed_mid_step_hands_the_step_to_the_other(
-    celery_env, workers: Workers, monkeypatch
+    celery_env, cluster: Cluster, monkeypatch
 ):
     for name in ("worker1", "worker2"):
-        workers.start(name, celery_env)
-    workers.wait_ready()
-    wait = run_job(celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "slow_job"], 120)
+        cluster.start(name, celery_env)
+    cluster.wait_ready()
+    wait = cluster.run_job(
+        celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "slow_job"], 120
+    )
     with open_instance(celery_env, monkeypatch) as instance:
         run_id, first = wait_for_step(instance, "slow_step")
         time.sleep(1.0)  # inside the 10 s step
-        workers.kill(first.split("@")[0])
+        cluster.kill(first.split("@")[0])
         killed = time.monotonic()
         done = wait()
         took = time.monotonic() - killed
@@ -138,16 +142,18 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other(
 
 
 def test_a_step_process_killed_under_a_live_worker_fails_the_run(
-    celery_env, workers: Workers, monkeypatch
+    celery_env, cluster: Cluster, monkeypatch
 ):
     for name in ("worker1", "worker2"):
-        workers.start(name, celery_env)
-    workers.wait_ready()
-    wait = run_job(celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "slow_job"], 120)
+        cluster.start(name, celery_env)
+    cluster.wait_ready()
+    wait = cluster.run_job(
+        celery_env, ["-m", "tests.distributed.celery_jobs", "-a", "slow_job"], 120
+    )
     with open_instance(celery_env, monkeypatch) as instance:
         run_id, first = wait_for_step(instance, "slow_step")
         time.sleep(1.0)
-        main = workers.procs[first.split("@")[0]]
+        main = cluster.procs[first.split("@")[0]]
         children = subprocess.run(
             ["ps", "-o", "pid=", "--ppid", str(main.pid)], capture_output=True, text=True
         ).stdout.split()
@@ -231,21 +237,21 @@ def table_rows(data_dir: Path) -> dict[str, list[tuple]]:
 
 
 def test_main_job_on_two_workers_equals_in_process(
-    celery_env, workers: Workers, tmp_path, flex_token, monkeypatch
+    celery_env, cluster: Cluster, tmp_path, flex_token, monkeypatch
 ):
     with flex_world(flex_token) as (sim, accounts):
         env = pipeline_env(celery_env, sim, tmp_path / "data_celery")
         for name in ("worker1", "worker2"):
-            workers.start(name, env, "--include", "ibpipeline.forkserver_preload")
+            cluster.start(name, env, "--include", "ibpipeline.forkserver_preload")
         reference_env = pipeline_env(celery_env, sim, tmp_path / "data_in_process")
         reference_env[settings.EXECUTOR_ENV] = "in_process"
         reference_env["DAGSTER_HOME"] = str(tmp_path / "home_in_process")  # SQLite
         (tmp_path / "home_in_process").mkdir()
         # the reference run goes on meanwhile (own instance, own data folder)
-        wait_reference = run_job(reference_env, main_job_args(), 300)
-        workers.wait_ready()
+        wait_reference = cluster.run_job(reference_env, main_job_args(), 300)
+        cluster.wait_ready()
         started = time.monotonic()
-        done = run_job(env, main_job_args(), 300)()
+        done = cluster.run_job(env, main_job_args(), 300)()
         elapsed = time.monotonic() - started
         assert done.returncode == 0, done.stdout[-4000:]
         reference = wait_reference()
@@ -258,7 +264,7 @@ def test_main_job_on_two_workers_equals_in_process(
         assert sorted(instance.get_dynamic_partitions("account")) == accounts
     durations = {key: round(end - start, 1) for key, (start, end) in spans.items()}
     print(f"celery run: {elapsed:.1f} s, steps: {durations}, by worker: {ran}")  # noqa: T201
-    assert_password_not_shown(celery_env, workers, done.stdout)
+    assert_password_not_shown(celery_env, cluster, done.stdout)
     assert {w.split("@")[0] for names in ran.values() for w in names} == {"worker1", "worker2"}
     assert all(len(names) == 1 for names in ran.values()), ran  # no step ran twice
     got, expected = table_rows(tmp_path / "data_celery"), table_rows(tmp_path / "data_in_process")

@@ -63,3 +63,31 @@ def test_worker_app_uses_the_same_settings(monkeypatch):
 def test_executor_values(monkeypatch, value):
     monkeypatch.setenv(settings.EXECUTOR_ENV, value)
     assert settings.executor() == value
+
+
+def _render_nine(_: int) -> int:
+    from datetime import date, timedelta
+    from decimal import Decimal
+
+    from ibpipeline.reports.tearsheets import AccountSeries, render_many
+
+    jobs = []
+    for n in range(9):  # more than POOL_MIN_SHEETS
+        series = AccountSeries(f"U{n:07d}", "USD")
+        for i in range(5):
+            series.dates.append(date(2024, 1, 1) + timedelta(days=i))
+            series.nav.append(Decimal(100_000 + i))
+            series.flows.append(Decimal(0))
+            series.cumulative_twr.append(0.001 * i)
+            series.drawdown.append(0.0)
+        jobs.append((series, 0.01))
+    return len(render_many(jobs))
+
+
+def test_tearsheets_draw_in_a_celery_prefork_process():
+    """A Celery prefork worker runs each task in a daemonic billiard process, which may not start
+    the tearsheets' process pool: the sheets are drawn in that process instead."""
+    import billiard
+
+    with billiard.Pool(1) as pool:
+        assert pool.map(_render_nine, [0]) == [9]

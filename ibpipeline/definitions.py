@@ -82,9 +82,17 @@ def run_executor() -> dg.ExecutorDefinition:
     repository once (``ibpipeline.forkserver_preload``) and forks each step from it. The default
     ``spawn`` re-imports Dagster, dbt's manifest and the project in every step (several seconds
     each, for steps that are mostly seconds long themselves).
+
+    celery submits each step to the Celery workers of ``$IBPIPELINE_CELERY_BROKER``
+    (``ibpipeline.distributed``); it needs a Postgres instance and a data folder every worker mounts.
     """
-    if settings.executor() == "in_process":
+    kind = settings.executor()
+    if kind == "in_process":
         return dg.in_process_executor
+    if kind == "celery":
+        from ibpipeline.distributed import celery_run_executor
+
+        return celery_run_executor()
     preload = {"preload_modules": ["ibpipeline.forkserver_preload"]}
     return dg.multiprocess_executor.configured({"start_method": {"forkserver": preload}})
 

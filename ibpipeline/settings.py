@@ -167,14 +167,39 @@ def postgres_schema() -> str:
 
 
 EXECUTOR_ENV = "IBPIPELINE_EXECUTOR"
-EXECUTORS = ("multiprocess", "in_process")
+EXECUTORS = ("multiprocess", "in_process", "celery")
 
 
 def executor() -> str:
     """How launched runs execute their steps (``$IBPIPELINE_EXECUTOR``, default multiprocess):
     ``multiprocess`` (each step in its own process, forked from a server that imported the project
-    once) or ``in_process`` (every step in the run worker). Raises ValueError on another value."""
+    once), ``in_process`` (every step in the run worker) or ``celery`` (each step a task on the
+    Celery workers of ``$IBPIPELINE_CELERY_BROKER``). Raises ValueError on another value."""
     value = (os.environ.get(EXECUTOR_ENV) or EXECUTORS[0]).strip()
     if value not in EXECUTORS:
         raise ValueError(f"{EXECUTOR_ENV}={value!r}: expected one of {', '.join(EXECUTORS)}")
     return value
+
+
+CELERY_BROKER_ENV = "IBPIPELINE_CELERY_BROKER"
+CELERY_BACKEND_ENV = "IBPIPELINE_CELERY_BACKEND"
+DEFAULT_CELERY_BROKER = "pyamqp://guest@127.0.0.1:5672//"
+DEFAULT_CELERY_BACKEND = "rpc://"
+
+
+def celery_url_config(env: str, default: str) -> str | dict[str, str]:
+    """Executor config for a Celery URL: ``{"env": env}`` when the variable is set (Dagster reads it
+    at run time; a password in it never enters the job snapshot or run config), else ``default``."""
+    return {"env": env} if os.environ.get(env) else default
+
+
+def celery_broker_url() -> str:
+    """Broker URL for a worker process (``$IBPIPELINE_CELERY_BROKER``, default local RabbitMQ).
+    It may hold a password: pass it to Celery only (its banner masks it), never log it."""
+    return os.environ.get(CELERY_BROKER_ENV) or DEFAULT_CELERY_BROKER
+
+
+def celery_backend_url() -> str:
+    """Result backend URL for a worker process (``$IBPIPELINE_CELERY_BACKEND``, default
+    ``rpc://``, results over the broker). May hold a password, like the broker URL."""
+    return os.environ.get(CELERY_BACKEND_ENV) or DEFAULT_CELERY_BACKEND

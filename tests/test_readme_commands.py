@@ -151,6 +151,14 @@ PLAN: tuple[Step, ...] = (
         only="dagster job launch",
         replace=(("2024-01-01", SHORT_START),),
     ),
+    Step(
+        "deploy/README.md",
+        "celery -A ibpipeline.celery_worker worker",
+        "skip",
+        "a Celery worker needs a broker and a Postgres instance: "
+        "tests/distributed/test_celery_workers.py starts two such workers on a RabbitMQ vhost of "
+        "their own and runs flex_daily_job on them",
+    ),
 )
 
 

@@ -155,9 +155,12 @@ def _render_job(job: tuple[AccountSeries, float | None]) -> bytes:
 
 
 def render_many(jobs: list[tuple[AccountSeries, float | None]]) -> list[bytes]:
-    """``render_png`` of every job, in a process pool when there are many and several cores."""
+    """``render_png`` of every job, in a process pool when there are many and several cores.
+
+    Never from a daemonic process (a step on a Celery prefork worker, ``IBPIPELINE_EXECUTOR=celery``):
+    multiprocessing refuses it children, so the sheets are drawn here one after the other."""
     workers = min(os.cpu_count() or 1, len(jobs))
-    if workers < 2 or len(jobs) < POOL_MIN_SHEETS:
+    if workers < 2 or len(jobs) < POOL_MIN_SHEETS or multiprocessing.current_process().daemon:
         return [render_png(*job) for job in jobs]
     # spawn: the caller may be a multi-threaded Dagster process, where fork is unsafe
     context = multiprocessing.get_context("spawn")

@@ -49,7 +49,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         position(D4, 107113386, "META", None),
         position(D4, 999, "XYZ", "US0000000999"),
     ])  # fmt: skip
-    dbt_build(d, "--select", "+securities")
+    dbt_build(d, "--select", "+securities_history")
     return d
 
 
@@ -57,7 +57,7 @@ def test_a_rename_keeping_the_conid_is_a_new_version(built: Path) -> None:
     with duckdb.connect(str(built / "ibpipeline.duckdb"), read_only=True) as con:
         out = con.execute(
             "select version, valid_from, valid_to, is_current, symbol, description, isin, figi,"
-            " listing_exchange, last_seen from securities where conid = '107113386'"
+            " listing_exchange, last_seen from securities_history where conid = '107113386'"
             " order by version"
         ).fetchall()
     assert out == [
@@ -69,7 +69,7 @@ def test_a_rename_keeping_the_conid_is_a_new_version(built: Path) -> None:
 def test_every_conid_has_one_current_version(built: Path) -> None:
     with duckdb.connect(str(built / "ibpipeline.duckdb"), read_only=True) as con:
         out = con.execute(
-            "select conid, count(*), count(*) filter (where is_current) from securities"
+            "select conid, count(*), count(*) filter (where is_current) from securities_history"
             " group by 1 order by 1"
         ).fetchall()
     assert out == [("107113386", 2, 1), ("999", 1, 1)]

@@ -1,0 +1,179 @@
+"""Several Flex queries (``IBKR_FLEX_QUERIES``): one fetch step per query against the simulator
+serving disjoint accounts of one world, compared with a single query over every account."""
+
+from datetime import date
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+from asset_helpers import files_containing, make_query_resources, make_resources
+
+from ibpipeline.assets import normalized_flex
+from ibpipeline.assets.normalized import NORMALIZED_TABLES
+from ibpipeline.assets.raw import build_raw_flex_statement, raw_flex_statement
+from ibpipeline.automation.ranges import range_tags
+from ibpipeline.flex.errors import FlexTokenInvalid
+from ibpipeline.flex.queries import FlexQuery
+from ibpipeline.flex.ratelimit import RateLimit
+from ibpipeline.sim.flex_server import FlexSimulator, sim_queries, world_statement_source
+from ibpipeline.storage import parquet, rawstore
+from ibpipeline.world import World
+
+ALL_QUERY_ID = "900000"
+TOKENS = ["111111111111111111111111", "222222222222222222222222", "333333333333333333333333"]
+START, END = date(2024, 2, 1), date(2024, 3, 15)  # 44 days: one window per query
+QUERIES = tuple(FlexQuery(f"q{i}", str(900001 + i - 1), f"TEST_FLEX_TOKEN_Q{i}") for i in (1, 2, 3))
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return World(seed=23, n_accounts=6, inception=date(2024, 1, 2))
+
+
+@pytest.fixture
+def sim(world, flex_token):
+    """One simulator: query ALL_QUERY_ID (every account, ``flex_token``) and three queries over
+    disjoint accounts (round robin), each with its own token."""
+    ids = [a.account_id for a in world.accounts]
+    served = sim_queries(ids, QUERIES[0].query_id, TOKENS, count=3)
+    by_query = {ALL_QUERY_ID: ids, **{q.query_id: q.accounts for q in served}}
+    simulator = FlexSimulator(
+        world_statement_source(world, accounts_by_query=by_query),
+        flex_token,
+        {ALL_QUERY_ID},
+        rate_limits=(RateLimit(1000, 1.0),),
+        query_tokens={q.query_id: q.token for q in served},
+    )
+    with simulator:
+        yield simulator
+
+
+@pytest.fixture
+def query_env(monkeypatch, flex_env):
+    for query, token in zip(QUERIES, TOKENS, strict=True):
+        monkeypatch.setenv(query.token_env, token)
+
+
+def materialize(assets, instance, resources, **kwargs):
+    tags = range_tags(START.isoformat(), END.isoformat())
+    return dg.materialize(assets, instance=instance, resources=resources, tags=tags, **kwargs)
+
+
+def rows(table_name: str, data_dir) -> list[tuple]:
+    """Every row of a normalized table (without the statement hash), in a canonical order."""
+    table = parquet.read_table(table_name, data_dir=data_dir)
+    if table.num_columns == 0:
+        return []
+    if "statement_sha256" in table.column_names:
+        table = table.drop_columns(["statement_sha256"])
+    assert isinstance(table, pa.Table)
+    return sorted((repr(r) for r in table.to_pylist()), key=str)
+
+
+def test_three_queries_give_the_single_query_tables_with_one_request_each(
+    sim, world, instance, work_dir, query_env
+):
+    single_dir, split_dir = work_dir / "single", work_dir / "split"
+    single = materialize(
+        [raw_flex_statement, normalized_flex],
+        instance,
+        make_resources(sim, ALL_QUERY_ID, single_dir),
+    )
+    assert single.success
+    raw = build_raw_flex_statement(QUERIES)
+    split = materialize(
+        [raw, normalized_flex], instance, make_query_resources(sim, QUERIES, split_dir)
+    )
+    assert split.success
+
+    # exactly one SendRequest (and statement) per query for the 44-day range
+    for query_id in (ALL_QUERY_ID, *(q.query_id for q in QUERIES)):
+        assert sim.count("SendRequest", query=query_id) == 1
+    assert sim.count(error_code=1018) == 0
+    # one step per query, then the recording step
+    steps = {
+        e.step_key for e in split.all_events if e.event_type == dg.DagsterEventType.STEP_SUCCESS
+    }
+    assert {f"raw_flex_statement.fetch_q{i}" for i in (1, 2, 3)} <= steps
+    assert "raw_flex_statement.record_statements" in steps
+
+    # same normalized tables, row for row
+    compared = 0
+    for name in NORMALIZED_TABLES:
+        expected = rows(name, single_dir)
+        assert rows(name, split_dir) == expected, name
+        compared += len(expected)
+    assert compared > 1000
+
+    # every day's manifest: one supplier per account, each from its own query
+    ids = sorted(a.account_id for a in world.accounts)
+    manifest = rawstore.read_manifest(split_dir, date(2024, 2, 14))
+    assert sorted(m.query for m in manifest.statements) == ["q1", "q2", "q3"]
+    supplied = [a for m in manifest.statements for a in m.accounts]
+    assert sorted(supplied) == ids
+    meta = split.asset_materializations_for_node("raw_flex_statement")[0].metadata
+    assert meta["http_requests"].value == 6  # SendRequest + GetStatement per query
+    assert meta["overlapping_accounts"].value == []
+
+
+def test_steps_pools_and_limiters_are_per_query_and_per_token():
+    shared = FlexQuery("q4", "900004", "TEST_FLEX_TOKEN_Q3")  # same token as q3
+    raw = build_raw_flex_statement((*QUERIES, shared))
+    ops = {n.name: n.definition for n in raw.node_def.nodes}
+    assert sorted(ops) == ["fetch_q1", "fetch_q2", "fetch_q3", "fetch_q4", "record_statements"]
+    assert ops["fetch_q1"].required_resource_keys == {"flex_q1", "data_dir"}
+    pools = {name: op.pool for name, op in ops.items() if name.startswith("fetch_")}
+    assert pools["fetch_q3"] == pools["fetch_q4"] == "flex_api_test_flex_token_q3"
+    assert len({pools["fetch_q1"], pools["fetch_q2"], pools["fetch_q3"]}) == 3
+    # the single default query keeps its historical step and pool
+    assert raw_flex_statement.node_def.nodes[0].definition.pool == "flex_api"
+
+    from ibpipeline.resources import FlexResource
+
+    def limiter(token: str):
+        with FlexResource(token=token, query_id="1").client() as client:
+            return client.limiter
+
+    assert limiter(TOKENS[0]) is limiter(TOKENS[0])
+    assert limiter(TOKENS[0]) is not limiter(TOKENS[1])
+
+
+def test_a_bad_token_fails_only_its_query_and_never_leaks(
+    sim, instance, data_dir, dagster_home, query_env, monkeypatch, capsys, caplog
+):
+    wrong = "999999999999999999999999"
+    monkeypatch.setenv(QUERIES[1].token_env, wrong)
+    result = materialize(
+        [build_raw_flex_statement(QUERIES)],
+        instance,
+        make_query_resources(sim, QUERIES, data_dir),
+        raise_on_error=False,
+    )
+    assert not result.success
+    failed = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert [e.step_key for e in failed] == ["raw_flex_statement.fetch_q2"]
+    error = failed[0].step_failure_data.error
+    assert error.cause.cls_name == FlexTokenInvalid.__name__
+    assert "query q2 (id 900002)" in error.cause.message
+    assert sim.count("SendRequest", query="900002", error_code=1015) == 1
+
+    # the other queries' statements and manifests are stored and intact
+    for day in (START, date(2024, 2, 29), END):
+        manifest = rawstore.read_manifest(data_dir, day)
+        assert sorted(m.query for m in manifest.statements) == ["q1", "q3"]
+        for m in manifest.statements:
+            assert rawstore.read_statement(data_dir, m.sha256)  # verifies the hash
+    assert len(list((data_dir / "raw/flex/statements").rglob("*.xml"))) == 2
+
+    captured = capsys.readouterr()
+    for token in (*TOKENS, wrong):
+        assert files_containing(dagster_home, token.encode()) == []
+        assert files_containing(data_dir, token.encode()) == []
+        assert token not in captured.out + captured.err
+        assert token not in caplog.text
+        for record in instance.get_event_records(
+            dg.EventRecordsFilter(dg.DagsterEventType.STEP_FAILURE)
+        ):
+            assert token not in str(record.event_log_entry)
+    for run in instance.get_runs():
+        assert run.run_config == {}

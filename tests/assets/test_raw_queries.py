@@ -131,7 +131,8 @@ def test_steps_pools_and_limiters_are_per_query_and_per_token():
     assert pools["fetch_q3"] == pools["fetch_q4"] == "flex_api_test_flex_token_q3"
     assert len({pools["fetch_q1"], pools["fetch_q2"], pools["fetch_q3"]}) == 3
     # the single default query keeps its historical step and pool
-    assert raw_flex_statement.node_def.nodes[0].definition.pool == "flex_api"
+    default = {n.name: n.definition for n in raw_flex_statement.node_def.nodes}
+    assert default["fetch_default"].pool == "flex_api"
 
     from ibpipeline.resources import FlexResource
 

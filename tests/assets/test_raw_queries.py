@@ -209,3 +209,22 @@ def test_overlapping_queries_warn_and_the_first_name_supplies(
     assert len(shared) == 1 and shared[0] not in by_query["q2"]
     supplied = [a for _, accounts in manifests[0] for a in accounts]
     assert sorted(supplied) == sorted(a.account_id for a in world.accounts)
+
+
+def test_discovery_closes_nothing_while_a_query_has_no_statement(monkeypatch):
+    from ibpipeline.automation.sensors import missing_flex_queries
+
+    entry = rawstore.Manifest(
+        sha256="a" * 64,
+        size=1,
+        from_date=START,
+        to_date=START,
+        accounts=("U1",),
+        fetched_at="2024-02-02T07:00:00+00:00",
+        query="q1",
+    )
+    day = rawstore.DayManifest((entry,))
+    monkeypatch.delenv("IBKR_FLEX_QUERIES", raising=False)
+    assert missing_flex_queries(day) == []
+    monkeypatch.setenv("IBKR_FLEX_QUERIES", "q1=1:T1,q2=2:T2")
+    assert missing_flex_queries(day) == ["flex query q2"]

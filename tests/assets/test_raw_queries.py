@@ -228,3 +228,19 @@ def test_discovery_closes_nothing_while_a_query_has_no_statement(monkeypatch):
     assert missing_flex_queries(day) == []
     monkeypatch.setenv("IBKR_FLEX_QUERIES", "q1=1:T1,q2=2:T2")
     assert missing_flex_queries(day) == ["flex query q2"]
+
+
+def test_an_unset_token_variable_stops_the_run_before_any_request(
+    sim, instance, data_dir, query_env, monkeypatch
+):
+    monkeypatch.delenv(QUERIES[2].token_env)
+    with pytest.raises(dg.DagsterInvalidConfigError) as failed:
+        materialize(
+            [build_raw_flex_statement(QUERIES)],
+            instance,
+            make_query_resources(sim, QUERIES, data_dir),
+        )
+    assert "resources:flex_q3:config:token" in str(failed.value)
+    assert f'environment variable "{QUERIES[2].token_env}" which is not set' in str(failed.value)
+    assert sim.requests == []
+    assert not data_dir.exists()

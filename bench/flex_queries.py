@@ -9,9 +9,9 @@ Starts ``ibpipeline sim flex`` twice on loopback over the same world: once with 
 every account, once with ``--queries N`` over disjoint accounts. Fetches and stores the range
 from each (``FlexClient`` + ``ibpipeline.flex.ingest.store_window``, as the per-query steps of
 ``raw_flex_statement`` do), then normalizes it (``normalize_days``, as ``normalized_flex`` does)
-in a fresh process per case, and prints each case's wall time and peak RSS: one query; N queries
-with the statements' rows staged on disk (the default); N queries all in memory (as before
-staging). Checks that every case writes the same rows.
+in a fresh process per case, and prints each case's wall time and peak RSS (one query; N
+queries). ``normalize_days`` parses one statement at a time and keeps only its rows of the range,
+so the peak follows the largest statement. Checks that both cases write the same rows.
 """
 
 from __future__ import annotations
@@ -108,14 +108,20 @@ def fetch(args: argparse.Namespace, data_dir: Path, queries: int) -> int:
     return size
 
 
-def normalize(data_dir: Path, start: date, days: int, staged: bool) -> dict:
+def peak_rss_mib() -> float:
+    """This process's peak resident set (``VmHWM``: unlike ``ru_maxrss``, not inherited from the
+    parent across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def normalize(data_dir: Path, start: date, days: int) -> dict:
     """``normalize_days`` over the range in this process: wall time, peak RSS, rows."""
     import ibpipeline.assets.normalized as normalized
-    from ibpipeline.storage import staging
 
-    if not staged:
-        real = staging.statement_rows
-        normalized.statement_rows = lambda root, staged: real(root, False)
+    baseline = peak_rss_mib()
     began = time.perf_counter()
     stats = normalized.normalize_days(
         data_dir,
@@ -124,7 +130,8 @@ def normalize(data_dir: Path, start: date, days: int, staged: bool) -> dict:
     )
     return {
         "wall_s": time.perf_counter() - began,
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mib": peak_rss_mib(),
+        "baseline_mib": baseline,
         "rows": {name: s.rows for name, s in stats.items()},
     }
 
@@ -137,28 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=date.fromisoformat, default=date(2024, 1, 2))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--normalize", type=Path, help=argparse.SUPPRESS)  # child process
-    parser.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.normalize is not None:
-        print(json.dumps(normalize(args.normalize, args.start, args.days, not args.in_memory)))
+        print(json.dumps(normalize(args.normalize, args.start, args.days)))
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="ibp-bench-queries-"))
     try:
         single, split = tmp / "single", tmp / "split"
         sizes = {"single": fetch(args, single, 1), "split": fetch(args, split, args.queries)}
-        cases = [
-            ("1 query", single, []),
-            (f"{args.queries} queries, staged", split, []),
-            (f"{args.queries} queries, in memory", split, ["--in-memory"]),
-        ]
+        cases = [("1 query", single), (f"{args.queries} queries", split)]
         print(
             f"normalize {args.accounts} accounts x {args.days} days from {args.start}: Flex XML "
             f"{sizes['single'] / 1e6:.0f} MB in 1 statement, {sizes['split'] / 1e6:.0f} MB in "
             f"{args.queries}"
         )
         rows = []
-        for label, folder, extra in cases:
+        for label, folder in cases:
             out = subprocess.run(
                 [
                     sys.executable,
@@ -169,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.start.isoformat(),
                     "--days",
                     str(args.days),
-                    *extra,
-                ],  # fmt: skip
+                ],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(result["rows"])
             print(
                 f"  {label:<28s} wall {result['wall_s']:7.1f} s   peak RSS "
-                f"{result['peak_mib']:7.0f} MiB   rows {sum(result['rows'].values())}"
+                f"{result['peak_mib']:7.0f} MiB (imports {result['baseline_mib']:.0f})   rows "
+                f"{sum(result['rows'].values())}"
             )
         same = all(r == rows[0] for r in rows)
         print(f"  same rows per table in every case: {same}")

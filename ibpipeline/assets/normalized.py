@@ -22,7 +22,6 @@ from ibpipeline.flex.positions import reconstruct_daily_positions
 from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import parquet, rawstore
-from ibpipeline.storage.staging import StatementRows, statement_rows
 
 PARSED_TABLES: tuple[str, ...] = (
     "account_info",
@@ -199,9 +198,7 @@ def normalize_days(
     A day's file holds, for each account, that account's rows from the statement supplying them
     (``rawstore.DayManifest.suppliers``: the newest claim of the (table, account), else the newest
     fallback); an empty file with the schema when the day has no rows. Each statement is read and
-    parsed once (``preparsed``: tables of statements already parsed, by sha256), one at a time: with
-    several statements (e.g. one per Flex query) each one's rows are staged on disk
-    (``ibpipeline.storage.staging``), so memory holds the largest statement, not all. Raises
+    parsed once (``preparsed``: tables of statements already parsed, by sha256). Raises
     MissingRawStatementError before writing anything when a day has no manifest. ``problems``,
     when given, receives ``(table, warning line)`` for every parse warning of the statements read
     here (table ``account_info`` for statement-level warnings).
@@ -209,44 +206,30 @@ def normalize_days(
     tables = tuple(tables)
     manifests = manifests_for(data_dir, days)
     needed = sorted({m.sha256 for manifest in manifests.values() for m in manifest.statements})
-    with statement_rows(data_dir, staged=len(needed) > 1) as by_day:
-        schemas: dict[str, pa.Schema] = {}
-        for sha256 in needed:
-            parsed = (preparsed or {}).get(sha256)
-            if parsed is None:
-                flex = parse_statement(
-                    rawstore.read_statement(data_dir, sha256), source_sha256=sha256
-                )
-                parsed = parsed_tables(flex)
-                if problems is not None:
-                    problems.extend(statement_problems(flex))
-            wanted = {
-                (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
+    by_day: dict[str, dict[str, dict[date, pa.Table]]] = {}
+    schemas: dict[str, pa.Schema] = {}
+    for sha256 in needed:
+        parsed = (preparsed or {}).get(sha256)
+        if parsed is None:
+            flex = parse_statement(rawstore.read_statement(data_dir, sha256), source_sha256=sha256)
+            parsed = parsed_tables(flex)
+            if problems is not None:
+                problems.extend(statement_problems(flex))
+        wanted = {
+            (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
+        }
+        by_day[sha256] = {}
+        for name in tables:
+            schemas.setdefault(name, parsed[name].schema)
+            by_day[sha256][name] = {
+                day: part for (day,), part in split_by(parsed[name], ("date",), wanted).items()
             }
-            for name in tables:
-                schemas.setdefault(name, parsed[name].schema)
-                parts = split_by(parsed[name], ("date",), wanted)
-                by_day.put(sha256, name, {day: part for (day,), part in parts.items()})
-            del parsed  # one parsed statement at a time (the others are staged)
-        return _write_days(data_dir, tables, manifests, needed, by_day, schemas, changed)
-
-
-def _write_days(
-    data_dir: Path,
-    tables: Sequence[str],
-    manifests: Mapping[date, rawstore.DayManifest],
-    needed: Sequence[str],
-    by_day: StatementRows,
-    schemas: Mapping[str, pa.Schema],
-    changed: Mapping[date, Collection[str]] | None,
-) -> dict[str, TableStats]:
-    """Write each (table, day) file from the statements' rows (see ``normalize_days``)."""
     stats = {name: TableStats() for name in tables}
     for name in tables:
         for day, manifest in sorted(manifests.items()):
             if changed is not None and name not in changed.get(day, ()):
                 continue
-            rows = {sha: by_day.get(sha, name, day) for sha in needed}
+            rows = {sha: by_day[sha][name].get(day) for sha in by_day}
             present = {sha: _accounts(part) for sha, part in rows.items() if part is not None}
             supplier = manifest.suppliers(name, present)
             pieces = []

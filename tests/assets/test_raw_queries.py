@@ -244,3 +244,53 @@ def test_an_unset_token_variable_stops_the_run_before_any_request(
     assert f'environment variable "{QUERIES[2].token_env}" which is not set' in str(failed.value)
     assert sim.requests == []
     assert not data_dir.exists()
+
+
+@pytest.mark.slow
+def test_multiprocess_run_fetches_queries_in_their_own_processes_and_reexecutes_one(
+    sim, instance, data_dir, query_env, monkeypatch
+):
+    """As a launched run: the project's definitions from the environment, the multiprocess
+    executor (one process per step), the fetch results passed through the IO manager. After one
+    query failed, "re-execute from failure" fetches that query only. (The steps are forked from a
+    server the first run started, with the environment of then: the fault is fixed on the
+    simulator's side, as when the query is created on IBKR's side.)"""
+    from tests.assets.queries_job import flex_daily_job
+
+    monkeypatch.setenv(
+        "IBKR_FLEX_QUERIES", ",".join(f"{q.name}={q.query_id}:{q.token_env}" for q in QUERIES)
+    )
+    monkeypatch.setenv("IBKR_FLEX_BASE_URL", sim.base_url)
+    monkeypatch.setenv("IBPIPELINE_DATA_DIR", str(data_dir))
+    served = sim.query_ids
+    sim.query_ids = served - {QUERIES[1].query_id}  # q2 not (yet) a query of its token: 1014
+    job = dg.reconstructable(flex_daily_job)
+    selection = [dg.AssetKey("raw_flex_statement")]
+    tags = range_tags(START.isoformat(), END.isoformat())
+    with dg.execute_job(
+        job, instance, tags=tags, asset_selection=selection, raise_on_error=False
+    ) as first:
+        assert not first.success
+        pids = {
+            e.step_key: e.pid
+            for e in first.all_events
+            if e.event_type == dg.DagsterEventType.STEP_START
+        }
+    assert len({pids[f"raw_flex_statement.fetch_q{i}"] for i in (1, 2, 3)}) == 3
+    assert sim.count("SendRequest") == 3
+
+    sim.query_ids = served
+    options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
+    # the UI copies the parent's tags (the partition range) into the re-execution; so does this
+    with dg.execute_job(job, instance, tags=tags, reexecution_options=options) as second:
+        assert second.success
+        steps = {
+            e.step_key
+            for e in second.all_events
+            if e.event_type == dg.DagsterEventType.STEP_SUCCESS
+        }
+        assert steps == {"raw_flex_statement.fetch_q2", "raw_flex_statement.record_statements"}
+        meta = second.asset_materializations_for_node("raw_flex_statement")[0].metadata
+    assert [sim.count("SendRequest", query=q.query_id) for q in QUERIES] == [1, 2, 1]
+    assert len(meta["accounts"].value) == 6  # q1 and q3 from the first run, q2 now
+    assert meta["http_requests"].value == 6

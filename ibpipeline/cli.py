@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill",
         formatter_class=_HELP,
         help="one flex_daily_job run over a date range in the local Dagster instance: fetch it "
-        "(one Flex request per 365 days), normalize every account, rebuild the marts",
+        "(one Flex request per query and 365 days), normalize every account, rebuild the marts",
     )
     backfill.add_argument(
         "--start", type=_date, required=True, help="first report date, YYYY-MM-DD"

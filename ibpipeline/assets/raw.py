@@ -9,7 +9,7 @@ the asset's run); the other queries' statements and manifests are stored all the
 """
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -91,7 +91,7 @@ def record_statements(context: dg.AssetExecutionContext, fetched: list[QueryFetc
             f"{len(overlap)} account(s) are delivered by several Flex queries ({listed}); each is "
             "supplied by the query whose name sorts first. Remove them from the other queries."
         )
-    by_day: dict = {}
+    by_day: dict[date, list[StoredWindow]] = {}
     for w in windows:
         for day in days_in(w.from_date, w.to_date):
             by_day.setdefault(day, []).append(w)

@@ -294,3 +294,37 @@ def test_multiprocess_run_fetches_queries_in_their_own_processes_and_reexecutes_
     assert [sim.count("SendRequest", query=q.query_id) for q in QUERIES] == [1, 2, 1]
     assert len(meta["accounts"].value) == 6  # q1 and q3 from the first run, q2 now
     assert meta["http_requests"].value == 6
+
+
+def test_one_send_request_per_query_per_365_days(
+    flex_statement, flex_token, instance, data_dir, query_env
+):
+    """Every query of the two-account fixture statement (so all accounts overlap): a 400-day
+    range is two windows, i.e. two SendRequests per query."""
+    with FlexSimulator(
+        lambda *_: flex_statement,
+        flex_token,
+        (),
+        rate_limits=(RateLimit(1000, 1.0),),
+        query_tokens={q.query_id: t for q, t in zip(QUERIES, TOKENS, strict=True)},
+    ) as fixture_sim:
+        result = dg.materialize(
+            [build_raw_flex_statement(QUERIES)],
+            instance=instance,
+            resources=make_query_resources(fixture_sim, QUERIES, data_dir),
+            tags=range_tags("2024-01-01", "2025-02-03"),
+        )
+        assert result.success
+        for query in QUERIES:
+            sends = [
+                (r.fd, r.td)
+                for r in fixture_sim.requests
+                if r.endpoint == "SendRequest" and r.query == query.query_id
+            ]
+            assert sends == [("20240101", "20241230"), ("20241231", "20250203")]
+    manifest = rawstore.read_manifest(data_dir, date(2024, 6, 1))
+    assert [(m.query, m.accounts) for m in manifest.statements] == [
+        ("q1", ("U1234567", "U1234568"))
+    ]
+    meta = result.asset_materializations_for_node("raw_flex_statement")[0].metadata
+    assert meta["overlapping_accounts"].value == ["U1234567", "U1234568"]

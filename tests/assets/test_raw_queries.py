@@ -248,7 +248,7 @@ def test_an_unset_token_variable_stops_the_run_before_any_request(
 
 @pytest.mark.slow
 def test_multiprocess_run_fetches_queries_in_their_own_processes_and_reexecutes_one(
-    sim, instance, data_dir, query_env, monkeypatch
+    sim, instance, data_dir, dagster_home, query_env, monkeypatch
 ):
     """As a launched run: the project's definitions from the environment, the multiprocess
     executor (one process per step), the fetch results passed through the IO manager. After one
@@ -294,6 +294,11 @@ def test_multiprocess_run_fetches_queries_in_their_own_processes_and_reexecutes_
     assert [sim.count("SendRequest", query=q.query_id) for q in QUERIES] == [1, 2, 1]
     assert len(meta["accounts"].value) == 6  # q1 and q3 from the first run, q2 now
     assert meta["http_requests"].value == 6
+    for token in TOKENS:  # event log, compute logs, IO manager files, raw store
+        assert files_containing(dagster_home, token.encode()) == []
+        assert files_containing(data_dir, token.encode()) == []
+    for run in instance.get_runs():
+        assert run.run_config == {}
 
 
 def test_one_send_request_per_query_per_365_days(

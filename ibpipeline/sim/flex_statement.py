@@ -418,7 +418,7 @@ class _Statement:
             self._optional("PriorPeriodPositions", self.prior_period_positions),
             _section("CorporateActions", self.corporate_actions()),
             _section("CashTransactions", self.cash_transactions()),
-            _section("InterestAccruals", ()),
+            _section("InterestAccruals", self.interest_accruals()),
             _section("Transfers", self.transfers()),
             self._life_section("FIFOPerformanceSummaryInBase", self.fifo_performance),
             _section("ConversionRates", self.conversion_rates()),
@@ -470,6 +470,10 @@ class _Statement:
                     "bonds": (n.bonds_long_base, n.bonds_short_base),
                     "total": (n.total_long_base, n.total_short_base),
                 }
+                if n.interest_accruals_base:
+                    acc = n.interest_accruals_base
+                    pair = (max(acc, ZERO), min(acc, ZERO))
+                    values["interestAccruals"] = values["brokerInterestAccrualsComponent"] = pair
             attrs = []
             for name in _EQUITY_FIELDS:
                 pair = values.get(name)
@@ -500,6 +504,10 @@ class _Statement:
                 if event.kind == "Transfer":
                     currency = self.world.instruments[event.conid].currency
                     v["assetTransfers"] += event.value * state.fx_to_base[currency]
+        start_acc = self.prev.nav.interest_accruals_base if self.prev else ZERO
+        end_acc = self.last.nav.interest_accruals_base if self.last else ZERO
+        if start_acc or end_acc:
+            v["changeInInterestAccruals"] = end_acc - start_acc
         flows = sum(v.values(), ZERO)
         v["startingValue"] = starting
         v["endingValue"] = ending
@@ -821,6 +829,46 @@ class _Statement:
                         f' levelOfDetail="{level}" serialNumber="" deliveryType=""'
                         ' commodityType="" fineness="0.0" weight="0.0" />\n'
                     )
+
+    def interest_accruals(self) -> Iterable[str]:
+        """InterestAccrualsCurrency rows of the window, per currency (local) and BASE_SUMMARY
+        (base), as IBKR writes them: ending = starting + accrued + reversal (+ fxTranslation in
+        base), the reversal being minus the interest posted to cash."""
+        start = self.prev.interest_accrued if self.prev else {}
+        end = self.last.interest_accrued if self.last else {}
+        accrued: dict[str, Decimal] = defaultdict(Decimal)
+        reversal: dict[str, Decimal] = defaultdict(Decimal)
+        accrued_base = reversal_base = ZERO
+        before = dict(start)
+        for state in self.window:
+            for txn in state.cash_transactions:
+                if txn.type.startswith("Broker Interest") and self.world.position_events:
+                    reversal[txn.currency] -= txn.amount
+                    reversal_base -= txn.amount * state.fx_to_base[txn.currency]
+                    before[txn.currency] = before.get(txn.currency, ZERO) - txn.amount
+            for ccy in set(before) | set(state.interest_accrued):
+                today = state.interest_accrued.get(ccy, ZERO) - before.get(ccy, ZERO)
+                accrued[ccy] += today
+                accrued_base += today * state.fx_to_base[ccy]
+            before = dict(state.interest_accrued)
+        currencies = sorted(set(start) | set(end) | set(accrued) | set(reversal))
+        if not currencies:
+            return
+        start_base = self.prev.nav.interest_accruals_base if self.prev else ZERO
+        end_base = self.last.nav.interest_accruals_base if self.last else ZERO
+        f = self.fmt
+        rows = [("BASE_SUMMARY", start_base, accrued_base, reversal_base, end_base)] + [
+            (c, start.get(c, ZERO), accrued[c], reversal[c], end.get(c, ZERO)) for c in currencies
+        ]
+        for ccy, first, acc, rev, last in rows:
+            fx = last - first - acc - rev
+            yield (
+                f'<InterestAccrualsCurrency {self.head} currency="{ccy}"'
+                f' fromDate="{f.d(self.from_date)}" toDate="{f.d(self.to_date)}"'
+                f' startingAccrualBalance="{num(first)}" interestAccrued="{num(acc)}"'
+                f' accrualReversal="{num(rev)}" fxTranslation="{num(fx)}"'
+                f' endingAccrualBalance="{num(last)}" />\n'
+            )
 
     def transfers(self) -> Iterable[str]:
         """Transfer rows of positions moved in or out (ACATS)."""

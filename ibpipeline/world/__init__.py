@@ -255,8 +255,11 @@ class World:
             else:
                 lots.pop(event.conid, None)
         txns = tuple(t for t in full.cash_transactions if t.at <= at)
+        accrued = dict(prev.interest_accrued) if prev else {}
         for txn in txns:
             cash[txn.currency] = cash.get(txn.currency, ZERO) + txn.amount
+            if self.position_events and txn.type.startswith("Broker Interest"):
+                accrued[txn.currency] = accrued.get(txn.currency, ZERO) - txn.amount  # posted
         variation: dict[str, Decimal] = {}
         for conid, pos in (prev.positions if prev else {}).items():
             inst = self.instruments[conid]
@@ -292,7 +295,8 @@ class World:
             for c, ls in lots.items()
             if ls
         }
-        nav = nav_components(cash, positions, fx_to_base)
+        accrued = {c: v for c, v in accrued.items() if v}
+        nav = nav_components(cash, positions, fx_to_base, accrued)
         prev_nav = prev.nav.total_base if prev else ZERO
         flow = sum(
             (t.amount * fx_to_base[t.currency] for t in txns if t.type == "Deposits/Withdrawals"),
@@ -321,4 +325,5 @@ class World:
             prev_nav_base=prev_nav,
             variation=variation,
             position_events=events,
+            interest_accrued=accrued,
         )

@@ -170,9 +170,11 @@ def nav_components(
     cash: dict[str, Decimal],
     positions: dict[int, Position],
     fx_to_base: dict[str, Decimal],
+    interest_accrued: dict[str, Decimal] | None = None,
 ) -> NavComponents:
     """NAV in base: per component, exact sums of local value * rate split into long and short
-    parts, each rounded to the cent; component = long + short; total = sum of components."""
+    parts, each rounded to the cent; component = long + short; total = sum of components, the
+    interest accrued and not yet posted (``interest_accrued``, local per currency) included."""
     sums = {k: [ZERO, ZERO] for k in ("cash", "stock", "options", "bonds")}
     for ccy, amount in cash.items():
         sums["cash"][0 if amount >= 0 else 1] += amount * fx_to_base[ccy]
@@ -184,13 +186,15 @@ def nav_components(
         sums[field][0 if value >= 0 else 1] += value
     parts = {k: (cents(v[0]), cents(v[1])) for k, v in sums.items()}
     comp = {k: lo + sh for k, (lo, sh) in parts.items()}
+    accruals = cents(sum((v * fx_to_base[c] for c, v in (interest_accrued or {}).items()), ZERO))
     return NavComponents(
         cash_base=comp["cash"],
         stock_base=comp["stock"],
         options_base=comp["options"],
         bonds_base=comp["bonds"],
         commodities_base=ZERO,
-        total_base=comp["cash"] + comp["stock"] + comp["options"] + comp["bonds"],
+        total_base=comp["cash"] + comp["stock"] + comp["options"] + comp["bonds"] + accruals,
+        interest_accruals_base=accruals,
         cash_long_base=parts["cash"][0],
         cash_short_base=parts["cash"][1],
         stock_long_base=parts["stock"][0],
@@ -259,6 +263,7 @@ class AccountSim:
         self._book = _Book({}, {}, {})
         self._serial = 0
         self._orders = 0
+        self._accrued: dict[str, Decimal] = {}  # broker interest accrued, not yet posted
         self._clock: datetime | None = None  # last execution time of the day being simulated
         self._exec_prefix = f"{zlib.crc32(account.account_id.encode()):08x}"
 
@@ -331,7 +336,9 @@ class AccountSim:
             positions[conid] = make_position(
                 self.market.instruments[conid], frozen, md.closes[conid]
             )
-        nav = nav_components(book.cash, positions, fx_to_base)
+        if self.position_events:
+            self._accrue_interest()
+        nav = nav_components(book.cash, positions, fx_to_base, self._accrued)
         day = AccountDay(
             account_id=self.account.account_id,
             date=d,
@@ -347,6 +354,7 @@ class AccountSim:
             prev_nav_base=prev_nav,
             variation=variation,
             position_events=tuple(events),
+            interest_accrued={c: v for c, v in self._accrued.items() if v},
         )
         self.days.append(day)
         return day
@@ -523,6 +531,19 @@ class AccountSim:
             d, "CorporateAction", "SO", child.conid, child_qty, desc, action, value=child_value,
         ))  # fmt: skip
 
+    def _accrue_interest(self) -> None:
+        """A day's broker interest on the end-of-day cash balances (actual/360, to the cent per
+        currency): credit interest above 10,000, debit interest on a negative balance."""
+        for ccy, bal in sorted(self._book.cash.items()):
+            if bal > 10_000:
+                day = cents((bal - 10_000) * Decimal(_INTEREST_RECEIVED[ccy]) / 360)
+            elif bal < 0:
+                day = cents(bal * Decimal(_INTEREST_PAID[ccy]) / 360)
+            else:
+                continue
+            if day:
+                self._accrued[ccy] = self._accrued.get(ccy, ZERO) + day
+
     def _option_expiry(self, ctx: _Ctx) -> None:
         """After the close of the options' expiry: the OTM call expires (Ep), the ITM short put
         is assigned (A: the option closed at 0 and the stock bought at the strike), as IBKR
@@ -615,7 +636,15 @@ class AccountSim:
                     d, "Bond Interest Received", inst.currency, coupon,
                     f"{inst.symbol} COUPON PAYMENT", fx_to_base, inst,
                 ))  # fmt: skip
-        if next_day.month != d.month:  # last business day of the month: broker interest
+        if next_day.month != d.month and self.position_events:  # post the month's accruals
+            tag = d.strftime("%b-%Y").upper()
+            for ccy, amt in sorted(self._accrued.items()):
+                if amt:
+                    kind = "Broker Interest Received" if amt > 0 else "Broker Interest Paid"
+                    desc = f"{ccy} {'CREDIT' if amt > 0 else 'DEBIT'} INT FOR {tag}"
+                    txns.append(self._cash_txn(d, kind, ccy, amt, desc, fx_to_base))
+            self._accrued.clear()
+        elif next_day.month != d.month:  # last business day of the month: broker interest
             tag = d.strftime("%b-%Y").upper()
             for ccy in sorted(self._book.cash):
                 bal = self._book.cash[ccy]

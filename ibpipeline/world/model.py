@@ -7,7 +7,7 @@ has a negative ``position_value`` and ``cost_basis_money``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -212,25 +212,29 @@ class NavComponents:
     options_short_base: Decimal = ZERO
     bonds_long_base: Decimal = ZERO
     bonds_short_base: Decimal = ZERO
+    interest_accruals_base: Decimal = ZERO
+    """Broker interest accrued and not yet posted (> 0 receivable, < 0 owed); in ``total_base``."""
 
     @property
     def total_long_base(self) -> Decimal:
-        """Sum of the long parts."""
+        """Sum of the long parts (a receivable interest accrual is long)."""
         return (
             self.cash_long_base
             + self.stock_long_base
             + self.options_long_base
             + self.bonds_long_base
+            + max(self.interest_accruals_base, ZERO)
         )
 
     @property
     def total_short_base(self) -> Decimal:
-        """Sum of the short parts (<= 0)."""
+        """Sum of the short parts (<= 0; an owed interest accrual is short)."""
         return (
             self.cash_short_base
             + self.stock_short_base
             + self.options_short_base
             + self.bonds_short_base
+            + min(self.interest_accruals_base, ZERO)
         )
 
 
@@ -259,6 +263,9 @@ class AccountDay:
     prev_nav_base: Decimal
     variation: dict[str, Decimal]
     position_events: tuple[PositionEvent, ...] = ()
+    interest_accrued: dict[str, Decimal] = field(default_factory=dict)
+    """Broker interest accrued and not yet posted per currency, local money, end of day (a
+    world with position events accrues daily and posts on the month's last business day)."""
 
     @property
     def realized_pnl_base(self) -> Decimal:

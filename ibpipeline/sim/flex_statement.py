@@ -419,6 +419,8 @@ class _Statement:
             _section("CorporateActions", self.corporate_actions()),
             _section("CashTransactions", self.cash_transactions()),
             _section("InterestAccruals", self.interest_accruals()),
+            self._life_section("ChangeInDividendAccruals", self.dividend_accrual_changes),
+            self._life_section("OpenDividendAccruals", self.open_dividend_accruals),
             _section("Transfers", self.transfers()),
             self._life_section("FIFOPerformanceSummaryInBase", self.fifo_performance),
             _section("ConversionRates", self.conversion_rates()),
@@ -470,6 +472,9 @@ class _Statement:
                     "bonds": (n.bonds_long_base, n.bonds_short_base),
                     "total": (n.total_long_base, n.total_short_base),
                 }
+                if n.dividend_accruals_base:
+                    acc = n.dividend_accruals_base
+                    values["dividendAccruals"] = (max(acc, ZERO), min(acc, ZERO))
                 if n.interest_accruals_base:
                     acc = n.interest_accruals_base
                     pair = (max(acc, ZERO), min(acc, ZERO))
@@ -508,6 +513,10 @@ class _Statement:
         end_acc = self.last.nav.interest_accruals_base if self.last else ZERO
         if start_acc or end_acc:
             v["changeInInterestAccruals"] = end_acc - start_acc
+        start_div = self.prev.nav.dividend_accruals_base if self.prev else ZERO
+        end_div = self.last.nav.dividend_accruals_base if self.last else ZERO
+        if start_div or end_div:
+            v["changeInDividendAccruals"] = end_div - start_div
         flows = sum(v.values(), ZERO)
         v["startingValue"] = starting
         v["endingValue"] = ending
@@ -829,6 +838,36 @@ class _Statement:
                         f' levelOfDetail="{level}" serialNumber="" deliveryType=""'
                         ' commodityType="" fineness="0.0" weight="0.0" />\n'
                     )
+
+    def dividend_accrual_changes(self) -> Iterable[str]:
+        """ChangeInDividendAccrual rows: the posting (code Po, amounts +) on the ex-date and the
+        reversal (code Re, amounts -) on the pay date, tax with the sign of the gross."""
+        for state in self.window:
+            for code, acc in state.dividend_accrual_changes:
+                sign = 1 if code == "Po" else -1
+                yield self._dividend_row(
+                    "ChangeInDividendAccrual", acc, state, code, sign,
+                    f' reportDate="{self.fmt.d(state.date)}" date="{self.fmt.d(state.date)}"',
+                )  # fmt: skip
+
+    def open_dividend_accruals(self) -> Iterable[str]:
+        """OpenDividendAccrual rows: the accruals open at the window's end."""
+        if self.last is not None:
+            for acc in self.last.dividend_accruals:
+                yield self._dividend_row("OpenDividendAccrual", acc, self.last, "", 1, "")
+
+    def _dividend_row(self, tag: str, acc: Any, state: AccountDay, code: str, sign: int,
+                      dates: str) -> str:  # fmt: skip
+        f = self.fmt
+        return (
+            f'<{tag} {self.head} currency="{acc.currency}"'
+            f' fxRateToBase="{num(state.fx_to_base[acc.currency])}"{self.blocks[acc.conid]}'
+            f'{dates} exDate="{f.d(acc.ex_date)}" payDate="{f.d(acc.pay_date)}"'
+            f' quantity="{num(acc.quantity)}" tax="{num(sign * acc.tax)}" fee="0"'
+            f' grossRate="{num(acc.gross_rate)}" grossAmount="{num(sign * acc.gross)}"'
+            f' netAmount="{num(sign * acc.net)}" code="{code}" fromAcct="" toAcct=""'
+            f' actionID="{acc.action_id}" levelOfDetail="DETAIL" />\n'
+        )
 
     def interest_accruals(self) -> Iterable[str]:
         """InterestAccrualsCurrency rows of the window, per currency (local) and BASE_SUMMARY

@@ -176,6 +176,27 @@ class PositionEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class DividendAccrual:
+    """A dividend the account is entitled to from ``ex_date`` (holders at its start) until it is
+    paid on ``pay_date``: ``gross`` = quantity x gross_rate and ``tax`` (withholding, >= 0) in
+    ``currency``, to the cent; the net (gross - tax) counts in NAV meanwhile."""
+
+    conid: int
+    currency: str
+    ex_date: date
+    pay_date: date
+    quantity: Decimal
+    gross_rate: Decimal
+    gross: Decimal
+    tax: Decimal
+    action_id: str
+
+    @property
+    def net(self) -> Decimal:
+        return self.gross - self.tax
+
+
+@dataclass(frozen=True, slots=True)
 class CashTransaction:
     """A cash movement that is not a trade; ``type`` is IBKR's text (``Dividends``...)."""
 
@@ -214,6 +235,8 @@ class NavComponents:
     bonds_short_base: Decimal = ZERO
     interest_accruals_base: Decimal = ZERO
     """Broker interest accrued and not yet posted (> 0 receivable, < 0 owed); in ``total_base``."""
+    dividend_accruals_base: Decimal = ZERO
+    """Net dividends past their ex-date and not yet paid (>= 0); in ``total_base``."""
 
     @property
     def total_long_base(self) -> Decimal:
@@ -224,6 +247,7 @@ class NavComponents:
             + self.options_long_base
             + self.bonds_long_base
             + max(self.interest_accruals_base, ZERO)
+            + max(self.dividend_accruals_base, ZERO)
         )
 
     @property
@@ -235,6 +259,7 @@ class NavComponents:
             + self.options_short_base
             + self.bonds_short_base
             + min(self.interest_accruals_base, ZERO)
+            + min(self.dividend_accruals_base, ZERO)
         )
 
 
@@ -266,6 +291,10 @@ class AccountDay:
     interest_accrued: dict[str, Decimal] = field(default_factory=dict)
     """Broker interest accrued and not yet posted per currency, local money, end of day (a
     world with position events accrues daily and posts on the month's last business day)."""
+    dividend_accruals: tuple[DividendAccrual, ...] = ()
+    """Dividends past their ex-date and not yet paid, end of day (a world with position events)."""
+    dividend_accrual_changes: tuple[tuple[str, DividendAccrual], ...] = ()
+    """The day's accrual bookings: ("Po", accrual) on the ex-date, ("Re", accrual) when paid."""
 
     @property
     def realized_pnl_base(self) -> Decimal:

@@ -5,6 +5,10 @@ backfill of any range is one run. For the run's report dates the asset reads the
 manifests (which statement supplies each account of the day), parses each statement once,
 reconstructs daily positions, and replaces every (table, date) file with all accounts' rows of
 that date (an empty file when the day has no rows).
+
+With several Flex queries (``build_normalized_flex``) the same assets are a graph: one
+``normalize_<query>`` step per query parses only its query's statements and stages their rows,
+then ``write_tables`` writes the same day files from them and materializes the assets.
 """
 
 import shutil
@@ -308,6 +312,10 @@ def statement_steps(
     return out
 
 
+class StagedRowsMissingError(Exception):
+    """The rows a query's normalize step staged are no longer on disk."""
+
+
 @dataclass(frozen=True)
 class QueryRows:
     """What one query's normalize step staged: ``staged[table][day]`` rows (a file under
@@ -374,6 +382,17 @@ def write_query_rows(
     table and day, every account, atomic), then delete the staged rows. Nothing is written unless
     every query's step succeeded, so a failing query never takes another query's rows away."""
     stats = {name: TableStats() for name in tables}
+    for p in parts:  # before writing anything: a retry of this step alone after the staged
+        # rows were deleted (they are, once written) must not write half of the days
+        gone = [
+            p.path(name, day) for name in stats for day, n in p.staged.get(name, {}).items() if n
+        ]
+        gone = [path for path in gone if not path.is_file()]
+        if gone:
+            raise StagedRowsMissingError(
+                f"{len(gone)} staged file(s) of query {p.query} are gone (e.g. {gone[0]}): "
+                "materialize the range again"
+            )
     for name in stats:
         schema = next((p.schemas[name] for p in parts if name in p.schemas), None)
         for day in sorted(set(days)):

@@ -196,7 +196,9 @@ def test_multiprocess_run_normalizes_queries_in_their_own_processes(
     sim, instance, data_dir, query_env, monkeypatch
 ):
     """As a launched run of the project's ``flex_daily_job`` (multiprocess executor, one process
-    per step, the staged rows' descriptions passed through the IO manager)."""
+    per step, the staged rows' descriptions passed through the IO manager). After one query's
+    step failed, "re-execute from failure" normalizes that query only and writes the files from
+    the other steps' staged rows of the failed run."""
     from tests.assets.queries_job import flex_daily_job
 
     monkeypatch.setenv(
@@ -216,6 +218,33 @@ def test_multiprocess_run_normalizes_queries_in_their_own_processes(
         }
     assert NORMALIZE_STEPS | {"normalized_flex.write_tables"} <= set(pids)
     assert len({pids[step] for step in NORMALIZE_STEPS}) == 3
+    before = tree_digest(parquet.normalized_root(data_dir))
+
+    manifest = rawstore.read_manifest(data_dir, date(2024, 2, 14))
+    (q2,) = [m.sha256 for m in manifest.statements if m.query == "q2"]
+    path = rawstore.statement_path(data_dir, q2)
+    content = path.read_bytes()
+    path.write_bytes(content.replace(b"<FlexStatement ", b"<FlexStatement broken ", 1))
+    with dg.execute_job(
+        job, instance, tags=tags, asset_selection=NORMALIZED_KEYS, raise_on_error=False
+    ) as failed:
+        assert not failed.success
+        assert steps_with(failed, dg.DagsterEventType.STEP_FAILURE) == {
+            "normalized_flex.normalize_q2"
+        }
+    assert tree_digest(parquet.normalized_root(data_dir)) == before
+    path.write_bytes(content)
+    options = dg.ReexecutionOptions.from_failure(failed.run_id, instance)
+    with dg.execute_job(job, instance, tags=tags, reexecution_options=options) as second:
+        assert second.success
+        steps = steps_with(second, dg.DagsterEventType.STEP_SUCCESS)
+        assert {s for s in steps if s.startswith("normalized_flex.")} == {
+            "normalized_flex.normalize_q2",
+            "normalized_flex.write_tables",
+        }
+    assert tree_digest(parquet.normalized_root(data_dir)) == before
+    assert not any((data_dir / STAGING_DIR).rglob("*.arrow"))
+
     nav = parquet.read_table("nav_daily", data_dir=data_dir)
     keys = list(zip(nav["account_id"].to_pylist(), nav["date"].to_pylist(), strict=True))
     assert len(set(keys)) == len(keys) > 0

@@ -249,3 +249,14 @@ def test_multiprocess_run_normalizes_queries_in_their_own_processes(
     keys = list(zip(nav["account_id"].to_pylist(), nav["date"].to_pylist(), strict=True))
     assert len(set(keys)) == len(keys) > 0
     assert len({account for account, _ in keys}) == 6
+
+
+def test_writing_refuses_when_staged_rows_are_gone(tmp_path):
+    """A retry of ``write_tables`` alone after its staged rows were deleted writes nothing."""
+    from ibpipeline.assets.normalized import QueryRows, StagedRowsMissingError, write_query_rows
+
+    day = date(2024, 2, 14)
+    part = QueryRows("q1", str(tmp_path / "stage"), ("0" * 64,), {"nav_daily": {day: 3}}, {}, ())
+    with pytest.raises(StagedRowsMissingError, match="query q1"):
+        write_query_rows(tmp_path, [day], ["nav_daily"], [part])
+    assert not parquet.normalized_root(tmp_path).exists()

@@ -11,7 +11,11 @@ from each (``FlexClient`` + ``ibpipeline.flex.ingest.store_window``, as the per-
 ``raw_flex_statement`` do), then normalizes it (``normalize_days``, as ``normalized_flex`` does)
 in a fresh process per case, and prints each case's wall time and peak RSS (one query; N
 queries). ``normalize_days`` parses one statement at a time and keeps only its rows of the range,
-so the peak follows the largest statement. Checks that both cases write the same rows.
+so the peak follows the largest statement. Then normalizes the N-query store as the per-query
+graph of ``normalized_flex`` does (``build_normalized_flex``): one fresh process per query
+(``normalize_query``, that query's statements only, rows staged on disk), then one process
+writing the day files (``write_query_rows``), and prints each step's wall time and peak RSS.
+Checks that every case writes the same rows.
 """
 
 from __future__ import annotations
@@ -136,6 +140,81 @@ def normalize(data_dir: Path, start: date, days: int) -> dict:
     }
 
 
+def normalize_one_query(data_dir: Path, start: date, days: int, query: str, queries: int) -> dict:
+    """``normalize_query`` of one query in this process (the ``normalize_<query>`` step);
+    pickles its ``QueryRows`` next to the staged rows for the writing step."""
+    import pickle
+
+    import ibpipeline.assets.normalized as normalized
+
+    names = [f"q{i + 1}" for i in range(queries)]
+    stage = data_dir / normalized.STAGING_DIR / "bench"
+    baseline = peak_rss_mib()
+    began = time.perf_counter()
+    part = normalized.normalize_query(
+        data_dir,
+        [start + timedelta(days=i) for i in range(days)],
+        normalized.NORMALIZED_TABLES,
+        query,
+        names,
+        stage / query,
+    )
+    (stage / f"{query}.pickle").write_bytes(pickle.dumps(part))
+    return {
+        "wall_s": time.perf_counter() - began,
+        "peak_mib": peak_rss_mib(),
+        "baseline_mib": baseline,
+        "statements": len(part.statements),
+    }
+
+
+def write_staged(data_dir: Path, start: date, days: int, queries: int) -> dict:
+    """``write_query_rows`` in this process (the ``write_tables`` step)."""
+    import pickle
+
+    import ibpipeline.assets.normalized as normalized
+
+    stage = data_dir / normalized.STAGING_DIR / "bench"
+    parts = [pickle.loads((stage / f"q{i + 1}.pickle").read_bytes()) for i in range(queries)]
+    baseline = peak_rss_mib()
+    began = time.perf_counter()
+    stats = normalized.write_query_rows(
+        data_dir,
+        [start + timedelta(days=i) for i in range(days)],
+        normalized.NORMALIZED_TABLES,
+        parts,
+    )
+    shutil.rmtree(stage, ignore_errors=True)
+    return {
+        "wall_s": time.perf_counter() - began,
+        "peak_mib": peak_rss_mib(),
+        "baseline_mib": baseline,
+        "rows": {name: s.rows for name, s in stats.items()},
+    }
+
+
+def child(args: argparse.Namespace, *extra: str) -> dict:
+    """Run this script's child mode ``extra`` in a fresh process; its JSON result."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            *extra,
+            "--start",
+            args.start.isoformat(),
+            "--days",
+            str(args.days),
+            "--queries",
+            str(args.queries),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=30)
@@ -144,9 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=date.fromisoformat, default=date(2024, 1, 2))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--normalize", type=Path, help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--query", help=argparse.SUPPRESS)  # child: one query's step
+    parser.add_argument("--write-staged", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.normalize is not None:
-        print(json.dumps(normalize(args.normalize, args.start, args.days)))
+        if args.query:
+            result = normalize_one_query(
+                args.normalize, args.start, args.days, args.query, args.queries
+            )
+        elif args.write_staged:
+            result = write_staged(args.normalize, args.start, args.days, args.queries)
+        else:
+            result = normalize(args.normalize, args.start, args.days)
+        print(json.dumps(result))
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="ibp-bench-queries-"))
@@ -160,30 +249,36 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.queries}"
         )
         rows = []
+        peak_of_split = 0.0
         for label, folder in cases:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--normalize",
-                    str(folder),
-                    "--start",
-                    args.start.isoformat(),
-                    "--days",
-                    str(args.days),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-                env={**os.environ, "PYTHONWARNINGS": "ignore"},
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+            result = child(args, "--normalize", str(folder))
             rows.append(result["rows"])
+            peak_of_split = result["peak_mib"]
             print(
-                f"  {label:<28s} wall {result['wall_s']:7.1f} s   peak RSS "
+                f"  {'one step, ' + label:<28s} wall {result['wall_s']:7.1f} s   peak RSS "
                 f"{result['peak_mib']:7.0f} MiB (imports {result['baseline_mib']:.0f})   rows "
                 f"{sum(result['rows'].values())}"
             )
+        peaks = []
+        for i in range(args.queries):
+            result = child(args, "--normalize", str(split), "--query", f"q{i + 1}")
+            peaks.append(result["peak_mib"])
+            print(
+                f"  {f'step normalize_q{i + 1}':<28s} wall {result['wall_s']:7.1f} s   peak RSS "
+                f"{result['peak_mib']:7.0f} MiB (imports {result['baseline_mib']:.0f})   "
+                f"statements {result['statements']}"
+            )
+        result = child(args, "--normalize", str(split), "--write-staged")
+        rows.append(result["rows"])
+        print(
+            f"  {'step write_tables':<28s} wall {result['wall_s']:7.1f} s   peak RSS "
+            f"{result['peak_mib']:7.0f} MiB (imports {result['baseline_mib']:.0f})   rows "
+            f"{sum(result['rows'].values())}"
+        )
+        print(
+            f"  largest per-query step {max(peaks):.0f} MiB vs one step over {args.queries} "
+            f"queries {peak_of_split:.0f} MiB"
+        )
         same = all(r == rows[0] for r in rows)
         print(f"  same rows per table in every case: {same}")
         return 0 if same else 1

@@ -16,6 +16,7 @@ from ibpipeline.assets import flex_assets
 from ibpipeline.assets.checks import mart_checks, positions_checks
 from ibpipeline.assets.gateway import gateway_assets, gateway_checks
 from ibpipeline.assets.marts import dbt_mart_assets, marts_job
+from ibpipeline.assets.normalized import build_normalized_flex, normalized_flex
 from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts
 from ibpipeline.assets.raw import build_raw_flex_statement, raw_flex_statement
 from ibpipeline.assets.tearsheets import tearsheets
@@ -115,9 +116,13 @@ def build_defs() -> dg.Definitions:
     """The Definitions for the environment as it is now (data folder, Flex queries, gateways,
     Postgres). ``defs`` below is built once at import; the CLI builds its own after it has set
     ``$IBPIPELINE_DATA_DIR`` from ``--data-dir``, so an earlier import never decides the folder."""
-    raw = build_raw_flex_statement(settings.flex_queries())
+    queries = settings.flex_queries()
+    built = {
+        id(raw_flex_statement): build_raw_flex_statement(queries),
+        id(normalized_flex): build_normalized_flex(queries),
+    }
     assets = [
-        *(daily_single_run(raw if a is raw_flex_statement else a) for a in flex_assets),
+        *(daily_single_run(built.get(id(a), a)) for a in flex_assets),
         *gateway_assets,
         gateway_warehouse_views,
         *dbt_mart_assets,

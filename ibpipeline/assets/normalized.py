@@ -5,8 +5,13 @@ backfill of any range is one run. For the run's report dates the asset reads the
 manifests (which statement supplies each account of the day), parses each statement once,
 reconstructs daily positions, and replaces every (table, date) file with all accounts' rows of
 that date (an empty file when the day has no rows).
+
+With several Flex queries (``build_normalized_flex``) the same assets are a graph: one
+``normalize_<query>`` step per query parses only its query's statements and stages their rows,
+then ``write_tables`` writes the same day files from them and materializes the assets.
 """
 
+import shutil
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -15,10 +20,12 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc  # noqa: F401  (pa.ipc)
 
 from ibpipeline.assets.raw import days_in, raw_flex_statement
 from ibpipeline.flex.parse import ParsedFlex, parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions
+from ibpipeline.flex.queries import FlexQuery
 from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import parquet, rawstore
@@ -182,6 +189,67 @@ def _accounts(table: pa.Table) -> set[str]:
     return set(pc.unique(table["account_id"]).to_pylist()) if table.num_rows else set()
 
 
+def _parse_statements(
+    data_dir: Path,
+    manifests: Mapping[date, rawstore.DayManifest],
+    statements: Iterable[str],
+    tables: Sequence[str],
+    preparsed: Mapping[str, Mapping[str, pa.Table]] | None,
+    problems: list[tuple[str, str]] | None,
+) -> tuple[dict[str, dict[str, dict[date, pa.Table]]], dict[str, pa.Schema]]:
+    """``sha256 -> table -> day -> rows`` of the run's days for each of ``statements`` (each
+    parsed once, only its rows of the days whose manifest lists it kept), and each table's schema."""
+    by_day: dict[str, dict[str, dict[date, pa.Table]]] = {}
+    schemas: dict[str, pa.Schema] = {}
+    for sha256 in statements:
+        parsed = (preparsed or {}).get(sha256)
+        if parsed is None:
+            flex = parse_statement(rawstore.read_statement(data_dir, sha256), source_sha256=sha256)
+            parsed = parsed_tables(flex)
+            if problems is not None:
+                problems.extend(statement_problems(flex))
+        wanted = {
+            (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
+        }
+        by_day[sha256] = {}
+        for name in tables:
+            schemas.setdefault(name, parsed[name].schema)
+            by_day[sha256][name] = {
+                day: part for (day,), part in split_by(parsed[name], ("date",), wanted).items()
+            }
+    return by_day, schemas
+
+
+def _day_rows(
+    name: str,
+    day: date,
+    manifest: rawstore.DayManifest,
+    by_day: Mapping[str, Mapping[str, Mapping[date, pa.Table]]],
+) -> pa.Table | None:
+    """The ``name`` rows of ``day`` that the statements of ``by_day`` supply (per account, the
+    supplier of ``manifest``), in the manifest's statement order; None when there are none.
+
+    ``by_day`` may hold only some of the day's statements (one query's): an account whose rows
+    another statement supplies is left out. Their unparsed statements change no supplier, since
+    a whole-statement entry only leaves out an account its rows hold when another entry of the
+    day claims that account (``Manifest.without``, ``DayManifest.yielding``).
+    """
+    rows = {sha: by_day[sha][name].get(day) for sha in by_day}
+    present = {sha: _accounts(part) for sha, part in rows.items() if part is not None}
+    supplier = manifest.suppliers(name, present)
+    pieces = []
+    for sha in dict.fromkeys(m.sha256 for m in manifest.statements):
+        part = rows.get(sha)
+        if part is None:
+            continue
+        mine = sorted(a for a, s in supplier.items() if s == sha)
+        if present[sha] - set(mine):
+            part = part.filter(pc.is_in(part["account_id"], pa.array(mine, pa.string())))
+        if part.num_rows:
+            pieces.append(part)
+    return pa.concat_tables(pieces, promote_options="default") if pieces else None
+
+
 def normalize_days(
     data_dir: Path,
     days: Iterable[date],
@@ -206,49 +274,141 @@ def normalize_days(
     tables = tuple(tables)
     manifests = manifests_for(data_dir, days)
     needed = sorted({m.sha256 for manifest in manifests.values() for m in manifest.statements})
-    by_day: dict[str, dict[str, dict[date, pa.Table]]] = {}
-    schemas: dict[str, pa.Schema] = {}
-    for sha256 in needed:
-        parsed = (preparsed or {}).get(sha256)
-        if parsed is None:
-            flex = parse_statement(rawstore.read_statement(data_dir, sha256), source_sha256=sha256)
-            parsed = parsed_tables(flex)
-            if problems is not None:
-                problems.extend(statement_problems(flex))
-        wanted = {
-            (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
-        }
-        by_day[sha256] = {}
-        for name in tables:
-            schemas.setdefault(name, parsed[name].schema)
-            by_day[sha256][name] = {
-                day: part for (day,), part in split_by(parsed[name], ("date",), wanted).items()
-            }
+    by_day, schemas = _parse_statements(data_dir, manifests, needed, tables, preparsed, problems)
     stats = {name: TableStats() for name in tables}
     for name in tables:
         for day, manifest in sorted(manifests.items()):
             if changed is not None and name not in changed.get(day, ()):
                 continue
-            rows = {sha: by_day[sha][name].get(day) for sha in by_day}
-            present = {sha: _accounts(part) for sha, part in rows.items() if part is not None}
-            supplier = manifest.suppliers(name, present)
-            pieces = []
-            for sha in dict.fromkeys(m.sha256 for m in manifest.statements):
-                part = rows.get(sha)
-                if part is None:
-                    continue
-                mine = sorted(a for a, s in supplier.items() if s == sha)
-                if present[sha] - set(mine):
-                    part = part.filter(pc.is_in(part["account_id"], pa.array(mine, pa.string())))
-                if part.num_rows:
-                    pieces.append(part)
-            table = (
-                pa.concat_tables(pieces, promote_options="default")
-                if pieces
-                else schemas[name].empty_table()
-            )
+            table = _day_rows(name, day, manifest, by_day)
+            if table is None:
+                table = schemas[name].empty_table()
             parquet.write_day(name, day, table, data_dir=data_dir)
             stats[name].add(table, day)
+    return stats
+
+
+# --- several Flex queries: one normalize step per query, then one step writing the day files ---
+
+STAGING_DIR = Path("staging") / "normalized"
+"""Under the data folder: ``<run id>/<query>/<table>/<day>.arrow``, the rows each query's step
+found for each (table, day), until the writing step has put them into the day files."""
+
+
+def statement_steps(
+    manifests: Mapping[date, rawstore.DayManifest], queries: Sequence[str]
+) -> dict[str, str]:
+    """``sha256 -> query`` whose step normalizes each statement of the run's days: the query
+    named in its manifest entries; a statement of no configured query (an inbox file, one fetched
+    before ``IBKR_FLEX_QUERIES`` was set, a removed query) goes to the first query's step. Each
+    statement goes to exactly one step, so each (table, day, account) is written by one step."""
+    rank = {q: i for i, q in enumerate(queries)}
+    out: dict[str, str] = {}
+    for manifest in manifests.values():
+        for m in manifest.statements:
+            step = m.query if m.query in rank else queries[0]
+            if m.sha256 not in out or rank[step] < rank[out[m.sha256]]:
+                out[m.sha256] = step
+    return out
+
+
+class StagedRowsMissingError(Exception):
+    """The rows a query's normalize step staged are no longer on disk."""
+
+
+@dataclass(frozen=True)
+class QueryRows:
+    """What one query's normalize step staged: ``staged[table][day]`` rows (a file under
+    ``stage_dir`` when > 0), each table's schema, the statements it parsed and their warnings."""
+
+    query: str
+    stage_dir: str
+    statements: tuple[str, ...]
+    staged: dict[str, dict[date, int]]
+    schemas: dict[str, pa.Schema]
+    problems: tuple[tuple[str, str], ...] = ()
+
+    def path(self, table: str, day: date) -> Path:
+        return Path(self.stage_dir) / table / f"{day.isoformat()}.arrow"
+
+
+def normalize_query(
+    data_dir: Path,
+    days: Iterable[date],
+    tables: Iterable[str],
+    query: str,
+    queries: Sequence[str],
+    stage_dir: Path,
+) -> QueryRows:
+    """Parse only the statements of ``query`` (``statement_steps``) for the run's days and stage
+    the rows they supply, per (table, day), as Arrow IPC files under ``stage_dir`` (replaced as a
+    whole, so a retry stages the same). Writes no day file. Memory: this query's statements (one
+    parsed at a time) and its rows of the range. Raises MissingRawStatementError when a day has
+    no manifest."""
+    tables = tuple(tables)
+    manifests = manifests_for(data_dir, days)
+    steps = statement_steps(manifests, queries)
+    mine = sorted(sha for sha, step in steps.items() if step == query)
+    problems: list[tuple[str, str]] = []
+    by_day, schemas = _parse_statements(data_dir, manifests, mine, tables, None, problems)
+    stage_dir = Path(stage_dir)
+    if stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    staged: dict[str, dict[date, int]] = {}
+    for name in tables:
+        staged[name] = {}
+        for day, manifest in sorted(manifests.items()):
+            table = _day_rows(name, day, manifest, by_day) if by_day else None
+            if table is None:
+                continue
+            path = stage_dir / name / f"{day.isoformat()}.arrow"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table)
+            staged[name][day] = table.num_rows
+    return QueryRows(query, str(stage_dir), tuple(mine), staged, schemas, tuple(problems))
+
+
+def _read_staged(path: Path) -> pa.Table:
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def write_query_rows(
+    data_dir: Path, days: Iterable[date], tables: Iterable[str], parts: Sequence[QueryRows]
+) -> dict[str, TableStats]:
+    """Replace every (table, day) file with the rows the query steps staged (one table and day in
+    memory at a time), in the layout of the single step (``parquet.write_day``: one file per
+    table and day, every account, atomic), then delete the staged rows. Nothing is written unless
+    every query's step succeeded, so a failing query never takes another query's rows away."""
+    stats = {name: TableStats() for name in tables}
+    for p in parts:  # before writing anything: a retry of this step alone after the staged
+        # rows were deleted (they are, once written) must not write half of the days
+        gone = [
+            p.path(name, day) for name in stats for day, n in p.staged.get(name, {}).items() if n
+        ]
+        gone = [path for path in gone if not path.is_file()]
+        if gone:
+            raise StagedRowsMissingError(
+                f"{len(gone)} staged file(s) of query {p.query} are gone (e.g. {gone[0]}): "
+                "materialize the range again"
+            )
+    for name in stats:
+        schema = next((p.schemas[name] for p in parts if name in p.schemas), None)
+        for day in sorted(set(days)):
+            pieces = [
+                _read_staged(p.path(name, day)) for p in parts if p.staged.get(name, {}).get(day)
+            ]
+            if pieces:
+                table = pa.concat_tables(pieces, promote_options="default")
+            elif schema is not None:
+                table = schema.empty_table()
+            else:
+                continue
+            parquet.write_day(name, day, table, data_dir=data_dir)
+            stats[name].add(table, day)
+    for p in parts:
+        shutil.rmtree(p.stage_dir, ignore_errors=True)
     return stats
 
 
@@ -277,18 +437,12 @@ def _day_metadata(day: DayStats) -> dict[str, object]:
     return metadata
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            name,
-            deps=[raw_flex_statement],
-            group_name="normalized",
-            kinds={"parquet"},
-            description=f"Flex {name}, every account: data/normalized/{name}/date=<day>/",
-        )
-        for name in NORMALIZED_TABLES
-    ],
-    check_specs=[
+def _description(name: str) -> str:
+    return f"Flex {name}, every account: data/normalized/{name}/date=<day>/"
+
+
+def _check_specs() -> list[dg.AssetCheckSpec]:
+    return [
         dg.AssetCheckSpec(
             PARSE_CHECK,
             asset=name,
@@ -296,7 +450,21 @@ def _day_metadata(day: DayStats) -> dict[str, object]:
             "in extra) or, on account_info, when a statement had a statement-level warning",
         )
         for name in NORMALIZED_TABLES
+    ]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            name,
+            deps=[raw_flex_statement],
+            group_name="normalized",
+            kinds={"parquet"},
+            description=_description(name),
+        )
+        for name in NORMALIZED_TABLES
     ],
+    check_specs=_check_specs(),
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=True,
@@ -305,14 +473,32 @@ def normalized_flex(
     context: dg.AssetExecutionContext, data_dir: DataDirResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Parse the run's statements once and write each selected table's day files."""
+    days, tables = _run_days(context), _selected_tables(context)
+    problems: list[tuple[str, str]] = []
+    stats = normalize_days(data_dir.root(), days, tables, problems=problems)
+    yield from _results(context, days, tables, stats, problems)
+
+
+def _run_days(context: dg.OpExecutionContext) -> list[date]:
     # partition_time_window spans one key and a range run alike; never branch on
     # has_partition_key (False in range runs).
     window = context.partition_time_window
-    days = list(days_in(window.start.date(), window.end.date() - timedelta(days=1)))
-    selected = [k.path[-1] for k in context.selected_asset_keys]
-    tables = [name for name in NORMALIZED_TABLES if name in selected]
-    problems: list[tuple[str, str]] = []
-    stats = normalize_days(data_dir.root(), days, tables, problems=problems)
+    return list(days_in(window.start.date(), window.end.date() - timedelta(days=1)))
+
+
+def _selected_tables(context: dg.OpExecutionContext) -> list[str]:
+    selected = {k.path[-1] for k in context.selected_asset_keys}
+    return [name for name in NORMALIZED_TABLES if name in selected]
+
+
+def _results(
+    context: dg.OpExecutionContext,
+    days: list[date],
+    tables: list[str],
+    stats: Mapping[str, TableStats],
+    problems: list[tuple[str, str]],
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Each selected table's materialization (run totals, each day's own numbers) and check."""
     for table, line in problems:
         context.log.warning(f"{table}: {line}")
     selected_checks = {k.asset_key.path[-1] for k in context.selected_asset_check_keys}
@@ -345,3 +531,90 @@ def normalized_flex(
                     "sample": dg.MetadataValue.md("\n".join(f"- {x}" for x in mine[:5]) or "-"),
                 },
             )
+
+
+def _normalize_op(query: str, queries: Sequence[str]) -> dg.OpDefinition:
+    """The step parsing ``query``'s statements of the run's days and staging their rows."""
+
+    @dg.op(
+        name=f"normalize_{query}",
+        ins={"raw": dg.In(dg.Nothing)},
+        required_resource_keys={"data_dir"},
+        description=f"Parse the statements of Flex query {query} for the run's days and stage "
+        "their rows (the day files are written by write_tables).",
+    )
+    def normalize(context: dg.OpExecutionContext) -> QueryRows:
+        root = context.resources.data_dir.root()
+        stage = root / STAGING_DIR / context.run_id / query
+        part = normalize_query(
+            root, _run_days(context), _selected_tables(context), query, queries, stage
+        )
+        rows = sum(n for by_day in part.staged.values() for n in by_day.values())
+        context.log.info(
+            f"query {query}: {len(part.statements)} statement(s) parsed, {rows} rows staged"
+        )
+        return part
+
+    return normalize
+
+
+def _check_output(name: str) -> str:
+    return dg.AssetCheckSpec(PARSE_CHECK, asset=name).get_python_identifier()
+
+
+@dg.op(
+    name="write_tables",
+    out={
+        **{name: dg.Out(dg.Nothing, is_required=False) for name in NORMALIZED_TABLES},
+        **{
+            _check_output(name): dg.Out(dg.Nothing, is_required=False) for name in NORMALIZED_TABLES
+        },
+    },
+    required_resource_keys={"data_dir"},
+    description="Write each (table, day) file from the rows every query's step staged, and "
+    "materialize the normalized tables.",
+)
+def write_tables(
+    context: dg.AssetExecutionContext, parts: list[QueryRows]
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    days, tables = _run_days(context), _selected_tables(context)
+    stats = write_query_rows(context.resources.data_dir.root(), days, tables, parts)
+    problems = [p for part in parts for p in part.problems]
+    yield from _results(context, days, tables, stats, problems)
+
+
+def build_normalized_flex(queries: Sequence[FlexQuery]) -> dg.AssetsDefinition:
+    """``normalized_flex`` for ``queries``: the single-step multi-asset for one query, else a
+    graph-backed multi-asset with the same keys, checks and partitions: one ``normalize_<query>``
+    step per query (only its statements: memory bounded by the largest query, steps spread over
+    the executor's workers), then ``write_tables``, which writes the day files and yields the
+    materializations."""
+    if len(queries) <= 1:
+        return normalized_flex
+    names = [q.name for q in queries]
+    steps = [_normalize_op(name, names) for name in names]
+
+    @dg.graph_multi_asset(
+        name="normalized_flex",
+        outs={
+            name: dg.AssetOut(kinds={"parquet"}, description=_description(name))
+            for name in NORMALIZED_TABLES
+        },
+        ins={"raw_flex_statement": dg.AssetIn(raw_flex_statement.key, dagster_type=dg.Nothing)},
+        check_specs=_check_specs(),
+        partitions_def=daily,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="normalized",
+        can_subset=True,
+    )
+    def normalized_flex_by_query(raw_flex_statement):
+        written = write_tables([step(raw_flex_statement) for step in steps])
+        return {
+            **{name: getattr(written, name) for name in NORMALIZED_TABLES},
+            **{
+                _check_output(name): getattr(written, _check_output(name))
+                for name in NORMALIZED_TABLES
+            },
+        }
+
+    return normalized_flex_by_query

@@ -1,0 +1,354 @@
+"""Scale benchmark (issue #13): N accounts x D days split into Q Flex queries, run by W Celery
+workers against a Postgres Dagster instance, and the same range in one process.
+
+Usage::
+
+    .venv/bin/python bench/scale.py                                   # 1,000 x 365, 10 queries, 2 workers
+    .venv/bin/python bench/scale.py --accounts 60 --days 60 --queries 3
+    .venv/bin/python bench/scale.py --accounts 60 --days 60 --queries 3 --skip-single
+
+Needs the local RabbitMQ (127.0.0.1:5672, ``rabbitmqctl`` on PATH) and PostgreSQL
+(127.0.0.1:5432, trust auth, user postgres). It creates its own vhost, user and database and
+removes them afterwards. The Flex simulator runs in its own process with ``--queries Q``, one
+token per query (``IBKR_FLEX_QUERIES``); the workers start as deploy/README.md says
+(``celery -A ibpipeline.celery_worker worker``); the run is ``dagster job execute`` of
+``flex_daily_job`` over the range (raw to marts and tearsheets).
+
+Prints the wall time of both runs, the Flex requests per query (statements stored per query, one
+SendRequest each), each worker's peak memory (its process tree, sampled every 0.2 s), the longest
+steps, the rows per normalized table and whether the two runs' tables are equal. Exits 1 when a
+target is missed: peak memory per worker <= 2 GiB, one request per query per 365 days, results
+identical to the single-process run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PEAK_TARGET_MIB = 2048.0
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+LINEAGE = "statement_sha256"  # differs between two fetches of the same days
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def _tree_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants (MiB, /proc)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children[ppid].append(int(entry.name))
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        stack.extend(children.get(p, ()))
+    return total
+
+
+class PeakSampler(threading.Thread):
+    """Samples the process trees of ``pids`` (name -> pid) until stopped; ``peaks`` in MiB."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peaks = pids, dict.fromkeys(pids, 0.0)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(0.2):
+            for name, pid in self.pids.items():
+                self.peaks[name] = max(self.peaks[name], _tree_rss_mib(pid))
+
+    def stop(self) -> dict[str, float]:
+        self._halt.set()
+        self.join()
+        return self.peaks
+
+
+def start_simulator(accounts: int, queries: int, start: date, seed: int, tokens: list[str]):
+    """``ibpipeline sim flex --queries Q`` in its own process; returns (process, base URL,
+    query ids)."""
+    proc = subprocess.Popen(
+        [str(BIN / "ibpipeline"), "sim", "flex", "--port", "0", "--token", ",".join(tokens)]
+        + ["--query-id", "900100", "--queries", str(queries), "--seed", str(seed)]
+        + ["--accounts", str(accounts), "--inception", start.isoformat(), "--no-rate-limits"]
+        + ["--account-layout", "blocks"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    ids = []
+    for line in proc.stdout:  # one "query <id>: ..." line per query, then the listening line
+        if line.startswith("query "):
+            ids.append(line.split()[1].rstrip(":"))
+        if line.startswith("Flex simulator listening on "):
+            base = line.split()[4]
+            return proc, base, ids or ["900100"]
+    proc.kill()
+    raise RuntimeError("the Flex simulator did not start")
+
+
+def statements_per_query(data_dir: Path, start: date, end: date) -> dict[str, int]:
+    """Statements stored per Flex query (one SendRequest each), read from the day manifests."""
+    from ibpipeline.storage import rawstore
+
+    seen: dict[str, set[str]] = defaultdict(set)
+    day = start
+    while day <= end:
+        manifest = rawstore.read_manifest(data_dir, day)
+        for m in manifest.statements if manifest else ():
+            seen[m.query or "default"].add(m.sha256)
+        day += timedelta(days=1)
+    return {q: len(s) for q, s in sorted(seen.items())}
+
+
+def table_digests(data_dir: Path) -> dict[str, tuple[int, int]]:
+    """(rows, order-independent hash) of every normalized table without ``LINEAGE``."""
+    import duckdb
+
+    from ibpipeline.assets import NORMALIZED_TABLES
+
+    out = {}
+    with duckdb.connect() as con:
+        for name in NORMALIZED_TABLES:
+            files = list((data_dir / "normalized" / name).rglob("*.parquet"))
+            if not files:
+                out[name] = (0, 0)
+                continue
+            glob = str(data_dir / "normalized" / name / "**" / "*.parquet")
+            rel = f"read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
+            cols = [
+                c[0]
+                for c in con.execute(f"describe select * from {rel}").fetchall()
+                if c[0] != LINEAGE
+            ]
+            sel = ", ".join(f'"{c}"' for c in cols)
+            rows, digest = con.execute(
+                f"select count(*), coalesce(sum(hash(t)), 0) from (select {sel} from {rel}) t"
+            ).fetchone()
+            out[name] = (rows, int(digest))
+    return out
+
+
+def step_seconds(env: dict[str, str]) -> dict[str, float]:
+    """Step key -> seconds of the instance's only run (STEP_START to its end)."""
+    import dagster as dg
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            (run,) = instance.get_runs(limit=1)
+            starts, out = {}, {}
+            for entry in instance.all_logs(run.run_id):
+                event = entry.dagster_event
+                if event is None or event.step_key is None:
+                    continue
+                if event.event_type_value == "STEP_START":
+                    starts[event.step_key] = entry.timestamp
+                elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+                    out[event.step_key] = entry.timestamp - starts.get(
+                        event.step_key, entry.timestamp
+                    )
+            return out
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_job(env: dict[str, str], start: date, end: date) -> tuple[float, str]:
+    """``dagster job execute`` of ``flex_daily_job`` over the range (raw to marts and
+    tearsheets); returns (seconds, output tail)."""
+    from ibpipeline.automation.ranges import range_tags
+
+    tags = range_tags(start.isoformat(), end.isoformat())
+    args = ["-m", "ibpipeline.definitions", "-j", "flex_daily_job", "--tags", json.dumps(tags)]
+    began = time.monotonic()
+    done = subprocess.run(
+        [str(BIN / "dagster"), "job", "execute", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.monotonic() - began
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"run failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
+    return elapsed, done.stdout[-500:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--queries", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--start", type=date.fromisoformat, default=date(2024, 1, 2))
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-single", action="store_true", help="no single-process run")
+    args = parser.parse_args(argv)
+
+    import psycopg2
+
+    from ibpipeline import settings
+
+    start, end = args.start, args.start + timedelta(days=args.days - 1)
+    tokens = ["".join(secrets.choice("0123456789") for _ in range(24)) for _ in range(args.queries)]
+    tmp = Path(tempfile.mkdtemp(prefix="ibp-scale-"))
+    vhost, password = f"ibp_bench_{secrets.token_hex(4)}", secrets.token_hex(12)
+    db = f"ibp_bench_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(dbname="postgres", **PG)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{db}"')
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("add_user", vhost, password)
+    _rabbitmqctl("set_permissions", "-p", vhost, vhost, ".*", ".*", ".*")
+    sim, workers = None, {}
+    failures: list[str] = []
+    try:
+        sim, base_url, query_ids = start_simulator(
+            args.accounts, args.queries, start, args.seed, tokens
+        )
+        spec = ",".join(f"q{i:02d}={q}:IBP_BENCH_TOKEN_{i}" for i, q in enumerate(query_ids))
+        home = tmp / "dagster_home"
+        home.mkdir()
+        shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+        common = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(ROOT),
+            settings.FLEX_BASE_URL_ENV: base_url,
+            settings.START_DATE_ENV: start.isoformat(),
+            "IBKR_FLEX_QUERIES": spec,
+            **{f"IBP_BENCH_TOKEN_{i}": t for i, t in enumerate(tokens)},
+        }
+        celery_env = {
+            **common,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_PG_USERNAME": "postgres",
+            "DAGSTER_PG_PASSWORD": "",
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": "5432",
+            "DAGSTER_PG_DB": db,
+            settings.EXECUTOR_ENV: "celery",
+            settings.CELERY_BROKER_ENV: f"pyamqp://{vhost}:{password}@127.0.0.1:5672/{vhost}",
+            settings.CELERY_BACKEND_ENV: "rpc://",
+            settings.DATA_DIR_ENV: str(tmp / "data_celery"),
+        }
+        for i in range(1, args.workers + 1):
+            log = (tmp / f"worker{i}.log").open("wb")
+            workers[f"worker{i}"] = subprocess.Popen(
+                [str(BIN / "celery"), "-A", "ibpipeline.celery_worker", "worker"]
+                + ["-n", f"worker{i}@%h", "-Q", "dagster", "--concurrency", "1"]
+                + ["--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+                + ["--include", "ibpipeline.forkserver_preload"],
+                cwd=ROOT,
+                env=celery_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        for name in workers:
+            while b" ready." not in (tmp / f"{name}.log").read_bytes():
+                if time.monotonic() > deadline or workers[name].poll() is not None:
+                    tail = (tmp / f"{name}.log").read_bytes()[-2000:].decode(errors="replace")
+                    raise RuntimeError(f"{name} not ready:\n{tail}")
+                time.sleep(0.2)
+        sampler = PeakSampler({name: p.pid for name, p in workers.items()})
+        sampler.start()
+        celery_s, _ = run_job(celery_env, start, end)
+        peaks = sampler.stop()
+        celery_steps = step_seconds(
+            {
+                "DAGSTER_HOME": str(home),
+                **{k: v for k, v in celery_env.items() if k.startswith("DAGSTER_PG")},
+            }
+        )
+        print(f"{args.accounts} accounts x {args.days} days, {args.queries} queries, "
+              f"{args.workers} Celery workers (Postgres instance)")  # fmt: skip
+        print(f"  celery run: {celery_s:.1f} s wall")
+        for name, peak in peaks.items():
+            ok = peak <= PEAK_TARGET_MIB
+            failures += [] if ok else [f"{name} peak {peak:.0f} MiB"]
+            print(f"  {name}: peak {peak:.0f} MiB (target <= {PEAK_TARGET_MIB:.0f}: "
+                  f"{'PASS' if ok else 'FAIL'})")  # fmt: skip
+        per_query = statements_per_query(tmp / "data_celery", start, end)
+        windows = -(-args.days // 365)
+        ok = len(per_query) == args.queries and all(n == windows for n in per_query.values())
+        failures += [] if ok else [f"requests per query {per_query}"]
+        print(f"  Flex requests per query: {per_query} (target {windows} each: "
+              f"{'PASS' if ok else 'FAIL'})")  # fmt: skip
+        print("  longest steps: " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in sorted(celery_steps.items(), key=lambda kv: -kv[1])[:6]
+        ))  # fmt: skip
+        got = table_digests(tmp / "data_celery")
+        print("  rows: " + ", ".join(f"{k} {v[0]}" for k, v in got.items() if v[0]))
+        if not args.skip_single:
+            single_env = {
+                **common,
+                "DAGSTER_HOME": str(tmp / "home_single"),
+                settings.EXECUTOR_ENV: "in_process",
+                settings.DATA_DIR_ENV: str(tmp / "data_single"),
+            }
+            (tmp / "home_single").mkdir()
+            single_s, _ = run_job(single_env, start, end)
+            expected = table_digests(tmp / "data_single")
+            same = got == expected
+            failures += [] if same else ["results differ from the single-process run"]
+            print(f"  single process (in_process executor, SQLite instance): {single_s:.1f} s wall")
+            print(f"  identical normalized tables: {'PASS' if same else 'FAIL'}")
+            if not same:
+                for k in expected:
+                    if got.get(k) != expected[k]:
+                        print(f"    {k}: celery {got.get(k)} vs single {expected[k]}")
+    finally:
+        for proc in workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+        if sim is not None:
+            sim.kill()
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+        subprocess.run(["rabbitmqctl", "-q", "delete_user", vhost], capture_output=True)
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        admin.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("targets: " + ("PASS" if not failures else "FAIL: " + "; ".join(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,8 +15,10 @@
   partition of a summary mart means "rebuilt (over all history) by a run covering that day".
 
 Both write ``<data_dir>/ibpipeline.duckdb`` and run in pool ``duckdb_writer`` (one writer per
-file). dbt sources are the normalized assets (same daily partitions, day D reads day D), so
-lineage reaches the raw Flex statements. dbt tests become asset checks.
+file); on the DuckLake (``IBPIPELINE_WAREHOUSE=ducklake``, dbt target ``ducklake``) they take no
+pool: runs of different day ranges write concurrently and retry conflicting commits. dbt sources
+are the normalized assets (same daily partitions, day D reads day D), so lineage reaches the raw
+Flex statements. dbt tests become asset checks.
 """
 
 import json
@@ -31,7 +33,6 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from ibpipeline import settings
 from ibpipeline.dbt import dbt_project
 from ibpipeline.partitions import daily
 from ibpipeline.process import children_die_with_this_process
@@ -39,7 +40,8 @@ from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import warehouse
 
 MARTS_GROUP = "marts"
-DUCKDB_POOL = "duckdb_writer"
+DUCKDB_POOL = warehouse.DUCKDB_POOL
+WRITER_POOL = warehouse.writer_pool()
 DAILY_SELECT = "path:models/staging path:models/intermediate config.materialized:incremental"
 
 
@@ -91,20 +93,23 @@ def window_vars(
 
 @contextmanager
 def data_dir_env(data_dir: Path) -> Iterator[None]:
-    """Set ``$IBPIPELINE_DATA_DIR`` to ``data_dir`` while starting dbt, then restore it.
+    """Set ``$IBPIPELINE_DATA_DIR`` to ``data_dir`` (and the DuckLake's data path when the lake is
+    configured) while starting dbt, then restore them.
 
-    dbt's profile and sources read that variable, and ``DbtCliResource`` hands the subprocess a
+    dbt's profile and sources read these variables, and ``DbtCliResource`` hands the subprocess a
     copy of this process's environment when it starts it (it has no ``env`` parameter).
     """
-    previous = os.environ.get(settings.DATA_DIR_ENV)
-    os.environ[settings.DATA_DIR_ENV] = str(data_dir)
+    values = warehouse.dbt_env(data_dir)
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            del os.environ[settings.DATA_DIR_ENV]
-        else:
-            os.environ[settings.DATA_DIR_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dbt_assets(
@@ -114,7 +119,7 @@ def data_dir_env(data_dir: Path) -> Iterator[None]:
     name="daily_marts",
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
+    pool=WRITER_POOL,
     dagster_dbt_translator=TRANSLATOR,
 )
 def daily_marts(
@@ -146,7 +151,7 @@ def daily_marts(
     name="summary_marts",
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
+    pool=WRITER_POOL,
     dagster_dbt_translator=TRANSLATOR,
 )
 def summary_marts(

@@ -75,6 +75,7 @@ SUMMARY_MARTS = {
     "realized_pnl_lots",
     "return_attribution",
     "corporate_actions_log",
+    "securities_history",
 }
 NO_NATURAL_KEY = {"realized_pnl_lots"}  # one row per closed lot: two lots may share every column
 MART_NAMES = {p.stem for p in (PROJECT_DIR / "models" / "marts").glob("*.sql")}

@@ -17,15 +17,18 @@ import sys
 from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pandas as pd
 import pyarrow as pa
 import pytest
 
 from ibpipeline import settings
-from ibpipeline.assets.postgres import mart_names
+from ibpipeline.assets.checks import nav_breaks, open_marts, read_nav_days
+from ibpipeline.assets.postgres import PostgresWarehouseResource, mart_names, postgres_marts
 from ibpipeline.flex.parse import parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions
+from ibpipeline.resources import DataDirResource
 from ibpipeline.sim.flex_statement import render_statement
 from ibpipeline.storage import warehouse
 from ibpipeline.storage.parquet import write_day
@@ -144,6 +147,40 @@ def dbt_window(data_dir: Path, start: date, end: date) -> subprocess.Popen:
     )
 
 
+def read_by_views_checks_and_the_postgres_copy(
+    data_dir: Path, catalog: str, statement: dict[str, pa.Table]
+) -> None:
+    """The views, the daily_nav checks and ``postgres_marts`` work on the lake."""
+    counts = warehouse.refresh_views(data_dir)
+    assert counts["nav_daily"] == statement["nav_daily"].num_rows
+    with open_marts(data_dir) as con:
+        assert not nav_breaks(read_nav_days(con))
+        assert con.execute("SELECT count(*) FROM nav_daily").fetchone()[0] == counts["nav_daily"]
+    resources = {
+        "data_dir": DataDirResource(path=str(data_dir)),
+        "postgres_warehouse": PostgresWarehouseResource(dsn=catalog, schema_name="marts_copy"),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([postgres_marts], instance=instance, resources=resources)
+    assert result.success
+    copied = result.asset_materializations_for_node("postgres_marts")[0].metadata
+    assert copied["rows_daily_nav"].value == mart_frame(data_dir, "daily_nav").shape[0]
+
+
+def test_definitions_on_the_lake_take_no_writer_pool(lake_env: str) -> None:
+    code = (
+        "import ibpipeline.definitions as d; g = d.defs.resolve_asset_graph(); "
+        "print(sorted({p for k in g.get_all_asset_keys() for p in (g.get(k).pools or ())}))"
+    )
+    env = {**os.environ, settings.FLEX_TOKEN_ENV: "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    pools = done.stdout.splitlines()[-1]
+    assert "flex_api" in pools and "duckdb_writer" not in pools, done.stdout
+
+
 def test_lake_settings_and_the_catalog_password_is_never_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -245,6 +282,7 @@ def test_time_travel_returns_what_the_report_said_before_a_rerun(
 ) -> None:
     write_normalized(tmp_path, statement)
     dbt_build(tmp_path)
+    read_by_views_checks_and_the_postgres_copy(tmp_path, lake_env, statement)
     nav = statement["nav_daily"]
     account, day = nav["account_id"][3].as_py(), nav["date"][3].as_py()
     sql = "SELECT nav FROM daily_nav WHERE account_id = ? AND date = ?"

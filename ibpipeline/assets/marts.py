@@ -16,7 +16,8 @@
 
 Both write ``<data_dir>/ibpipeline.duckdb`` and run in pool ``duckdb_writer`` (one writer per
 file); on the DuckLake (``IBPIPELINE_WAREHOUSE=ducklake``, dbt target ``ducklake``) they take no
-pool: runs of different day ranges write concurrently and retry conflicting commits. dbt sources
+pool: runs of different day ranges write concurrently, and a build that failed only on commit
+conflicts with another run is run again (``RetryRequested``). dbt sources
 are the normalized assets (same daily partitions, day D reads day D), so lineage reaches the raw
 Flex statements. dbt tests become asset checks.
 """
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from ibpipeline.dbt import dbt_project
 from ibpipeline.partitions import daily
@@ -112,6 +114,29 @@ def data_dir_env(data_dir: Path) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def stream_retrying_conflicts(
+    context: dg.AssetExecutionContext, invocation: DbtCliInvocation
+) -> Iterator[Any]:
+    """The dbt events; when the build failed only on DuckLake commit conflicts (another run wrote
+    the same view or table meanwhile), ask Dagster to run the step again after a back-off."""
+    try:
+        yield from invocation.stream()
+    except DagsterDbtCliRuntimeError:
+        try:
+            conflicts = warehouse.dbt_conflicts(invocation.get_artifact("run_results.json"))
+        except OSError:
+            conflicts = []
+        if not conflicts or context.retry_number >= warehouse.DBT_CONFLICT_RETRIES:
+            raise
+        wait = warehouse.conflict_wait_s(context.retry_number + 1)
+        context.log.warning(
+            f"commit conflicts with another run in {conflicts}: retry in {wait:.0f} s"
+        )
+        raise dg.RetryRequested(
+            max_retries=warehouse.DBT_CONFLICT_RETRIES, seconds_to_wait=wait
+        ) from None
+
+
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
@@ -140,7 +165,7 @@ def daily_marts(
     context.log.info(f"loaded {sum(loaded.values())} rows of {len(loaded)} tables into landing")
     with data_dir_env(root), children_die_with_this_process():
         invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
-    yield from invocation.stream()
+    yield from stream_retrying_conflicts(context, invocation)
 
 
 @dbt_assets(
@@ -160,7 +185,7 @@ def summary_marts(
     """``dbt build`` of the full-history summary tables (whatever the run's partitions)."""
     with data_dir_env(data_dir.root()), children_die_with_this_process():
         invocation = dbt.cli(["build"], context=context)
-    yield from invocation.stream()
+    yield from stream_retrying_conflicts(context, invocation)
 
 
 dbt_mart_assets = [daily_marts, summary_marts]

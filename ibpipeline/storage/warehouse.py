@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -452,3 +453,23 @@ def writer_pool() -> str | None:
     ``duckdb_writer`` for the embedded file (one process at a time), none for the DuckLake, whose
     writers run concurrently and retry conflicting commits."""
     return None if settings.ducklake_enabled() else DUCKDB_POOL
+
+
+DBT_CONFLICT_RETRIES = 4
+"""Times a dbt build on the DuckLake is run again after failing on commit conflicts only."""
+
+
+def dbt_conflicts(run_results: dict) -> list[str]:
+    """Nodes of a dbt ``run_results.json`` that failed on a DuckLake commit conflict; empty when
+    any failure had another cause (a re-run would fail again)."""
+    failed = [r for r in run_results.get("results", []) if r.get("status") in ("error", "fail")]
+    conflicted = [
+        r["unique_id"] for r in failed if "transaction conflict" in str(r.get("message")).lower()
+    ]
+    return conflicted if len(conflicted) == len(failed) else []
+
+
+def conflict_wait_s(attempt: int) -> float:
+    """Seconds before re-running a dbt build after its ``attempt``-th conflict (5, 10, 20, ...
+    plus up to 50 % jitter, so two runs do not collide again in step)."""
+    return 5 * 2 ** (attempt - 1) * (1 + random.random() / 2)

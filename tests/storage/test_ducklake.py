@@ -14,17 +14,21 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import duckdb
 import pandas as pd
 import pyarrow as pa
 import pytest
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
 from ibpipeline import settings
 from ibpipeline.assets.checks import nav_breaks, open_marts, read_nav_days
+from ibpipeline.assets.marts import DAILY_SELECT, landing_tables, stream_retrying_conflicts
 from ibpipeline.assets.postgres import PostgresWarehouseResource, mart_names, postgres_marts
 from ibpipeline.flex.parse import parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions
@@ -107,24 +111,18 @@ def mart_frame(data_dir: Path, name: str) -> pd.DataFrame:
     return frame.sort_values(list(frame.columns)).reset_index(drop=True)
 
 
-def dbt_window(data_dir: Path, start: date, end: date) -> subprocess.Popen:
-    """A process loading ``start <= date < end`` into landing and building those days' marts,
-    as one ``daily_marts`` run does."""
-    code = (
-        "import sys, subprocess, datetime as d;"
-        "from ibpipeline.storage import warehouse;"
-        "from ibpipeline.assets.marts import landing_tables;"
-        "w=(d.date.fromisoformat(sys.argv[2]), d.date.fromisoformat(sys.argv[3]));"
-        "warehouse.load_landing(sys.argv[1], landing_tables(), w);"
-        "sys.exit(subprocess.run(sys.argv[4:]).returncode)"
-    )
+def run_window(data_dir: Path, start: date, end: date) -> int:
+    """Load ``start <= date < end`` into landing and build those days' marts, as one
+    ``daily_marts`` step does, again while dbt fails only on commit conflicts; return how many
+    times it ran again."""
+    warehouse.load_landing(data_dir, landing_tables(), (start, end))
     dbt_vars = json.dumps({"min_date": start.isoformat(), "max_date": end.isoformat()})
-    tag = f"{start:%m%d}"
+    target = data_dir / f"dbt_target_{start:%m%d}"
     command = [
         str(DBT),
         "build",
         "--select",
-        "path:models/staging path:models/intermediate config.materialized:incremental",
+        DAILY_SELECT,
         "--vars",
         dbt_vars,
         "--project-dir",
@@ -132,14 +130,31 @@ def dbt_window(data_dir: Path, start: date, end: date) -> subprocess.Popen:
         "--profiles-dir",
         str(PROJECT),
         "--target-path",
-        str(data_dir / f"dbt_target_{tag}"),
+        str(target),
         "--log-path",
-        str(data_dir / f"dbt_logs_{tag}"),
+        str(target),
     ]
     env = {**os.environ, **warehouse.dbt_env(data_dir)}
+    for attempt in range(warehouse.DBT_CONFLICT_RETRIES + 1):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode == 0:
+            return attempt
+        results = json.loads((target / "run_results.json").read_text())
+        if not warehouse.dbt_conflicts(results):
+            raise AssertionError(f"dbt build failed:\n{done.stdout[-6000:]}")
+        time.sleep(warehouse.conflict_wait_s(attempt + 1))
+    raise AssertionError(f"still conflicting after {attempt} retries")
+
+
+def start_window(data_dir: Path, start: date, end: date) -> subprocess.Popen:
+    """``run_window`` in a process of its own (prints the retry count)."""
+    code = (
+        "import sys, datetime as d; from tests.storage.test_ducklake import run_window; "
+        "print('retries', run_window(__import__('pathlib').Path(sys.argv[1]), "
+        "d.date.fromisoformat(sys.argv[2]), d.date.fromisoformat(sys.argv[3])))"
+    )
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(data_dir), start.isoformat(), end.isoformat(), *command],
-        env=env,
+        [sys.executable, "-c", code, str(data_dir), start.isoformat(), end.isoformat()],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -236,11 +251,12 @@ def test_two_processes_write_the_lake_at_once_and_both_land(
     with warehouse.connect(tmp_path) as con:
         con.execute("DELETE FROM daily_nav")
         con.execute("DELETE FROM landing.nav_daily")
-    runs = [dbt_window(tmp_path, date(1900, 1, 1), date(2024, 1, 10))]
-    runs.append(dbt_window(tmp_path, date(2024, 1, 10), date(9999, 12, 31)))
+    runs = [start_window(tmp_path, date(1900, 1, 1), date(2024, 1, 10))]
+    runs.append(start_window(tmp_path, date(2024, 1, 10), date(9999, 12, 31)))
     outputs = [run.communicate(timeout=900)[0] for run in runs]
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output[-6000:]
+        print(output.splitlines()[-1])  # "retries N": how often it met the other run's commits
     pd.testing.assert_frame_equal(mart_frame(tmp_path, "daily_nav"), before)
     with warehouse.connect(tmp_path, read_only=True) as con:
         landed = con.execute("SELECT count(*) FROM landing.nav_daily").fetchone()[0]
@@ -316,3 +332,48 @@ def test_time_travel_returns_what_the_report_said_before_a_rerun(
     assert now == reported + 100
     assert then == reported and at_time == reported
     assert changes > 0
+
+
+def conflict_results(*messages: str) -> dict:
+    return {
+        "results": [
+            {"unique_id": f"model.ibpipeline.m{i}", "status": "error", "message": m}
+            for i, m in enumerate(messages)
+        ]
+        + [{"unique_id": "model.ibpipeline.ok", "status": "success", "message": "OK"}]
+    }
+
+
+CONFLICT = "Failed to commit DuckLake transaction.\nTransaction conflict - attempting to drop view"
+
+
+def test_only_builds_failing_on_commit_conflicts_are_run_again() -> None:
+    assert warehouse.dbt_conflicts(conflict_results(CONFLICT)) == ["model.ibpipeline.m0"]
+    assert warehouse.dbt_conflicts(conflict_results(CONFLICT, "Binder Error: no column x")) == []
+    assert warehouse.dbt_conflicts(conflict_results()) == []
+    assert 5 <= warehouse.conflict_wait_s(1) <= 7.5 and 10 <= warehouse.conflict_wait_s(2) <= 15
+
+
+class FailedInvocation:
+    def __init__(self, results: dict) -> None:
+        self.results = results
+
+    def stream(self):
+        yield from ()
+        raise DagsterDbtCliRuntimeError("dbt build failed")
+
+    def get_artifact(self, name: str) -> dict:
+        return self.results
+
+
+def test_a_conflicted_dbt_step_asks_dagster_to_run_it_again() -> None:
+    context = SimpleNamespace(retry_number=0, log=SimpleNamespace(warning=lambda _: None))
+    with pytest.raises(dg.RetryRequested) as retry:
+        list(stream_retrying_conflicts(context, FailedInvocation(conflict_results(CONFLICT))))
+    assert retry.value.max_retries == warehouse.DBT_CONFLICT_RETRIES
+    other = FailedInvocation(conflict_results("Binder Error: no column x"))
+    with pytest.raises(DagsterDbtCliRuntimeError):
+        list(stream_retrying_conflicts(context, other))
+    context.retry_number = warehouse.DBT_CONFLICT_RETRIES
+    with pytest.raises(DagsterDbtCliRuntimeError):
+        list(stream_retrying_conflicts(context, FailedInvocation(conflict_results(CONFLICT))))

@@ -35,7 +35,7 @@ from ibpipeline.flex.positions import reconstruct_daily_positions
 from ibpipeline.resources import DataDirResource
 from ibpipeline.sim.flex_statement import render_statement
 from ibpipeline.storage import warehouse
-from ibpipeline.storage.parquet import write_day
+from ibpipeline.storage.parquet import table_glob, write_day
 from ibpipeline.world import World
 from tests.marts.normalized import DBT, PROJECT, dbt_build
 
@@ -377,3 +377,29 @@ def test_a_conflicted_dbt_step_asks_dagster_to_run_it_again() -> None:
     context.retry_number = warehouse.DBT_CONFLICT_RETRIES
     with pytest.raises(DagsterDbtCliRuntimeError):
         list(stream_retrying_conflicts(context, FailedInvocation(conflict_results(CONFLICT))))
+
+
+def test_a_commit_conflicting_with_another_writer_is_run_again(
+    tmp_path: Path, statement: dict[str, pa.Table], lake_env: str
+) -> None:
+    write_normalized(tmp_path, statement)
+    warehouse.load_landing(tmp_path, ["nav_daily"])
+    split, files = date(2024, 1, 10), table_glob(tmp_path, "nav_daily")
+    attempts: list[int] = []
+
+    def load_first_window(con: duckdb.DuckDBPyConnection) -> None:
+        attempts.append(1)
+        with warehouse.transaction(con):
+            con.execute("DELETE FROM landing.nav_daily WHERE date < ?", [split])
+            if len(attempts) == 1:  # another run commits the other window meanwhile
+                warehouse.load_landing(tmp_path, ["nav_daily"], (split, date(2025, 1, 1)))
+            con.execute(
+                "INSERT INTO landing.nav_daily BY NAME SELECT * FROM read_parquet(?) WHERE date < ?",
+                [files, split],
+            )
+
+    with warehouse.connect(tmp_path) as con:
+        warehouse.retry_conflicts(lambda: load_first_window(con), delays_s=(0.1,))
+        rows = con.execute("SELECT count(*) FROM landing.nav_daily").fetchone()[0]
+    assert len(attempts) == 2, "the first commit conflicted and was run again"
+    assert rows == statement["nav_daily"].num_rows

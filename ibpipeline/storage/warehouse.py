@@ -159,9 +159,19 @@ def connect(
     config = lake_config(data_dir)
     if config is not None:
         return connect_lake(config, read_only)
-    if read_only:
-        return duckdb.connect(str(warehouse_path(data_dir)), read_only=True)
-    return connect_for_write(warehouse_path(data_dir), lock_delays_s)
+    path = warehouse_path(data_dir)
+    try:
+        if read_only:
+            return duckdb.connect(str(path), read_only=True)
+        return connect_for_write(path, lock_delays_s)
+    except duckdb.IOException as exc:
+        if "newer version" not in str(exc):
+            raise
+        raise duckdb.IOException(
+            f"{path} was written by a newer DuckDB than {duckdb.__version__} (e.g. 2.x before the "
+            "pin to 1.5.5 for DuckLake). It only holds data derived from the Parquet files: move it "
+            f"away and rebuild the marts over the whole history. {exc}"
+        ) from None
 
 
 def warehouse_exists(data_dir: Path) -> bool:

@@ -403,3 +403,16 @@ def test_a_commit_conflicting_with_another_writer_is_run_again(
         rows = con.execute("SELECT count(*) FROM landing.nav_daily").fetchone()[0]
     assert len(attempts) == 2, "the first commit conflicted and was run again"
     assert rows == statement["nav_daily"].num_rows
+
+
+def test_a_file_of_a_newer_duckdb_fails_with_the_way_out(tmp_path: Path) -> None:
+    path = warehouse.warehouse_path(tmp_path)
+    header = bytes.fromhex(  # the first block of a file written by duckdb 2.0.1 (version 999)
+        "b792fa70d54667534455434be7030000000000000000000000000000000000000000000000000000"
+        "00000000000000000000000076322e302e3100000000000000000000000000000000000000000000"
+        "00000000386437383131346539300000000000000000000000000000000000000000000000000000"
+        "00000000c75cd90e04582d4c522df490cd3d08cd"
+    )
+    path.write_bytes(header.ljust(3 * 4096, b"\0"))
+    with pytest.raises(duckdb.IOException, match="rebuild the marts over the whole history"):
+        warehouse.connect(tmp_path, read_only=True)

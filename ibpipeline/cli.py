@@ -33,14 +33,27 @@ def _positive(text: str) -> int:
 def _sim_flex(args: argparse.Namespace) -> int:
     from ibpipeline.sim.flex_server import run_flex_simulator
 
-    token = args.token or os.environ.get(settings.FLEX_TOKEN_ENV)
-    if not token:
+    raw = args.token or os.environ.get(settings.FLEX_TOKEN_ENV)
+    if not raw:
         print(f"error: set {settings.FLEX_TOKEN_ENV} (or pass --token)", file=sys.stderr)
+        return 2
+    tokens = [t.strip() for t in raw.split(",")]
+    if len(tokens) not in (1, args.queries) or not all(tokens):
+        print(
+            f"error: --queries {args.queries} needs one token (shared) or {args.queries} "
+            "comma-separated tokens (one per query)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.queries > args.accounts:
+        print(
+            f"error: --queries {args.queries} exceeds --accounts {args.accounts}", file=sys.stderr
+        )
         return 2
     run_flex_simulator(
         args.host,
         args.port,
-        token,
+        tokens[0],
         args.query_id,
         args.seed,
         args.accounts,
@@ -51,6 +64,9 @@ def _sim_flex(args: argparse.Namespace) -> int:
         fx_commission_in_base=args.fx_commission_in_base,
         rate_limited=not args.no_rate_limits,
         life_events=args.life_events,
+        queries=args.queries,
+        tokens=tokens,
+        layout=args.account_layout,
     )
     return 0
 
@@ -149,12 +165,21 @@ def _backfill(args: argparse.Namespace) -> int:
     from ibpipeline.automation.backfill import run_backfill
     from ibpipeline.definitions import build_defs
     from ibpipeline.demo import demo_instance
+    from ibpipeline.flex.queries import missing_tokens
 
-    if not os.environ.get(settings.FLEX_TOKEN_ENV) or not settings.flex_query_id():
+    queries = settings.flex_queries()  # FlexQueriesConfigError names a malformed entry
+    if not os.environ.get(settings.FLEX_QUERIES_ENV) and (
+        not os.environ.get(settings.FLEX_TOKEN_ENV) or not settings.flex_query_id()
+    ):
         print(
-            f"error: set {settings.FLEX_TOKEN_ENV} and {settings.FLEX_QUERY_ID_ENV}",
+            f"error: set {settings.FLEX_TOKEN_ENV} and {settings.FLEX_QUERY_ID_ENV} "
+            f"(or {settings.FLEX_QUERIES_ENV})",
             file=sys.stderr,
         )
+        return 2
+    missing = missing_tokens(queries)
+    if missing:
+        print("error: " + "; ".join(missing), file=sys.stderr)
         return 2
     with demo_instance(Path.cwd()) as instance:
         result = run_backfill(build_defs(), instance, args.start, args.end, marts=not args.no_marts)
@@ -196,9 +221,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flex.add_argument("--port", type=int, default=8765, help="TCP port")
     flex.add_argument(
-        "--token", help=f"token clients must send (default: ${settings.FLEX_TOKEN_ENV})"
+        "--token",
+        help=f"token clients must send (default: ${settings.FLEX_TOKEN_ENV}); with --queries N, "
+        "one token shared by every query or N comma-separated tokens, one per query",
     )
-    flex.add_argument("--query-id", default="123456", help="Flex query id clients must send")
+    flex.add_argument(
+        "--query-id",
+        default="123456",
+        help="Flex query id clients must send (with --queries N: the first of N consecutive ids)",
+    )
+    flex.add_argument(
+        "--queries",
+        type=_positive,
+        default=1,
+        help="serve this many queries over disjoint accounts of the world (one line per query "
+        "printed at start: id, token number, accounts)",
+    )
+    flex.add_argument(
+        "--account-layout",
+        choices=("round_robin", "blocks"),
+        default="round_robin",
+        help="how --queries splits the accounts: account i to query i mod N, or contiguous blocks",
+    )
     flex.add_argument("--seed", type=int, default=7, help="seed of the simulated world")
     flex.add_argument("--accounts", type=_positive, default=4, help="number of simulated accounts")
     flex.add_argument(
@@ -303,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill",
         formatter_class=_HELP,
         help="one flex_daily_job run over a date range in the local Dagster instance: fetch it "
-        "(one Flex request per 365 days), normalize every account, rebuild the marts",
+        "(one Flex request per query and 365 days), normalize every account, rebuild the marts",
     )
     backfill.add_argument(
         "--start", type=_date, required=True, help="first report date, YYYY-MM-DD"

@@ -7,6 +7,8 @@ The main job is ``flex_daily_job`` (``ibpipeline.automation.jobs``): raw -> norm
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dagster as dg
 
 from ibpipeline import settings
@@ -15,6 +17,7 @@ from ibpipeline.assets.checks import mart_checks, positions_checks
 from ibpipeline.assets.gateway import gateway_assets, gateway_checks
 from ibpipeline.assets.marts import dbt_mart_assets, marts_job
 from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts
+from ibpipeline.assets.raw import build_raw_flex_statement, raw_flex_statement
 from ibpipeline.assets.tearsheets import tearsheets
 from ibpipeline.assets.warehouse import gateway_warehouse_views
 from ibpipeline.automation.backfill import cli_console_logger
@@ -27,6 +30,7 @@ from ibpipeline.automation.sensors import (
     marts_after_inbox,
 )
 from ibpipeline.dbt import dbt_resource
+from ibpipeline.flex.queries import FlexQuery
 from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 
@@ -34,11 +38,7 @@ from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources from the environment; the token stays an ``EnvVar`` resolved at run time."""
     resources: dict[str, dg.ConfigurableResource] = {
-        "flex": FlexResource(
-            token=settings.flex_token(),
-            query_id=settings.flex_query_id(),
-            base_url=settings.flex_base_url(),
-        ),
+        **flex_resources(settings.flex_queries()),
         "data_dir": DataDirResource(path=str(settings.data_dir())),
         "dbt": dbt_resource(),
         "gateway": GatewayResource(
@@ -50,6 +50,20 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             dsn=settings.postgres_dsn(), schema_name=settings.postgres_schema()
         )
     return resources
+
+
+def flex_resources(queries: Sequence[FlexQuery]) -> dict[str, FlexResource]:
+    """One ``FlexResource`` per Flex query under its resource key, each token an ``EnvVar``."""
+    several = len(queries) > 1
+    return {
+        q.resource_key: FlexResource(
+            token=dg.EnvVar(q.token_env),
+            query_id=q.query_id,
+            query_name=q.name if several else None,
+            base_url=settings.flex_base_url(),
+        )
+        for q in queries
+    }
 
 
 def daily_single_run(assets_def: dg.AssetsDefinition) -> dg.AssetsDefinition:
@@ -98,11 +112,12 @@ def run_executor() -> dg.ExecutorDefinition:
 
 
 def build_defs() -> dg.Definitions:
-    """The Definitions for the environment as it is now (data folder, Flex query, gateways,
+    """The Definitions for the environment as it is now (data folder, Flex queries, gateways,
     Postgres). ``defs`` below is built once at import; the CLI builds its own after it has set
     ``$IBPIPELINE_DATA_DIR`` from ``--data-dir``, so an earlier import never decides the folder."""
+    raw = build_raw_flex_statement(settings.flex_queries())
     assets = [
-        *(daily_single_run(a) for a in flex_assets),
+        *(daily_single_run(raw if a is raw_flex_statement else a) for a in flex_assets),
         *gateway_assets,
         gateway_warehouse_views,
         *dbt_mart_assets,

@@ -1,7 +1,8 @@
 """Dagster resources: the Flex Web Service client, the IB Gateways and the data folder.
 
 Build ``FlexResource`` with ``token=dg.EnvVar("IBKR_FLEX_TOKEN")`` (see ``definitions.py``): Dagster
-then resolves the token at run time and shows only the variable's name.
+then resolves the token at run time and shows only the variable's name. With several Flex queries
+there is one ``FlexResource`` per query (``flex_<name>``), each with the ``EnvVar`` of its token.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class FlexResource(dg.ConfigurableResource):
         description="Flex Web Service token; always pass dg.EnvVar('IBKR_FLEX_TOKEN')."
     )
     query_id: str = Field(description="Activity Flex Query id.")
+    query_name: str | None = Field(
+        default=None,
+        description="Name of the query when several are configured ($IBKR_FLEX_QUERIES); logs, "
+        "errors and manifests name the query by it.",
+    )
     base_url: str | None = Field(
         default=None,
         description="Overrides both endpoints with <base_url>/SendRequest and <base_url>/GetStatement "

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from ibpipeline.flex.queries import DEFAULT_QUERY_NAME, FlexQuery, parse_flex_queries
+
 DATA_DIR_ENV = "IBPIPELINE_DATA_DIR"
 START_DATE_ENV = "IBPIPELINE_START_DATE"
 FLEX_TOKEN_ENV = "IBKR_FLEX_TOKEN"
 FLEX_QUERY_ID_ENV = "IBKR_FLEX_QUERY_ID"
 FLEX_BASE_URL_ENV = "IBKR_FLEX_BASE_URL"
+FLEX_QUERIES_ENV = "IBKR_FLEX_QUERIES"
 GATEWAYS_ENV = "IB_GATEWAYS"
 GATEWAY_CLIENT_ID_ENV = "IB_CLIENT_ID"
 GATEWAY_SNAPSHOT_INTERVAL_ENV = "IB_SNAPSHOT_INTERVAL_MINUTES"
@@ -55,6 +58,20 @@ def flex_token() -> dg.EnvVar:
 def flex_query_id() -> str:
     """The Flex query id (``$IBKR_FLEX_QUERY_ID``, not secret); empty when unset."""
     return os.environ.get(FLEX_QUERY_ID_ENV, "")
+
+
+def flex_queries() -> tuple[FlexQuery, ...]:
+    """Every Flex query to fetch, in order.
+
+    ``$IBKR_FLEX_QUERIES`` (``name=query_id:TOKEN_ENV_VAR`` entries separated by commas, see
+    ``ibpipeline.flex.queries``) when set; otherwise the single ``default`` query of
+    ``$IBKR_FLEX_QUERY_ID`` with the token in ``$IBKR_FLEX_TOKEN``. Raises FlexQueriesConfigError
+    (a ValueError) naming the malformed entry. Tokens are not read here.
+    """
+    raw = os.environ.get(FLEX_QUERIES_ENV, "").strip()
+    if raw:
+        return parse_flex_queries(raw, FLEX_QUERIES_ENV)
+    return (FlexQuery(DEFAULT_QUERY_NAME, flex_query_id(), FLEX_TOKEN_ENV),)
 
 
 def flex_base_url() -> str | None:

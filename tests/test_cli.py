@@ -38,6 +38,24 @@ def test_sim_flex_requires_a_token(monkeypatch, capsys):
     assert "IBKR_FLEX_TOKEN" in capsys.readouterr().err
 
 
+def test_sim_flex_checks_the_queries_tokens_and_accounts(monkeypatch, capsys):
+    monkeypatch.delenv("IBKR_FLEX_TOKEN", raising=False)
+    assert main(["sim", "flex", "--port", "0", "--queries", "3", "--token", "a,b"]) == 2
+    assert "one token (shared) or 3 comma-separated tokens" in capsys.readouterr().err
+    assert main(["sim", "flex", "--port", "0", "--queries", "5", "--token", "a"]) == 2
+    assert "--queries 5 exceeds --accounts 4" in capsys.readouterr().err
+
+
+def test_backfill_names_the_query_whose_token_variable_is_unset(monkeypatch, capsys):
+    monkeypatch.setenv("IBKR_FLEX_QUERIES", "east=1:TEST_TOKEN_EAST,west=2:TEST_TOKEN_WEST")
+    monkeypatch.setenv("TEST_TOKEN_EAST", "731054826619374025548312")
+    monkeypatch.delenv("TEST_TOKEN_WEST", raising=False)
+    assert main(["backfill", "--start", "2024-01-02", "--end", "2024-01-03"]) == 2
+    err = capsys.readouterr().err
+    assert "query west (id 2): token variable TEST_TOKEN_WEST is not set" in err
+    assert "731054826619374025548312" not in err
+
+
 def test_argument_validation():
     parser = build_parser()
     with pytest.raises(SystemExit):

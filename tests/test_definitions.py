@@ -40,7 +40,9 @@ def test_assets_groups_pools_and_jobs():
     assert groups["warehouse_views"] == "warehouse"
     assert all(groups[name] == "normalized" for name in NORMALIZED_TABLES)
     raw = defs.resolve_assets_def("raw_flex_statement")
-    assert raw.op.pool == "flex_api"
+    ops = {node.name: node.definition for node in raw.node_def.nodes}
+    assert sorted(ops) == ["fetch_default", "record_statements"]
+    assert ops["fetch_default"].pool == "flex_api"
     assert defs.resolve_assets_def("warehouse_views").op.pool == "duckdb_writer"
     nav = defs.resolve_assets_def("nav_daily")
     assert nav.backfill_policy == dg.BackfillPolicy.single_run()
@@ -57,6 +59,39 @@ def test_token_is_an_env_var():
     flex = defs.resources["flex"]
     assert isinstance(flex.token, dg.EnvVar)
     assert flex.token.env_var_name == "IBKR_FLEX_TOKEN"
+
+
+def test_several_flex_queries_are_steps_and_resources_with_env_var_tokens(monkeypatch):
+    from ibpipeline.definitions import build_defs
+
+    monkeypatch.setenv("IBKR_FLEX_QUERIES", "east=800969:TOKEN_EAST, west=800970:TOKEN_WEST")
+    several = build_defs()
+    raw = several.resolve_assets_def("raw_flex_statement")
+    assert sorted(n.name for n in raw.node_def.nodes) == [
+        "fetch_east",
+        "fetch_west",
+        "record_statements",
+    ]
+    assert raw.key == dg.AssetKey("raw_flex_statement")
+    assert raw.partitions_def == defs.resolve_assets_def("raw_flex_statement").partitions_def
+    assert raw.backfill_policy == dg.BackfillPolicy.single_run()
+    for name, query_id in (("east", "800969"), ("west", "800970")):
+        flex = several.resources[f"flex_{name}"]
+        assert isinstance(flex.token, dg.EnvVar)
+        assert flex.token.env_var_name == f"TOKEN_{name.upper()}"
+        assert (flex.query_id, flex.query_name) == (query_id, name)
+    assert "flex" not in several.resources
+    graph = several.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("nav_daily")).parent_keys == {dg.AssetKey("raw_flex_statement")}
+    several.resolve_job_def("flex_daily_job")  # the job resolves the per-query resources
+
+    monkeypatch.setenv("IBKR_FLEX_QUERIES", "east=800969")
+    try:
+        build_defs()
+    except ValueError as exc:
+        assert "IBKR_FLEX_QUERIES entry 1" in str(exc)
+    else:
+        raise AssertionError("a malformed IBKR_FLEX_QUERIES must fail loading")
 
 
 def test_instance_config(tmp_path, monkeypatch):

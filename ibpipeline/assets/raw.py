@@ -1,120 +1,146 @@
 """``raw_flex_statement``: fetch Activity Flex statements into the content-addressed raw store.
 
-Partitioned by report date only (one Flex request covers every account of the query), with a
-single-run backfill policy: a run over D contiguous days sends ceil(D / 365) statement requests.
+Partitioned by report date only (one Flex request covers every account of a query), with a
+single-run backfill policy. A graph-backed asset: one ``fetch_<query>`` step per configured Flex
+query (``settings.flex_queries()``), each with its own resource, token, rate limiter and Dagster
+pool, then one ``record_statements`` step that materializes the asset. A run over D contiguous
+days sends ceil(D / 365) statement requests per query. A failing query fails its own step (and so
+the asset's run); the other queries' statements and manifests are stored all the same.
 """
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 import dagster as dg
-from lxml import etree
 
+from ibpipeline import settings
 from ibpipeline.flex.client import split_range
-from ibpipeline.flex.schema import NULL_TOKENS
-from ibpipeline.partitions import daily, register_accounts, validate_account_id
-from ibpipeline.resources import DataDirResource, FlexResource
-from ibpipeline.storage import rawstore
-
-
-def days_in(fd: date, td: date) -> Iterator[date]:
-    """Every calendar day from ``fd`` to ``td`` inclusive."""
-    for offset in range((td - fd).days + 1):
-        yield fd + timedelta(days=offset)
-
-
-class _AccountIds:
-    """lxml parser target collecting the ``accountId`` of every statement and row element."""
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-
-    def start(self, tag: str, attrib: dict) -> None:
-        account_id = attrib.get("accountId")
-        if account_id is not None and account_id not in NULL_TOKENS:
-            self.ids.add(account_id)
-        elif tag == "FlexStatement":
-            self.ids.add(account_id or "")  # a statement without an account id is refused
-
-    def close(self) -> set[str]:
-        return self.ids
-
-
-def statement_accounts(content: bytes) -> tuple[str, ...]:
-    """Sorted, validated account ids of a Flex XML response: every ``FlexStatement``'s and every
-    row's ``accountId`` (so sub-accounts such as ``U1234567F`` inside a ``U1234567`` statement are
-    accounts of the statement too; ``-`` on SUMMARY rows is not an id).
-
-    Streams the document (no tree). Raises InvalidAccountIdError on an unsafe id
-    (:func:`ibpipeline.partitions.validate_account_id`).
-    """
-    parser = etree.XMLParser(
-        target=_AccountIds(), huge_tree=True, resolve_entities=False, no_network=True
-    )
-    parser.feed(content)
-    return tuple(sorted(validate_account_id(a) for a in parser.close()))
-
-
-@dg.asset(
-    partitions_def=daily,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="flex_api",
-    group_name="raw",
-    kinds={"xml"},
-    description=(
-        "Activity Flex statements (every account of the query) stored by SHA-256 under "
-        "raw/flex/statements, with a per-report-date manifest under raw/flex/by_date."
-    ),
+from ibpipeline.flex.ingest import (
+    QueryFetch,
+    StoredWindow,
+    days_in,
+    statement_accounts,
+    store_window,
 )
-def raw_flex_statement(
-    context: dg.AssetExecutionContext, flex: FlexResource, data_dir: DataDirResource
-) -> dg.MaterializeResult:
-    """Request one statement per <= 365-day window of the run's dates; store and index it."""
-    window = context.partition_time_window
-    root = data_dir.root()
-    shas, accounts, windows = [], set(), []
-    total_size = written = requests = manifests_changed = 0
-    with flex.client(logger=context.log) as client:
-        last_day = window.end.date() - timedelta(days=1)  # the window end is exclusive
-        for fd, td in split_range(window.start.date(), last_day):
-            result = client.fetch(flex.query_id, fd, td)
-            requests += result.requests
-            found = statement_accounts(result.content)
-            stored = rawstore.put_statement(root, result.content)
-            new_accounts = register_accounts(context.instance, found)
-            manifest = rawstore.Manifest(
-                sha256=stored.sha256,
-                size=stored.size,
-                from_date=fd,
-                to_date=td,
-                accounts=found,
-                fetched_at=result.fetched_at.isoformat(timespec="seconds"),
-                source="flex",
-            )
-            manifests_changed += rawstore.write_manifests(root, days_in(fd, td), manifest)
-            context.log.info(
-                f"window {fd}..{td}: statement {stored.sha256[:12]} ({stored.size} bytes, "
-                f"{'new' if stored.written else 'already stored'}), accounts {list(found)}, "
-                f"new accounts {new_accounts}"
-            )
-            for day in days_in(fd, td):  # each day's own statement, over the run's totals
-                context.add_asset_metadata(
-                    {"sha256": stored.sha256, "window": f"{fd}..{td}", "accounts": list(found)},
-                    partition_key=day.isoformat(),
-                )
-            shas.append(stored.sha256)
-            accounts.update(found)
-            windows.append(f"{fd}..{td}")
-            total_size += stored.size
-            written += stored.written
-    return dg.MaterializeResult(
-        metadata={
-            "sha256": ", ".join(shas),
-            "size_bytes": total_size,
-            "windows": windows,
-            "accounts": sorted(accounts),
-            "http_requests": requests,
-            "statements_written": written,
-            "manifests_changed": manifests_changed,
-        }
+from ibpipeline.flex.queries import DEFAULT_QUERY_NAME, FlexQuery, overlapping_accounts
+from ibpipeline.partitions import daily, register_accounts
+from ibpipeline.resources import FlexResource
+
+__all__ = [
+    "build_raw_flex_statement",
+    "days_in",
+    "raw_flex_statement",
+    "statement_accounts",
+]
+
+DESCRIPTION = (
+    "Activity Flex statements (every account of every configured query) stored by SHA-256 under "
+    "raw/flex/statements, with a per-report-date manifest under raw/flex/by_date."
+)
+
+
+def _fetch_op(query: FlexQuery, several: bool) -> dg.OpDefinition:
+    """The step fetching and storing ``query``'s statements for the run's dates."""
+
+    @dg.op(
+        name=query.op_name,
+        required_resource_keys={query.resource_key, "data_dir"},
+        pool=query.pool(settings.FLEX_TOKEN_ENV),
+        description=f"Fetch and store the statements of Flex {query.describe()}.",
     )
+    def fetch(context: dg.OpExecutionContext) -> QueryFetch:
+        flex: FlexResource = getattr(context.resources, query.resource_key)
+        root = context.resources.data_dir.root()
+        window = context.partition_time_window
+        last_day = window.end.date() - timedelta(days=1)  # the window end is exclusive
+        stored: list[StoredWindow] = []
+        with flex.client(logger=context.log) as client:
+            for fd, td in split_range(window.start.date(), last_day):
+                result = client.fetch(flex.query_id, fd, td, query_name=flex.query_name)
+                found = statement_accounts(result.content)
+                new_accounts = register_accounts(context.instance, found)
+                item = store_window(
+                    root,
+                    result,
+                    fd,
+                    td,
+                    found,
+                    query=query.name if several else None,
+                    query_label=query.name,
+                )
+                context.log.info(
+                    f"{query.describe()} window {fd}..{td}: statement {item.sha256[:12]} "
+                    f"({item.size} bytes, {'new' if item.written else 'already stored'}), "
+                    f"accounts {list(found)}, new accounts {new_accounts}"
+                )
+                stored.append(item)
+        return QueryFetch(query.name, flex.query_id, tuple(stored))
+
+    return fetch
+
+
+@dg.op(name="record_statements", out=dg.Out(dg.Nothing))
+def record_statements(context: dg.AssetExecutionContext, fetched: list[QueryFetch]) -> None:
+    """Materialize ``raw_flex_statement``: each report date's statements, the run's totals, and a
+    warning for accounts that several queries deliver."""
+    windows = [w for f in fetched for w in f.windows]
+    overlap = overlapping_accounts({f.query: f.accounts for f in fetched})
+    if overlap:
+        listed = "; ".join(f"{a}: {', '.join(q)}" for a, q in list(overlap.items())[:20])
+        context.log.warning(
+            f"{len(overlap)} account(s) are delivered by several Flex queries ({listed}); each is "
+            "supplied by the query whose name sorts first. Remove them from the other queries."
+        )
+    by_day: dict[date, list[StoredWindow]] = {}
+    for w in windows:
+        for day in days_in(w.from_date, w.to_date):
+            by_day.setdefault(day, []).append(w)
+    for day, items in sorted(by_day.items()):  # each day's own statements, over the run's totals
+        metadata: dict[str, object] = {
+            "sha256": ", ".join(w.sha256 for w in items),
+            "window": ", ".join(dict.fromkeys(f"{w.from_date}..{w.to_date}" for w in items)),
+            "accounts": sorted({a for w in items for a in w.accounts}),
+        }
+        if len(fetched) > 1:
+            metadata["queries"] = [w.query for w in items]
+        context.add_asset_metadata(metadata, partition_key=day.isoformat())
+    metadata = {
+        "sha256": ", ".join(w.sha256 for w in windows),
+        "size_bytes": sum(w.size for w in windows),
+        "windows": list(dict.fromkeys(f"{w.from_date}..{w.to_date}" for w in windows)),
+        "accounts": sorted({a for w in windows for a in w.accounts}),
+        "http_requests": sum(w.requests for w in windows),
+        "statements_written": sum(w.written for w in windows),
+        "manifests_changed": sum(w.manifests_changed for w in windows),
+    }
+    if len(fetched) > 1:
+        metadata["queries"] = dg.MetadataValue.json(
+            {f.query: {"query_id": f.query_id, "accounts": len(f.accounts)} for f in fetched}
+        )
+        metadata["overlapping_accounts"] = sorted(overlap)
+    context.add_output_metadata(metadata)
+
+
+def build_raw_flex_statement(queries: Sequence[FlexQuery]) -> dg.AssetsDefinition:
+    """``raw_flex_statement`` with one fetch step per query (resource ``query.resource_key``)."""
+    if not queries:
+        raise ValueError("at least one Flex query is needed")
+    fetch_ops = [_fetch_op(q, several=len(queries) > 1) for q in queries]
+
+    @dg.graph_asset(
+        name="raw_flex_statement",
+        partitions_def=daily,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="raw",
+        kinds={"xml"},
+        description=DESCRIPTION,
+    )
+    def raw_flex_statement():
+        return record_statements([fetch() for fetch in fetch_ops])
+
+    return raw_flex_statement
+
+
+DEFAULT_QUERIES = (FlexQuery(DEFAULT_QUERY_NAME, "", settings.FLEX_TOKEN_ENV),)
+raw_flex_statement = build_raw_flex_statement(DEFAULT_QUERIES)
+"""The single-query asset (resource ``flex``); ``build_defs`` builds it from the environment."""

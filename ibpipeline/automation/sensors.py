@@ -206,6 +206,16 @@ def latest_flex_manifest(data_dir: Path) -> tuple[date, rawstore.DayManifest] | 
     return None
 
 
+def missing_flex_queries(manifest: rawstore.DayManifest) -> list[str]:
+    """``flex query <name>`` for each configured query (when several) without an entry in
+    ``manifest`` (its fetch failed or it delivered nothing): its accounts' absence closes none."""
+    queries = settings.flex_queries()
+    if len(queries) < 2:
+        return []
+    present = {m.query for m in manifest.statements if m.source == "flex"}
+    return [f"flex query {q.name}" for q in queries if q.name not in present]
+
+
 def closed_dates(data_dir: Path, account_ids: Sequence[str], day: date) -> dict[str, date]:
     """``dateClosed`` of each account in the normalized ``account_info`` rows of ``day`` (accounts
     without a row that day or without a close date are left out)."""
@@ -296,7 +306,11 @@ def build_account_discovery_sensor(
         window = history_window(today, settings.history_start())
         label = f"{window[0]}..{window[1]}" if window else None
         observed: dict[str, Sequence[str]] = {"flex": list(manifest.accounts)}
-        unanswered = []
+        unanswered = missing_flex_queries(manifest)
+        for source in unanswered:
+            context.log.warning(
+                f"{source} has no statement for {as_of}, no account closed this tick"
+            )
         for source, answer in gateway_accounts(gateway).items():
             if isinstance(answer, str):
                 unanswered.append(source)

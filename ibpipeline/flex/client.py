@@ -283,9 +283,11 @@ class FlexClient:
         from_date: date | None = None,
         to_date: date | None = None,
         period_days: int | None = None,
+        query_name: str | None = None,
     ) -> FlexStatementResult:
         """Download one statement of ``query_id``: for ``from_date..to_date`` (inclusive, at most
         365 days), for the last ``period_days`` days (1..365), or for the query's saved period.
+        ``query_name`` (when several queries are configured) names the query in logs and errors.
 
         Raises ValueError for an invalid window, ``FlexError`` subclasses for service failures.
         """
@@ -296,9 +298,8 @@ class FlexClient:
             params |= {"fd": from_date.strftime("%Y%m%d"), "td": to_date.strftime("%Y%m%d")}
         if period_days is not None:
             params["p"] = str(period_days)
-        context = f"query {query_id}" + (
-            f" {params['fd']}..{params['td']}" if "fd" in params else ""
-        )
+        label = f"query {query_name} (id {query_id})" if query_name else f"query {query_id}"
+        context = label + (f" {params['fd']}..{params['td']}" if "fd" in params else "")
         stats = _Stats()
         for _attempt in range(self.max_reference_restarts + 1):
             reference, get_url = self._send_request(params, stats, context)

@@ -133,7 +133,10 @@ class FlexServiceInactive(FlexConfigurationError):
 class FlexTokenExpired(FlexConfigurationError):
     """1012: the token has expired."""
 
-    advice = "Generate a new Flex Web Service token in Client Portal and update IBKR_FLEX_TOKEN."
+    advice = (
+        "Generate a new Flex Web Service token in Client Portal and update IBKR_FLEX_TOKEN (or the "
+        "query's token variable named in IBKR_FLEX_QUERIES)."
+    )
 
 
 class FlexIPRestricted(FlexConfigurationError):
@@ -147,13 +150,19 @@ class FlexIPRestricted(FlexConfigurationError):
 class FlexQueryInvalid(FlexConfigurationError):
     """1014: the query id is not valid for this token."""
 
-    advice = "Check IBKR_FLEX_QUERY_ID against the Activity Flex Query id shown in Client Portal."
+    advice = (
+        "Check IBKR_FLEX_QUERY_ID (or the query's id in IBKR_FLEX_QUERIES) against the Activity "
+        "Flex Query id shown in Client Portal, and that the query belongs to the token's user."
+    )
 
 
 class FlexTokenInvalid(FlexConfigurationError):
     """1015: the token is not valid (mistyped, or replaced by a newer token)."""
 
-    advice = "Copy the current token from Client Portal into IBKR_FLEX_TOKEN."
+    advice = (
+        "Copy the current token from Client Portal into IBKR_FLEX_TOKEN (or the query's token "
+        "variable named in IBKR_FLEX_QUERIES)."
+    )
 
 
 class FlexAccountInvalid(FlexConfigurationError):

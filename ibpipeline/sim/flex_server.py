@@ -11,7 +11,9 @@ page for unknown paths. Decisions not documented by IBKR, chosen here:
   "invalid request" code, 1003 is kept for data not yet published);
 - ``td`` on or after the simulator's ``today`` -> 1003 (data is published at close of business);
 - ``p`` together with ``fd``/``td`` is ignored (as reported for IBKR);
-- a missing or unknown token -> 1015, a token listed in ``expired_tokens`` -> 1012.
+- a missing or unknown token -> 1015, a token listed in ``expired_tokens`` -> 1012;
+- several queries (``query_tokens``): each query id belongs to one token; a SendRequest for a
+  query of another token -> 1014, a GetStatement of another token's reference code -> 1017.
 
 The token is never logged or recorded; the request log keeps only non-secret fields.
 """
@@ -24,7 +26,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -163,6 +165,7 @@ class FlexRequestRecord:
 
 @dataclass
 class _Reference:
+    token_key: str
     query_id: str
     from_date: date | None
     to_date: date | None
@@ -200,6 +203,8 @@ class FlexSimulator:
     ``reference_ttl_s``. With ``lockout_after`` set, that many consecutive Fail answers on a token
     lock it (1025) for ``lockout_s``, and every request during the lockout extends it. ``today``
     decides which data is published; ``clock`` (seconds) drives rate limits, TTLs and lockouts.
+    ``query_tokens`` (query id -> token) serves several queries, each for its own token (or a
+    shared one); queries of ``query_ids`` not listed there belong to ``token``.
     """
 
     def __init__(
@@ -218,13 +223,16 @@ class FlexSimulator:
         lockout_s: float = 3600.0,
         today: Callable[[], date] = date.today,
         clock: Callable[[], float] = time.monotonic,
+        query_tokens: Mapping[str, str] | None = None,
     ) -> None:
-        if not token:
-            raise ValueError("the simulator needs a non-empty token")
+        if not token or not all((query_tokens or {}).values()):
+            raise ValueError("the simulator needs non-empty tokens")
         self._source = statement_source
         self._token = token
         self._expired = frozenset(expired_tokens)
-        self.query_ids = frozenset(str(q) for q in query_ids)
+        self.query_ids = frozenset(str(q) for q in (*query_ids, *(query_tokens or {})))
+        self._query_tokens = {str(q): t for q, t in (query_tokens or {}).items()}
+        self._tokens = frozenset({token, *self._query_tokens.values()})
         self.host = host
         self._requested_port = port
         self.generation_polls = generation_polls
@@ -307,14 +315,22 @@ class FlexSimulator:
         with self._lock:
             return list(self._log)
 
-    def count(self, endpoint: str | None = None, error_code: int | None = None) -> int:
-        """Number of logged requests, optionally only of ``endpoint`` and/or with ``error_code``."""
+    def count(
+        self, endpoint: str | None = None, error_code: int | None = None, query: str | None = None
+    ) -> int:
+        """Number of logged requests, optionally only of ``endpoint``, with ``error_code`` and/or
+        with ``q`` = ``query`` (a query id on SendRequest)."""
         return sum(
             1
             for r in self.requests
             if (endpoint is None or r.endpoint == endpoint)
             and (error_code is None or r.error_code == error_code)
+            and (query is None or r.query == query)
         )
+
+    def token_of(self, query_id: str) -> str:
+        """The token a query id belongs to."""
+        return self._query_tokens.get(query_id, self._token)
 
     # request handling ------------------------------------------------------------------------
 
@@ -386,7 +402,7 @@ class FlexSimulator:
             return self._fail(1020, key, now)
         if token in self._expired:
             return self._fail(1012, key, now)
-        if token != self._token:
+        if token not in self._tokens:
             return self._fail(1015, key, now)
         injected = self._injected_code(endpoint)
         if injected is not None:
@@ -409,7 +425,7 @@ class FlexSimulator:
 
     def _send_request(self, params: dict[str, str], key: str, now: float) -> _Reply:
         query_id = params.get("q", "")
-        if query_id not in self.query_ids:
+        if query_id not in self.query_ids or self.token_of(query_id) != params.get("t"):
             return self._fail(1014, key, now)
         window = self._window(params)
         if isinstance(window, int):
@@ -418,7 +434,7 @@ class FlexSimulator:
         if self.faults.forget_next_references > 0:
             self.faults.forget_next_references -= 1
         else:
-            self._references[reference_code] = _Reference(query_id, *window, issued_at=now)
+            self._references[reference_code] = _Reference(key, query_id, *window, issued_at=now)
         self._failures[key] = 0
         body = envelope(
             "Success",
@@ -456,7 +472,7 @@ class FlexSimulator:
         if reference is not None and now - reference.issued_at > self.reference_ttl_s:
             del self._references[reference_code]
             reference = None
-        if reference is None:
+        if reference is None or reference.token_key != key:
             return self._fail(1017, key, now)
         if reference.polls < self.generation_polls:
             reference.polls += 1
@@ -504,9 +520,11 @@ def world_statement_source(
     date_format: str = "yyyyMMdd",
     today: Callable[[], date] = date.today,
     quirks: Any = None,
+    accounts_by_query: Mapping[str, Sequence[str]] | None = None,
 ) -> StatementSource:
     """A ``StatementSource`` rendering every account of ``world`` with
-    ``ibpipeline.sim.flex_statement.render_statement`` (``quirks``: its ``StatementQuirks``).
+    ``ibpipeline.sim.flex_statement.render_statement`` (``quirks``: its ``StatementQuirks``), or,
+    with ``accounts_by_query`` (query id -> account ids), only the accounts of the query asked for.
 
     Windows: ``fd``/``td`` as given; ``p`` = the ``p`` calendar days before ``today`` (both with
     ``period=""``, as IBKR marks overrides); neither = the last business day before ``today``
@@ -527,6 +545,8 @@ def world_statement_source(
                 from_date = to_date = last_business_day_before(now)
                 period = "LastBusinessDay"
         account_ids = [account.account_id for account in world.accounts]
+        if accounts_by_query is not None:
+            account_ids = list(accounts_by_query[query_id])
         return render_statement(
             world,
             account_ids,
@@ -538,6 +558,60 @@ def world_statement_source(
         )
 
     return source
+
+
+ACCOUNT_LAYOUTS = ("round_robin", "blocks")
+
+
+def split_accounts(
+    account_ids: Sequence[str], parts: int, layout: str = "round_robin"
+) -> list[list[str]]:
+    """``account_ids`` split over ``parts`` disjoint, non-empty lists: ``round_robin`` (account i
+    to part i mod parts) or ``blocks`` (contiguous runs, the first ones one longer). Raises
+    ValueError when there are fewer accounts than parts or the layout is unknown."""
+    if layout not in ACCOUNT_LAYOUTS:
+        raise ValueError(f"account layout must be one of {ACCOUNT_LAYOUTS}, got {layout!r}")
+    if not 1 <= parts <= len(account_ids):
+        raise ValueError(f"cannot split {len(account_ids)} accounts over {parts} queries")
+    if layout == "round_robin":
+        return [list(account_ids[i::parts]) for i in range(parts)]
+    size, extra = divmod(len(account_ids), parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + size + (i < extra)
+        out.append(list(account_ids[start:end]))
+        start = end
+    return out
+
+
+@dataclass(frozen=True)
+class SimQuery:
+    """One query the simulator serves: its id, token and accounts."""
+
+    query_id: str
+    token: str
+    accounts: tuple[str, ...]
+
+
+def sim_queries(
+    account_ids: Sequence[str],
+    first_query_id: str,
+    tokens: Sequence[str],
+    count: int = 1,
+    layout: str = "round_robin",
+) -> list[SimQuery]:
+    """``count`` queries over disjoint accounts, ids ``first_query_id``, +1, +2, ...; ``tokens``
+    has one token per query, or one shared by all. Raises ValueError otherwise."""
+    if len(tokens) not in (1, count) or not all(tokens):
+        raise ValueError(f"need 1 token (shared) or {count} tokens (one per query)")
+    if count > 1 and not first_query_id.isdigit():
+        raise ValueError(f"query id {first_query_id!r} must be digits to number several queries")
+    ids = [first_query_id] if count == 1 else [str(int(first_query_id) + i) for i in range(count)]
+    parts = split_accounts(account_ids, count, layout)
+    return [
+        SimQuery(q, tokens[i % len(tokens)], tuple(accts))
+        for i, (q, accts) in enumerate(zip(ids, parts, strict=True))
+    ]
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -557,12 +631,17 @@ def run_flex_simulator(
     fx_commission_in_base: bool = False,
     rate_limited: bool = True,
     life_events: bool = False,
+    queries: int = 1,
+    tokens: Sequence[str] = (),
+    layout: str = "round_robin",
 ) -> None:
     """``ibpipeline sim flex``: serve a seeded World's statements until Ctrl-C.
 
     ``quirks``: a ``flex_statement.parse_quirks`` spec; ``fx_commission_in_base`` and
     ``life_events`` (``position_events``): the World options; ``rate_limited=False`` drops IBKR's
-    per-token limits (benchmarks).
+    per-token limits (benchmarks). ``queries`` > 1 serves that many queries (ids ``query_id``,
+    +1, ...) over disjoint accounts (``layout``, see ``split_accounts``), with ``tokens`` one per
+    query or ``token`` shared by all; one line per query is printed before the "listening" line.
     """
     from ibpipeline.sim.flex_statement import parse_quirks
     from ibpipeline.world import World
@@ -574,24 +653,41 @@ def run_flex_simulator(
         fx_commission_in_base=fx_commission_in_base,
         position_events=life_events,
     )
+    account_ids = [a.account_id for a in world.accounts]
+    served = sim_queries(account_ids, query_id, list(tokens) or [token], queries, layout)
     simulator = FlexSimulator(
-        world_statement_source(world, date_format, quirks=parse_quirks(quirks)),
+        world_statement_source(
+            world,
+            date_format,
+            quirks=parse_quirks(quirks),
+            accounts_by_query={q.query_id: q.accounts for q in served} if queries > 1 else None,
+        ),
         token,
         {query_id},
         host=host,
         port=port,
         generation_polls=generation_polls,
+        query_tokens={q.query_id: q.token for q in served},
         **({} if rate_limited else {"rate_limits": ()}),
     )
+    token_numbers = {t: i for i, t in enumerate(dict.fromkeys(q.token for q in served), start=1)}
     with simulator:
         stop = threading.Event()
         # SIGINT and SIGTERM stop it, also when it was started with SIGINT ignored (a background
         # job of a non-interactive shell, a test runner's worker), where Ctrl-C never raises;
         # installed before the "listening" line, which tells callers it is ready
         previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+        if queries > 1:
+            for q in served:
+                print(
+                    f"query {q.query_id}: token #{token_numbers[q.token]}, "
+                    f"{len(q.accounts)} accounts {', '.join(q.accounts)}",
+                    flush=True,
+                )
+        ids = ", ".join(q.query_id for q in served)
         print(
             f"Flex simulator listening on {simulator.base_url} "
-            f"(query id {query_id}, {len(world.accounts)} accounts)",
+            f"(query id{'s' if queries > 1 else ''} {ids}, {len(world.accounts)} accounts)",
             flush=True,
         )
         try:

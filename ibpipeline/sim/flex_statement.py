@@ -418,7 +418,9 @@ class _Statement:
             self._optional("PriorPeriodPositions", self.prior_period_positions),
             _section("CorporateActions", self.corporate_actions()),
             _section("CashTransactions", self.cash_transactions()),
-            _section("InterestAccruals", ()),
+            _section("InterestAccruals", self.interest_accruals()),
+            self._life_section("ChangeInDividendAccruals", self.dividend_accrual_changes),
+            self._life_section("OpenDividendAccruals", self.open_dividend_accruals),
             _section("Transfers", self.transfers()),
             self._life_section("FIFOPerformanceSummaryInBase", self.fifo_performance),
             _section("ConversionRates", self.conversion_rates()),
@@ -470,6 +472,13 @@ class _Statement:
                     "bonds": (n.bonds_long_base, n.bonds_short_base),
                     "total": (n.total_long_base, n.total_short_base),
                 }
+                if n.dividend_accruals_base:
+                    acc = n.dividend_accruals_base
+                    values["dividendAccruals"] = (max(acc, ZERO), min(acc, ZERO))
+                if n.interest_accruals_base:
+                    acc = n.interest_accruals_base
+                    pair = (max(acc, ZERO), min(acc, ZERO))
+                    values["interestAccruals"] = values["brokerInterestAccrualsComponent"] = pair
             attrs = []
             for name in _EQUITY_FIELDS:
                 pair = values.get(name)
@@ -500,6 +509,14 @@ class _Statement:
                 if event.kind == "Transfer":
                     currency = self.world.instruments[event.conid].currency
                     v["assetTransfers"] += event.value * state.fx_to_base[currency]
+        start_acc = self.prev.nav.interest_accruals_base if self.prev else ZERO
+        end_acc = self.last.nav.interest_accruals_base if self.last else ZERO
+        if start_acc or end_acc:
+            v["changeInInterestAccruals"] = end_acc - start_acc
+        start_div = self.prev.nav.dividend_accruals_base if self.prev else ZERO
+        end_div = self.last.nav.dividend_accruals_base if self.last else ZERO
+        if start_div or end_div:
+            v["changeInDividendAccruals"] = end_div - start_div
         flows = sum(v.values(), ZERO)
         v["startingValue"] = starting
         v["endingValue"] = ending
@@ -821,6 +838,76 @@ class _Statement:
                         f' levelOfDetail="{level}" serialNumber="" deliveryType=""'
                         ' commodityType="" fineness="0.0" weight="0.0" />\n'
                     )
+
+    def dividend_accrual_changes(self) -> Iterable[str]:
+        """ChangeInDividendAccrual rows: the posting (code Po, amounts +) on the ex-date and the
+        reversal (code Re, amounts -) on the pay date, tax with the sign of the gross."""
+        for state in self.window:
+            for code, acc in state.dividend_accrual_changes:
+                sign = 1 if code == "Po" else -1
+                yield self._dividend_row(
+                    "ChangeInDividendAccrual", acc, state, code, sign,
+                    f' reportDate="{self.fmt.d(state.date)}" date="{self.fmt.d(state.date)}"',
+                )  # fmt: skip
+
+    def open_dividend_accruals(self) -> Iterable[str]:
+        """OpenDividendAccrual rows: the accruals open at the window's end."""
+        if self.last is not None:
+            for acc in self.last.dividend_accruals:
+                yield self._dividend_row("OpenDividendAccrual", acc, self.last, "", 1, "")
+
+    def _dividend_row(self, tag: str, acc: Any, state: AccountDay, code: str, sign: int,
+                      dates: str) -> str:  # fmt: skip
+        f = self.fmt
+        return (
+            f'<{tag} {self.head} currency="{acc.currency}"'
+            f' fxRateToBase="{num(state.fx_to_base[acc.currency])}"{self.blocks[acc.conid]}'
+            f'{dates} exDate="{f.d(acc.ex_date)}" payDate="{f.d(acc.pay_date)}"'
+            f' quantity="{num(acc.quantity)}" tax="{num(sign * acc.tax)}" fee="0"'
+            f' grossRate="{num(acc.gross_rate)}" grossAmount="{num(sign * acc.gross)}"'
+            f' netAmount="{num(sign * acc.net)}" code="{code}" fromAcct="" toAcct=""'
+            f' actionID="{acc.action_id}" levelOfDetail="DETAIL" />\n'
+        )
+
+    def interest_accruals(self) -> Iterable[str]:
+        """InterestAccrualsCurrency rows of the window, per currency (local) and BASE_SUMMARY
+        (base), as IBKR writes them: ending = starting + accrued + reversal (+ fxTranslation in
+        base), the reversal being minus the interest posted to cash."""
+        start = self.prev.interest_accrued if self.prev else {}
+        end = self.last.interest_accrued if self.last else {}
+        accrued: dict[str, Decimal] = defaultdict(Decimal)
+        reversal: dict[str, Decimal] = defaultdict(Decimal)
+        accrued_base = reversal_base = ZERO
+        before = dict(start)
+        for state in self.window:
+            for txn in state.cash_transactions:
+                if txn.type.startswith("Broker Interest") and self.world.position_events:
+                    reversal[txn.currency] -= txn.amount
+                    reversal_base -= txn.amount * state.fx_to_base[txn.currency]
+                    before[txn.currency] = before.get(txn.currency, ZERO) - txn.amount
+            for ccy in set(before) | set(state.interest_accrued):
+                today = state.interest_accrued.get(ccy, ZERO) - before.get(ccy, ZERO)
+                accrued[ccy] += today
+                accrued_base += today * state.fx_to_base[ccy]
+            before = dict(state.interest_accrued)
+        currencies = sorted(set(start) | set(end) | set(accrued) | set(reversal))
+        if not currencies:
+            return
+        start_base = self.prev.nav.interest_accruals_base if self.prev else ZERO
+        end_base = self.last.nav.interest_accruals_base if self.last else ZERO
+        f = self.fmt
+        rows = [("BASE_SUMMARY", start_base, accrued_base, reversal_base, end_base)] + [
+            (c, start.get(c, ZERO), accrued[c], reversal[c], end.get(c, ZERO)) for c in currencies
+        ]
+        for ccy, first, acc, rev, last in rows:
+            fx = last - first - acc - rev
+            yield (
+                f'<InterestAccrualsCurrency {self.head} currency="{ccy}"'
+                f' fromDate="{f.d(self.from_date)}" toDate="{f.d(self.to_date)}"'
+                f' startingAccrualBalance="{num(first)}" interestAccrued="{num(acc)}"'
+                f' accrualReversal="{num(rev)}" fxTranslation="{num(fx)}"'
+                f' endingAccrualBalance="{num(last)}" />\n'
+            )
 
     def transfers(self) -> Iterable[str]:
         """Transfer rows of positions moved in or out (ACATS)."""

@@ -438,7 +438,7 @@ def account_snapshot(world: World, account: Account, at: datetime) -> AccountSna
         ("NetLiquidation", m(nav), base),
         ("TotalCashValue", m(day.nav.cash_base), base),
         ("SettledCash", m(day.nav.cash_base), base),
-        ("AccruedCash", "0.00", base),
+        ("AccruedCash", m(day.nav.interest_accruals_base), base),
         ("EquityWithLoanValue", m(nav), base),
         ("PreviousDayEquityWithLoanValue", m(day.prev_nav_base), base),
         ("GrossPositionValue", m(gross_base), base),
@@ -480,13 +480,14 @@ def account_snapshot(world: World, account: Account, at: datetime) -> AccountSna
         rate: str,
         unreal: Decimal,
         real: Decimal,
+        accrued: Decimal = ZERO,
     ) -> list[tuple[str, str, str]]:
         return [
             ("Currency", ccy, ccy),
             ("CashBalance", m(cash), ccy),
             ("TotalCashBalance", m(cash), ccy),
             ("ExchangeRate", rate, ccy),
-            ("NetLiquidationByCurrency", m(cash + stk + opt + bond), ccy),
+            ("NetLiquidationByCurrency", m(cash + stk + opt + bond + accrued), ccy),
             ("StockMarketValue", m(stk), ccy),
             ("OptionMarketValue", m(opt), ccy),
             ("CorporateBondValue", m(bond), ccy),
@@ -506,6 +507,7 @@ def account_snapshot(world: World, account: Account, at: datetime) -> AccountSna
             fmt_num(fx[ccy]),
             unreal_ccy.get(ccy, ZERO),
             realized_ccy.get(ccy, ZERO),
+            day.interest_accrued.get(ccy, ZERO),
         )
     ledger += ledger_rows(
         "BASE",
@@ -516,6 +518,7 @@ def account_snapshot(world: World, account: Account, at: datetime) -> AccountSna
         "1.00",
         day.unrealized_pnl_base,
         day.realized_pnl_base,
+        day.nav.interest_accruals_base,
     )
     return AccountSnapshot(
         account_id=account_id,

@@ -14,6 +14,8 @@ rows dated outside the statement's period (IBKR's opening NAV row of the day bef
 used only where no entry claims that (table, account). Resolution (``DayManifest.supplier``): the
 newest entry claiming a (table, account) supplies it, else the newest fallback. So a Flex query
 that drops an account, a file of a single account, or a trades-only file never hides other rows.
+With several Flex queries each entry names its ``query``; an account two queries deliver is
+supplied by the query whose name sorts first, whichever was stored last (``DayManifest.yielding``).
 
 Manifest updates are read-modify-write under an exclusive ``fcntl`` lock on ``manifests.lock``, so
 concurrent writers (a Flex run and an import) never lose each other's entries.
@@ -68,7 +70,9 @@ class Manifest:
     ``from_date``/``to_date`` are the statement's inclusive (effective) period; ``accounts`` the
     sorted ids it supplies anything for on the day; ``claims`` ``table -> accounts`` it supplies
     (None: every table of ``accounts``); ``fallback`` ``table -> accounts`` it supplies only where
-    no entry claims them; ``fetched_at`` a UTC ISO-8601 instant; ``source`` ``flex`` or ``inbox``.
+    no entry claims them; ``fetched_at`` a UTC ISO-8601 instant; ``source`` ``flex`` or ``inbox``;
+    ``query`` the name of the Flex query that delivered it when several are configured (None
+    with a single query).
     """
 
     sha256: str
@@ -80,6 +84,7 @@ class Manifest:
     source: Source = "flex"
     claims: Claims | None = None
     fallback: Claims = field(default_factory=dict)
+    query: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -131,6 +136,8 @@ class Manifest:
             doc["claims"] = {t: list(a) for t, a in self.claims.items()}
         if self.fallback:
             doc["fallback"] = {t: list(a) for t, a in self.fallback.items()}
+        if self.query is not None:
+            doc["query"] = self.query
         return doc
 
     @classmethod
@@ -147,6 +154,7 @@ class Manifest:
                 source=doc.get("source", "flex"),
                 claims=doc.get("claims"),
                 fallback=doc.get("fallback") or {},
+                query=doc.get("query"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RawStoreError(f"malformed manifest: {exc}") from exc
@@ -202,9 +210,33 @@ class DayManifest:
 
     def taking(self, manifest: Manifest) -> DayManifest:
         """This day after storing ``manifest``: it supplies what it claims, older entries keep
-        the rest (entries left with nothing are dropped)."""
+        the rest (entries left with nothing are dropped).
+
+        Between Flex queries (entries with a ``query``) the order of storing does not matter: an
+        account delivered by two queries is supplied by the query whose name sorts first
+        (:meth:`yielding`), so parallel per-query steps give the same manifests in any order.
+        """
+        manifest = self.yielding(manifest)
+        if manifest is None:
+            return self
         rest = (m.without(manifest) for m in self.statements)
         return DayManifest((manifest, *(m for m in rest if m is not None)))
+
+    def yielding(self, manifest: Manifest) -> Manifest | None:
+        """``manifest`` without the accounts that an entry of a Flex query named before its own
+        already supplies (None when nothing is left). Unchanged for any other entry."""
+        if manifest.query is None or manifest.claims is not None:
+            return manifest
+        taken = {
+            a
+            for m in self.statements
+            if m.source == "flex" and m.query is not None and m.query < manifest.query
+            for a in m.accounts
+        }
+        if not taken & set(manifest.accounts):
+            return manifest
+        left = tuple(a for a in manifest.accounts if a not in taken)
+        return replace(manifest, accounts=left) if left else None
 
     def suppliers(self, table: str, present: Mapping[str, Iterable[str]]) -> dict[str, str]:
         """``account -> sha256`` of the statement supplying each account's ``table`` rows.

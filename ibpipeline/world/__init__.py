@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from ibpipeline.world.accounts import (
+    CASH_TXN_TIME,
     NEW_YORK,
     SESSION_CLOSE,
     AccountSim,
@@ -30,6 +31,7 @@ from ibpipeline.world.model import (
     Account,
     AccountDay,
     CashTransaction,
+    DividendAccrual,
     Instrument,
     Lot,
     NavComponents,
@@ -43,6 +45,7 @@ __all__ = [
     "Account",
     "AccountDay",
     "CashTransaction",
+    "DividendAccrual",
     "Instrument",
     "Lot",
     "NavComponents",
@@ -255,8 +258,11 @@ class World:
             else:
                 lots.pop(event.conid, None)
         txns = tuple(t for t in full.cash_transactions if t.at <= at)
+        accrued = dict(prev.interest_accrued) if prev else {}
         for txn in txns:
             cash[txn.currency] = cash.get(txn.currency, ZERO) + txn.amount
+            if self.position_events and txn.type.startswith("Broker Interest"):
+                accrued[txn.currency] = accrued.get(txn.currency, ZERO) - txn.amount  # posted
         variation: dict[str, Decimal] = {}
         for conid, pos in (prev.positions if prev else {}).items():
             inst = self.instruments[conid]
@@ -292,7 +298,11 @@ class World:
             for c, ls in lots.items()
             if ls
         }
-        nav = nav_components(cash, positions, fx_to_base)
+        accrued = {c: v for c, v in accrued.items() if v}
+        # dividend accruals are booked with the day's cash transactions (start of the day)
+        started = bool(txns) or at >= datetime.combine(full.date, CASH_TXN_TIME, NEW_YORK)
+        dividends = full.dividend_accruals if started else (prev.dividend_accruals if prev else ())
+        nav = nav_components(cash, positions, fx_to_base, accrued, dividends)
         prev_nav = prev.nav.total_base if prev else ZERO
         flow = sum(
             (t.amount * fx_to_base[t.currency] for t in txns if t.type == "Deposits/Withdrawals"),
@@ -321,4 +331,7 @@ class World:
             prev_nav_base=prev_nav,
             variation=variation,
             position_events=events,
+            interest_accrued=accrued,
+            dividend_accruals=dividends,
+            dividend_accrual_changes=full.dividend_accrual_changes if started else (),
         )

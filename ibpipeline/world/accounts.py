@@ -28,6 +28,7 @@ from ibpipeline.world.model import (
     Account,
     AccountDay,
     CashTransaction,
+    DividendAccrual,
     Instrument,
     Lot,
     NavComponents,
@@ -170,9 +171,12 @@ def nav_components(
     cash: dict[str, Decimal],
     positions: dict[int, Position],
     fx_to_base: dict[str, Decimal],
+    interest_accrued: dict[str, Decimal] | None = None,
+    dividend_accruals: tuple[DividendAccrual, ...] = (),
 ) -> NavComponents:
     """NAV in base: per component, exact sums of local value * rate split into long and short
-    parts, each rounded to the cent; component = long + short; total = sum of components."""
+    parts, each rounded to the cent; component = long + short; total = sum of components, the
+    interest accrued and not yet posted (``interest_accrued``, local per currency) included."""
     sums = {k: [ZERO, ZERO] for k in ("cash", "stock", "options", "bonds")}
     for ccy, amount in cash.items():
         sums["cash"][0 if amount >= 0 else 1] += amount * fx_to_base[ccy]
@@ -184,13 +188,22 @@ def nav_components(
         sums[field][0 if value >= 0 else 1] += value
     parts = {k: (cents(v[0]), cents(v[1])) for k, v in sums.items()}
     comp = {k: lo + sh for k, (lo, sh) in parts.items()}
+    accruals = cents(sum((v * fx_to_base[c] for c, v in (interest_accrued or {}).items()), ZERO))
+    dividends = cents(sum((a.net * fx_to_base[a.currency] for a in dividend_accruals), ZERO))
     return NavComponents(
         cash_base=comp["cash"],
         stock_base=comp["stock"],
         options_base=comp["options"],
         bonds_base=comp["bonds"],
         commodities_base=ZERO,
-        total_base=comp["cash"] + comp["stock"] + comp["options"] + comp["bonds"],
+        total_base=comp["cash"]
+        + comp["stock"]
+        + comp["options"]
+        + comp["bonds"]
+        + accruals
+        + dividends,
+        interest_accruals_base=accruals,
+        dividend_accruals_base=dividends,
         cash_long_base=parts["cash"][0],
         cash_short_base=parts["cash"][1],
         stock_long_base=parts["stock"][0],
@@ -223,6 +236,12 @@ def trade_cash(trade: Trade) -> dict[str, Decimal]:
 
 def _add(cash: dict[str, Decimal], ccy: str, amount: Decimal) -> None:
     cash[ccy] = cash.get(ccy, ZERO) + amount
+
+
+def _first_business_day_from(d: date) -> date:
+    while d.weekday() >= 5:
+        d += timedelta(days=1)
+    return d
 
 
 def _on_or_after_15th(d: date, month: int) -> bool:
@@ -259,6 +278,9 @@ class AccountSim:
         self._book = _Book({}, {}, {})
         self._serial = 0
         self._orders = 0
+        self._accrued: dict[str, Decimal] = {}  # broker interest accrued, not yet posted
+        self._dividends: dict[int, list[DividendAccrual]] = {}  # past ex-date, not yet paid
+        self._dividend_changes: list[tuple[str, DividendAccrual]] = []  # the day's Po/Re
         self._clock: datetime | None = None  # last execution time of the day being simulated
         self._exec_prefix = f"{zlib.crc32(account.account_id.encode()):08x}"
 
@@ -331,7 +353,10 @@ class AccountSim:
             positions[conid] = make_position(
                 self.market.instruments[conid], frozen, md.closes[conid]
             )
-        nav = nav_components(book.cash, positions, fx_to_base)
+        if self.position_events:
+            self._accrue_interest()
+        dividends = tuple(a for accruals in self._dividends.values() for a in accruals)
+        nav = nav_components(book.cash, positions, fx_to_base, self._accrued, dividends)
         day = AccountDay(
             account_id=self.account.account_id,
             date=d,
@@ -347,6 +372,9 @@ class AccountSim:
             prev_nav_base=prev_nav,
             variation=variation,
             position_events=tuple(events),
+            interest_accrued={c: v for c, v in self._accrued.items() if v},
+            dividend_accruals=dividends,
+            dividend_accrual_changes=tuple(self._dividend_changes),
         )
         self.days.append(day)
         return day
@@ -523,6 +551,57 @@ class AccountSim:
             d, "CorporateAction", "SO", child.conid, child_qty, desc, action, value=child_value,
         ))  # fmt: skip
 
+    def _accrued_dividends(self, d, held, fx_to_base, txns) -> None:
+        """Position events worlds: on a dividend's ex-date (first business day on or after the
+        8th of a dividend month) the holders at the start of the day accrue it (Po); on its pay
+        date (first business day on or after the 15th) it is paid as accrued, with its
+        withholding, and the accrual reversed (Re). A holder who sold after the ex-date is paid."""
+        self._dividend_changes = []
+        for conid, accruals in sorted(self._dividends.items()):
+            inst = self.market.instruments[conid]
+            for acc in [a for a in accruals if a.pay_date == d]:
+                head = f"{inst.symbol}({inst.isin}) Cash Dividend {inst.currency} {inst.dividend}"
+                txns.append(self._cash_txn(
+                    d, "Dividends", inst.currency, acc.gross,
+                    f"{head} per Share (Ordinary Dividend)", fx_to_base, inst,
+                ))  # fmt: skip
+                if acc.tax:
+                    txns.append(self._cash_txn(
+                        d, "Withholding Tax", inst.currency, -acc.tax,
+                        f"{head} per Share - {inst.isin[:2]} Tax", fx_to_base, inst,
+                    ))  # fmt: skip
+                accruals.remove(acc)
+                self._dividend_changes.append(("Re", acc))
+        self._dividends = {c: a for c, a in self._dividends.items() if a}
+        for conid, qty in sorted(held.items()):
+            inst = self.market.instruments[conid]
+            if qty <= 0 or inst.asset_category != "STK" or d.month not in inst.dividend_months:
+                continue
+            if d != _first_business_day_from(date(d.year, d.month, 8)):
+                continue
+            gross = cents(qty * inst.dividend)
+            acc = DividendAccrual(
+                conid=conid, currency=inst.currency, ex_date=d,
+                pay_date=_first_business_day_from(date(d.year, d.month, 15)), quantity=qty,
+                gross_rate=inst.dividend, gross=gross, tax=cents(gross * inst.withholding_rate),
+                action_id=f"8{d:%y%m}{conid % 100000:05d}",
+            )  # fmt: skip
+            self._dividends.setdefault(conid, []).append(acc)
+            self._dividend_changes.append(("Po", acc))
+
+    def _accrue_interest(self) -> None:
+        """A day's broker interest on the end-of-day cash balances (actual/360, to the cent per
+        currency): credit interest above 10,000, debit interest on a negative balance."""
+        for ccy, bal in sorted(self._book.cash.items()):
+            if bal > 10_000:
+                day = cents((bal - 10_000) * Decimal(_INTEREST_RECEIVED[ccy]) / 360)
+            elif bal < 0:
+                day = cents(bal * Decimal(_INTEREST_PAID[ccy]) / 360)
+            else:
+                continue
+            if day:
+                self._accrued[ccy] = self._accrued.get(ccy, ZERO) + day
+
     def _option_expiry(self, ctx: _Ctx) -> None:
         """After the close of the options' expiry: the OTM call expires (Ep), the ITM short put
         is assigned (A: the option closed at 0 and the stock bought at the strike), as IBKR
@@ -591,7 +670,9 @@ class AccountSim:
             inst = instruments[conid]
             if qty <= 0:
                 continue
-            if inst.asset_category == "STK" and any(
+            if self.position_events:
+                pass  # dividends accrue on their ex-date and are paid below (_accrued_dividends)
+            elif inst.asset_category == "STK" and any(
                 _on_or_after_15th(d, m) for m in inst.dividend_months
             ):
                 gross = cents(qty * inst.dividend)
@@ -615,7 +696,17 @@ class AccountSim:
                     d, "Bond Interest Received", inst.currency, coupon,
                     f"{inst.symbol} COUPON PAYMENT", fx_to_base, inst,
                 ))  # fmt: skip
-        if next_day.month != d.month:  # last business day of the month: broker interest
+        if self.position_events:
+            self._accrued_dividends(d, held, fx_to_base, txns)
+        if next_day.month != d.month and self.position_events:  # post the month's accruals
+            tag = d.strftime("%b-%Y").upper()
+            for ccy, amt in sorted(self._accrued.items()):
+                if amt:
+                    kind = "Broker Interest Received" if amt > 0 else "Broker Interest Paid"
+                    desc = f"{ccy} {'CREDIT' if amt > 0 else 'DEBIT'} INT FOR {tag}"
+                    txns.append(self._cash_txn(d, kind, ccy, amt, desc, fx_to_base))
+            self._accrued.clear()
+        elif next_day.month != d.month:  # last business day of the month: broker interest
             tag = d.strftime("%b-%Y").upper()
             for ccy in sorted(self._book.cash):
                 bal = self._book.cash[ccy]

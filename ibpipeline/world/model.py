@@ -7,7 +7,7 @@ has a negative ``position_value`` and ``cost_basis_money``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -176,6 +176,27 @@ class PositionEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class DividendAccrual:
+    """A dividend the account is entitled to from ``ex_date`` (holders at its start) until it is
+    paid on ``pay_date``: ``gross`` = quantity x gross_rate and ``tax`` (withholding, >= 0) in
+    ``currency``, to the cent; the net (gross - tax) counts in NAV meanwhile."""
+
+    conid: int
+    currency: str
+    ex_date: date
+    pay_date: date
+    quantity: Decimal
+    gross_rate: Decimal
+    gross: Decimal
+    tax: Decimal
+    action_id: str
+
+    @property
+    def net(self) -> Decimal:
+        return self.gross - self.tax
+
+
+@dataclass(frozen=True, slots=True)
 class CashTransaction:
     """A cash movement that is not a trade; ``type`` is IBKR's text (``Dividends``...)."""
 
@@ -212,25 +233,33 @@ class NavComponents:
     options_short_base: Decimal = ZERO
     bonds_long_base: Decimal = ZERO
     bonds_short_base: Decimal = ZERO
+    interest_accruals_base: Decimal = ZERO
+    """Broker interest accrued and not yet posted (> 0 receivable, < 0 owed); in ``total_base``."""
+    dividend_accruals_base: Decimal = ZERO
+    """Net dividends past their ex-date and not yet paid (>= 0); in ``total_base``."""
 
     @property
     def total_long_base(self) -> Decimal:
-        """Sum of the long parts."""
+        """Sum of the long parts (a receivable interest accrual is long)."""
         return (
             self.cash_long_base
             + self.stock_long_base
             + self.options_long_base
             + self.bonds_long_base
+            + max(self.interest_accruals_base, ZERO)
+            + max(self.dividend_accruals_base, ZERO)
         )
 
     @property
     def total_short_base(self) -> Decimal:
-        """Sum of the short parts (<= 0)."""
+        """Sum of the short parts (<= 0; an owed interest accrual is short)."""
         return (
             self.cash_short_base
             + self.stock_short_base
             + self.options_short_base
             + self.bonds_short_base
+            + min(self.interest_accruals_base, ZERO)
+            + min(self.dividend_accruals_base, ZERO)
         )
 
 
@@ -259,6 +288,13 @@ class AccountDay:
     prev_nav_base: Decimal
     variation: dict[str, Decimal]
     position_events: tuple[PositionEvent, ...] = ()
+    interest_accrued: dict[str, Decimal] = field(default_factory=dict)
+    """Broker interest accrued and not yet posted per currency, local money, end of day (a
+    world with position events accrues daily and posts on the month's last business day)."""
+    dividend_accruals: tuple[DividendAccrual, ...] = ()
+    """Dividends past their ex-date and not yet paid, end of day (a world with position events)."""
+    dividend_accrual_changes: tuple[tuple[str, DividendAccrual], ...] = ()
+    """The day's accrual bookings: ("Po", accrual) on the ex-date, ("Re", accrual) when paid."""
 
     @property
     def realized_pnl_base(self) -> Decimal:

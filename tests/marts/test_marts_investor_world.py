@@ -309,3 +309,22 @@ def test_realized_lots_add_up_to_the_executions(built) -> None:
     )
     for account_id, value in truth.items():
         assert abs(got.get(account_id, Decimal(0)) - value) <= CENT, account_id
+
+
+def test_interest_accrual_balance_is_the_worlds(built) -> None:
+    """income_accruals: the open interest accrual at the statement's end equals the world's."""
+    worlds, _, data_dir = built
+    got = dict(
+        rows(
+            data_dir,
+            "select account_id, sum(open_balance) from income_accruals"
+            " where accrual_type = 'interest' and account_id <> 'ALL' group by 1",
+        )
+    )
+    n = 0
+    for world, accounts in worlds:
+        for account_id in accounts:
+            truth = world.day(account_id, END).nav.interest_accruals_base
+            assert truth and got[account_id] == truth, account_id
+            n += 1
+    assert n == 7

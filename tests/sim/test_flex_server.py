@@ -19,8 +19,11 @@ from ibpipeline.sim.flex_server import (
     GET_STATEMENT,
     SEND_REQUEST,
     FlexSimulator,
+    SimQuery,
     ibkr_timestamp,
     last_business_day_before,
+    sim_queries,
+    split_accounts,
     world_statement_source,
 )
 from tests.sim.background import started_with_sigint_ignored
@@ -444,3 +447,107 @@ def test_run_flex_simulator_cli_entry(flex_token):
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert process.stdout.readline() == "Flex simulator stopped\n"
+
+
+def test_several_queries_each_belong_to_their_token(flex_statement, flex_token, flex_query_id):
+    other = "564738291056473829105647"
+    seen: list[str] = []
+
+    def source(query_id, *_):
+        seen.append(query_id)
+        return flex_statement
+
+    with FlexSimulator(
+        source,
+        flex_token,
+        {flex_query_id},
+        rate_limits=(RateLimit(1000, 1.0),),
+        query_tokens={"700001": other, "700002": other},
+    ) as simulator:
+        url = simulator.base_url
+
+        def send(token: str, query: str) -> str:
+            params = {"t": token, "q": query, "v": 3}
+            return httpx.get(f"{url}/{SEND_REQUEST}", params=params, headers=UA).text
+
+        def reference(text: str) -> str:
+            return re.search(r"<ReferenceCode>(\d+)</ReferenceCode>", text)[1]
+
+        assert "<ErrorCode>1014</ErrorCode>" in send(flex_token, "700001")  # another token's
+        assert "<ErrorCode>1014</ErrorCode>" in send(other, flex_query_id)
+        code = reference(send(other, "700002"))
+        get = {"q": code, "v": 3}
+        stolen = httpx.get(f"{url}/{GET_STATEMENT}", params={"t": flex_token, **get}, headers=UA)
+        assert "<ErrorCode>1017</ErrorCode>" in stolen.text
+        mine = httpx.get(f"{url}/{GET_STATEMENT}", params={"t": other, **get}, headers=UA)
+        assert mine.content == flex_statement
+        assert reference(send(flex_token, flex_query_id))
+        assert simulator.token_of("700001") == other
+        assert simulator.token_of(flex_query_id) == flex_token
+        assert simulator.count(SEND_REQUEST, query="700001") == 1
+    assert seen == ["700002"]
+
+
+def test_split_accounts_and_sim_queries():
+    ids = [f"U{i}" for i in range(1, 8)]
+    assert split_accounts(ids, 3) == [["U1", "U4", "U7"], ["U2", "U5"], ["U3", "U6"]]
+    assert split_accounts(ids, 3, "blocks") == [["U1", "U2", "U3"], ["U4", "U5"], ["U6", "U7"]]
+    assert split_accounts(ids, 1) == [ids]
+    with pytest.raises(ValueError, match="cannot split 7 accounts over 8 queries"):
+        split_accounts(ids, 8)
+    with pytest.raises(ValueError, match="layout"):
+        split_accounts(ids, 2, "random")
+    queries = sim_queries(ids, "800100", ["A", "B", "C"], count=3)
+    assert [(q.query_id, q.token) for q in queries] == [
+        ("800100", "A"),
+        ("800101", "B"),
+        ("800102", "C"),
+    ]
+    assert {q.token for q in sim_queries(ids, "800100", ["S"], count=3)} == {"S"}
+    assert sim_queries(ids, "555", ["S"]) == [SimQuery("555", "S", tuple(ids))]
+    with pytest.raises(ValueError, match="1 token"):
+        sim_queries(ids, "800100", ["A", "B"], count=3)
+
+
+def test_world_source_renders_only_the_accounts_of_the_query():
+    from ibpipeline.world import World
+
+    world = World(seed=5, n_accounts=4, inception=date(2025, 1, 2))
+    ids = [a.account_id for a in world.accounts]
+    source = world_statement_source(world, accounts_by_query={"1": ids[:1], "2": ids[1:]})
+    content = source("2", date(2025, 3, 3), date(2025, 3, 4), None)
+    root = etree.fromstring(content)
+    assert {s.get("accountId") for s in root.iter("FlexStatement")} == set(ids[1:])
+
+
+def test_run_flex_simulator_prints_every_query():
+    tokens = ["T1", "T2", "T3"]
+    code = (
+        "from datetime import date\n"
+        "from ibpipeline.sim.flex_server import run_flex_simulator\n"
+        f"run_flex_simulator('127.0.0.1', 0, 'T1', '555', 3, 5, date(2025, 1, 2), 'yyyy-MM-dd', 0,"
+        f" queries=3, tokens={tokens!r}, layout='blocks')\n"
+    )
+    with started_with_sigint_ignored(code) as process:
+        lines = [process.stdout.readline() for _ in range(4)]
+        listed = [
+            re.fullmatch(r"query (\d+): token #(\d), (\d) accounts (.*)\n", x) for x in lines[:3]
+        ]
+        assert all(listed), lines
+        assert [(m[1], m[2], m[3]) for m in listed] == [
+            ("555", "1", "2"),
+            ("556", "2", "2"),
+            ("557", "3", "1"),
+        ]
+        match = re.fullmatch(
+            r"Flex simulator listening on (http://127\.0\.0\.1:\d+/AccountManagement/FlexWebService) "
+            r"\(query ids 555, 556, 557, 5 accounts\)\n",
+            lines[3],
+        )
+        assert match, lines[3]
+        ok = httpx.get(
+            f"{match[1]}/SendRequest", params={"t": "T2", "q": "556", "v": 3}, headers=UA
+        )
+        assert "<Status>Success</Status>" in ok.text
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0

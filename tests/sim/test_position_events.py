@@ -185,3 +185,93 @@ def test_cli_simulators_serve_the_life_events(flex_token: str) -> None:
     assert 'direction="OUT"' in seen["--life-events"]
     assert "<UnbundledCommissionDetail " in seen["--life-events"]
     assert 'type="TC"' not in seen[""] and "<UnbundledCommissionDetail " not in seen[""]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_interest_accrues_daily_is_in_nav_and_is_reversed_when_posted(seed: int) -> None:
+    """Broker interest accrues every day into NAV (EquitySummary interestAccruals), is posted to
+    cash on the month's last business day and reversed there: each InterestAccruals row adds up
+    (ending = starting + accrued + reversal + fxTranslation), the reversal is minus the interest
+    posted, and the gateway's AccruedCash at the close is the Flex accrual of the day."""
+    world = World(seed=seed, n_accounts=2, inception=date(2024, 1, 2), position_events=True)
+    start, end = date(2024, 1, 2), date(2024, 2, 9)
+    for account in world.accounts:
+        days = world.days(account.account_id, start, end)
+        assert any(d.nav.interest_accruals_base for d in days)
+        for d in days:
+            assert d.nav.interest_accruals_base == sum(
+                (v * d.fx_to_base[c] for c, v in d.interest_accrued.items()), Decimal(0)
+            ).quantize(Decimal("0.01"))
+        xml = render_statement(world, [account.account_id], start, end)
+        parsed = parse_statement(xml)
+        rows = parsed["interest_accruals"].to_pylist()
+        assert rows
+        for r in rows:
+            parts = r["starting_accrual_balance"] + r["interest_accrued"] + r["accrual_reversal"]
+            assert parts + r["fx_translation"] == r["ending_accrual_balance"]
+            if r["currency"] != "BASE_SUMMARY":
+                assert r["fx_translation"] == 0
+                posted = sum(
+                    (
+                        t.amount
+                        for d in days
+                        for t in d.cash_transactions
+                        if t.type.startswith("Broker Interest") and t.currency == r["currency"]
+                    ),
+                    Decimal(0),
+                )
+                assert r["accrual_reversal"] == -posted
+                assert r["ending_accrual_balance"] == days[-1].interest_accrued.get(
+                    r["currency"], 0
+                )
+        (base,) = [r for r in rows if r["currency"] == "BASE_SUMMARY"]
+        nav = {n["date"]: n for n in parsed["nav_daily"].to_pylist()}
+        assert base["ending_accrual_balance"] == nav[end]["interest_accruals_base"]
+        for d in days[-3:]:
+            close = datetime.combine(d.date, time(17, 0), NEW_YORK).astimezone(UTC)
+            values = {v[0]: v[1] for v in account_snapshot(world, account, close).values}
+            assert Decimal(values["AccruedCash"]) == nav[d.date]["interest_accruals_base"]
+            assert Decimal(values["NetLiquidation"]) == nav[d.date]["total_base"]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_dividends_accrue_on_the_ex_date_and_are_paid_as_accrued(seed: int) -> None:
+    """Holders at the ex-date accrue the dividend (ChangeInDividendAccrual code Po, in NAV as
+    EquitySummary dividendAccruals), are paid it on the pay date as accrued (Dividends and
+    Withholding Tax cash rows) and the accrual is reversed (code Re, amounts negative); a window
+    ending between the two dates lists it in OpenDividendAccruals."""
+    world = World(seed=seed, n_accounts=3, inception=date(2024, 1, 2), position_events=True)
+    start, end = date(2024, 1, 2), date(2024, 6, 28)
+    n_paid = 0
+    for account in world.accounts:
+        days = world.days(account.account_id, start, end)
+        posted = {
+            acc.action_id: acc for d in days for c, acc in d.dividend_accrual_changes if c == "Po"
+        }
+        for d in days:
+            for code, acc in d.dividend_accrual_changes:
+                if code != "Re":
+                    continue
+                assert d.date == acc.pay_date and posted[acc.action_id] == acc
+                paid = [t for t in d.cash_transactions if t.conid == acc.conid]
+                assert sum(t.amount for t in paid if t.type == "Dividends") == acc.gross
+                assert -sum(t.amount for t in paid if t.type == "Withholding Tax") == acc.tax
+                n_paid += 1
+        xml = render_statement(world, [account.account_id], start, end)
+        rows = parse_statement(xml)["dividend_accruals"].to_pylist()
+        changes = [r for r in rows if r["accrual_kind"] == "change"]
+        assert len(changes) == sum(len(d.dividend_accrual_changes) for d in days)
+        for r in changes:
+            assert r["net_amount"] == r["gross_amount"] - r["tax"]
+            assert (r["code"] == "Po") == (r["gross_amount"] > 0)
+        # a window ending between an ex-date and its pay date
+        ex = next(acc for acc in posted.values() if acc.pay_date > acc.ex_date)
+        mid = world.day(account.account_id, ex.ex_date)
+        parsed = parse_statement(render_statement(world, [account.account_id], start, ex.ex_date))
+        opened = [r for r in parsed["dividend_accruals"].to_pylist() if r["accrual_kind"] == "open"]
+        assert {(r["conid"], r["net_amount"]) for r in opened} == {
+            (a.conid, a.net) for a in mid.dividend_accruals
+        }
+        nav = {n["date"]: n for n in parsed["nav_daily"].to_pylist()}
+        assert nav[ex.ex_date]["dividend_accruals_base"] == mid.nav.dividend_accruals_base > 0
+    assert n_paid

@@ -105,3 +105,38 @@ def test_newest_statement_supplies_its_accounts_others_keep_theirs(tmp_path):
     ]
     # storing the same statement again changes nothing
     assert not rawstore.write_manifest(tmp_path, day, replace(refetch, fetched_at="later"))
+
+
+def test_overlapping_queries_give_one_supplier_whatever_the_order(tmp_path):
+    """Two Flex queries delivering U2222222: the query whose name sorts first supplies it, in
+    whichever order the two per-query steps store their statements."""
+    day = date(2024, 3, 4)
+    east = replace(manifest("e" * 64, 10), query="east")  # U1111111, U2222222
+    west = replace(manifest("f" * 64, 10), accounts=("U2222222", "U3333333"), query="west")
+    inbox_two = replace(manifest("b" * 64, 5), accounts=("U2222222",), source="inbox")
+    results = []
+    for order in ((east, west), (west, east)):
+        folder = tmp_path / order[0].query
+        for entry in order:
+            rawstore.write_manifest(folder, day, entry)
+        current = rawstore.read_manifest(folder, day)
+        results.append(sorted((m.query, m.accounts) for m in current.statements))
+        supplier = current.suppliers("trades", {})
+        assert supplier == {"U1111111": "e" * 64, "U2222222": "e" * 64, "U3333333": "f" * 64}
+        # a hand-downloaded file still takes over, as with a single query
+        rawstore.write_manifest(folder, day, inbox_two)
+        assert rawstore.read_manifest(folder, day).suppliers("trades", {})["U2222222"] == "b" * 64
+    assert (
+        results[0]
+        == results[1]
+        == [
+            ("east", ("U1111111", "U2222222")),
+            ("west", ("U3333333",)),
+        ]
+    )
+    # a query whose every account is taken leaves the day unchanged; the query name round-trips
+    only_taken = replace(west, sha256="9" * 64, accounts=("U1111111",))
+    assert not rawstore.write_manifest(tmp_path / "west", day, only_taken)
+    doc = east.to_doc()
+    assert doc["query"] == "east" and rawstore.Manifest.from_doc(doc) == east
+    assert "query" not in manifest("a" * 64, 1).to_doc()

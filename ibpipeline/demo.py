@@ -277,7 +277,7 @@ def report(result: DemoResult, project_dir: Path) -> str:
         "",
         f"Raw statements: {result.data_dir / 'raw' / 'flex'}",
         f"Parquet:        {result.data_dir / 'normalized'}",
-        f"DuckDB:         {warehouse.warehouse_path(result.data_dir)} (every table by name, "
+        f"DuckDB:         {warehouse.describe(result.data_dir)} (every table by name, "
         "e.g. daily_nav, nav_daily, gateway_positions)",
         "",
         f"Performance {result.start}..{result.end} (TWR, CAGR, volatility, Sharpe, max drawdown):",

@@ -183,6 +183,46 @@ def postgres_schema() -> str:
     return os.environ.get(POSTGRES_SCHEMA_ENV) or DEFAULT_POSTGRES_SCHEMA
 
 
+# Warehouse (embedded DuckDB file or DuckLake) ------------------------------------------------------
+
+WAREHOUSE_ENV = "IBPIPELINE_WAREHOUSE"
+DUCKLAKE_CATALOG_ENV = "IBPIPELINE_DUCKLAKE_CATALOG"
+DUCKLAKE_DATA_PATH_ENV = "IBPIPELINE_DUCKLAKE_DATA_PATH"
+WAREHOUSES = ("duckdb", "ducklake")
+
+
+def warehouse_kind() -> str:
+    """``duckdb`` (the embedded file, default) or ``ducklake`` (``$IBPIPELINE_WAREHOUSE``)."""
+    value = (os.environ.get(WAREHOUSE_ENV) or WAREHOUSES[0]).strip().lower()
+    if value not in WAREHOUSES:
+        raise ValueError(f"{WAREHOUSE_ENV}={value!r}: expected one of {', '.join(WAREHOUSES)}")
+    return value
+
+
+def ducklake_enabled() -> bool:
+    """Whether the warehouse is the DuckLake (``$IBPIPELINE_WAREHOUSE=ducklake``)."""
+    return warehouse_kind() == "ducklake"
+
+
+def ducklake_catalog() -> str:
+    """libpq conninfo (``dbname=... host=...``) or URI of the DuckLake catalog database.
+
+    It may hold a password: read only here, at connect time, and never logged (prefer
+    ``PGPASSWORD`` or ``~/.pgpass``, which libpq reads by itself). Raises ValueError when unset.
+    """
+    raw = (os.environ.get(DUCKLAKE_CATALOG_ENV) or "").strip()
+    if not raw:
+        raise ValueError(f"{WAREHOUSE_ENV}=ducklake needs {DUCKLAKE_CATALOG_ENV} (libpq conninfo)")
+    return raw
+
+
+def ducklake_data_path(data_root: Path) -> Path:
+    """Folder of the DuckLake's Parquet files (``$IBPIPELINE_DUCKLAKE_DATA_PATH``, default
+    ``<data_dir>/lake/``)."""
+    raw = os.environ.get(DUCKLAKE_DATA_PATH_ENV)
+    return Path(raw) if raw else Path(data_root) / "lake"
+
+
 EXECUTOR_ENV = "IBPIPELINE_EXECUTOR"
 EXECUTORS = ("multiprocess", "in_process", "celery")
 

@@ -11,7 +11,7 @@
   {%- set present = [] -%}
   {%- if execute -%}
     {%- set described = run_query(
-      "select column_name from duckdb_columns() where database_name = current_database() "
+      "select column_name from duckdb_columns() where database_name = '" ~ rel.database ~ "' "
       ~ "and schema_name = '" ~ rel.schema ~ "' and table_name = '" ~ rel.identifier ~ "'") -%}
     {%- for name in described.columns[0].values() %}{% do present.append(name) %}{% endfor -%}
   {%- endif -%}

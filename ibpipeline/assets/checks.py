@@ -15,7 +15,8 @@ process and one connection instead of three, each ~3-5 s of step overhead in a l
 
 Uniqueness of each mart's key is checked by the dbt ``unique_combination`` tests, which
 dagster-dbt turns into asset checks of the marts. The checks here open the database read-only,
-which fails while a writer holds the file, so they run in the ``duckdb_writer`` pool too.
+which fails while a writer holds the file, so they run in the ``duckdb_writer`` pool too. On the
+DuckLake they read a snapshot while runs write, in no pool.
 Household rows (``account_id = 'ALL'``) are derived, so only real accounts are checked.
 """
 
@@ -31,12 +32,11 @@ import dagster as dg
 import duckdb
 import pyarrow.parquet as pq
 
-from ibpipeline.assets.marts import DUCKDB_POOL
+from ibpipeline.assets.marts import WRITER_POOL
 from ibpipeline.flex.position_changes import COLUMNS as CHANGE_COLUMNS
 from ibpipeline.flex.position_changes import position_changes
 from ibpipeline.resources import DataDirResource
-from ibpipeline.storage import parquet
-from ibpipeline.storage.warehouse import warehouse_path
+from ibpipeline.storage import parquet, warehouse
 
 HALF_CENT = Decimal("0.005")
 MAX_LISTED = 10
@@ -65,11 +65,15 @@ class MartsNotBuiltError(FileNotFoundError):
 
 
 def open_marts(data_dir: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to ``<data_dir>/ibpipeline.duckdb`` (raises MartsNotBuiltError)."""
-    path = warehouse_path(data_dir)
-    if not path.is_file():
+    """A read-only connection to the warehouse (``<data_dir>/ibpipeline.duckdb`` or the DuckLake)
+    in a transaction, so every query reads one snapshot; raises MartsNotBuiltError when the file
+    does not exist."""
+    if not warehouse.warehouse_exists(data_dir):
+        path = warehouse.warehouse_path(data_dir)
         raise MartsNotBuiltError(f"{path} does not exist: materialize the dbt marts first")
-    return duckdb.connect(str(path), read_only=True)
+    con = warehouse.connect(data_dir, read_only=True)
+    con.execute("BEGIN TRANSACTION")
+    return con
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,7 @@ DAILY_NAV_CHECKS = {
         dg.AssetCheckSpec(name, asset=DAILY_NAV, description=description)
         for name, (_, description) in DAILY_NAV_CHECKS.items()
     ],
-    pool=DUCKDB_POOL,
+    pool=WRITER_POOL,
     can_subset=True,
     name="daily_nav_checks",
 )

@@ -15,8 +15,11 @@
   partition of a summary mart means "rebuilt (over all history) by a run covering that day".
 
 Both write ``<data_dir>/ibpipeline.duckdb`` and run in pool ``duckdb_writer`` (one writer per
-file). dbt sources are the normalized assets (same daily partitions, day D reads day D), so
-lineage reaches the raw Flex statements. dbt tests become asset checks.
+file); on the DuckLake (``IBPIPELINE_WAREHOUSE=ducklake``, dbt target ``ducklake``) they take no
+pool: runs of different day ranges write concurrently, and a build that failed only on commit
+conflicts with another run is run again (``RetryRequested``). dbt sources
+are the normalized assets (same daily partitions, day D reads day D), so lineage reaches the raw
+Flex statements. dbt tests become asset checks.
 """
 
 import json
@@ -29,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
+from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
-from ibpipeline import settings
 from ibpipeline.dbt import dbt_project
 from ibpipeline.partitions import daily
 from ibpipeline.process import children_die_with_this_process
@@ -39,7 +42,8 @@ from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import warehouse
 
 MARTS_GROUP = "marts"
-DUCKDB_POOL = "duckdb_writer"
+DUCKDB_POOL = warehouse.DUCKDB_POOL
+WRITER_POOL = warehouse.writer_pool()
 DAILY_SELECT = "path:models/staging path:models/intermediate config.materialized:incremental"
 
 
@@ -91,20 +95,46 @@ def window_vars(
 
 @contextmanager
 def data_dir_env(data_dir: Path) -> Iterator[None]:
-    """Set ``$IBPIPELINE_DATA_DIR`` to ``data_dir`` while starting dbt, then restore it.
+    """Set ``$IBPIPELINE_DATA_DIR`` to ``data_dir`` (and the DuckLake's data path when the lake is
+    configured) while starting dbt, then restore them.
 
-    dbt's profile and sources read that variable, and ``DbtCliResource`` hands the subprocess a
+    dbt's profile and sources read these variables, and ``DbtCliResource`` hands the subprocess a
     copy of this process's environment when it starts it (it has no ``env`` parameter).
     """
-    previous = os.environ.get(settings.DATA_DIR_ENV)
-    os.environ[settings.DATA_DIR_ENV] = str(data_dir)
+    values = warehouse.dbt_env(data_dir)
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            del os.environ[settings.DATA_DIR_ENV]
-        else:
-            os.environ[settings.DATA_DIR_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def stream_retrying_conflicts(
+    context: dg.AssetExecutionContext, invocation: DbtCliInvocation
+) -> Iterator[Any]:
+    """The dbt events; when the build failed only on DuckLake commit conflicts (another run wrote
+    the same view or table meanwhile), ask Dagster to run the step again after a back-off."""
+    try:
+        yield from invocation.stream()
+    except DagsterDbtCliRuntimeError:
+        try:
+            conflicts = warehouse.dbt_conflicts(invocation.get_artifact("run_results.json"))
+        except OSError:
+            conflicts = []
+        if not conflicts or context.retry_number >= warehouse.DBT_CONFLICT_RETRIES:
+            raise
+        wait = warehouse.conflict_wait_s(context.retry_number + 1)
+        context.log.warning(
+            f"commit conflicts with another run in {conflicts}: retry in {wait:.0f} s"
+        )
+        raise dg.RetryRequested(
+            max_retries=warehouse.DBT_CONFLICT_RETRIES, seconds_to_wait=wait
+        ) from None
 
 
 @dbt_assets(
@@ -114,7 +144,7 @@ def data_dir_env(data_dir: Path) -> Iterator[None]:
     name="daily_marts",
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
+    pool=WRITER_POOL,
     dagster_dbt_translator=TRANSLATOR,
 )
 def daily_marts(
@@ -135,7 +165,7 @@ def daily_marts(
     context.log.info(f"loaded {sum(loaded.values())} rows of {len(loaded)} tables into landing")
     with data_dir_env(root), children_die_with_this_process():
         invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
-    yield from invocation.stream()
+    yield from stream_retrying_conflicts(context, invocation)
 
 
 @dbt_assets(
@@ -146,7 +176,7 @@ def daily_marts(
     name="summary_marts",
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=DUCKDB_POOL,
+    pool=WRITER_POOL,
     dagster_dbt_translator=TRANSLATOR,
 )
 def summary_marts(
@@ -155,7 +185,7 @@ def summary_marts(
     """``dbt build`` of the full-history summary tables (whatever the run's partitions)."""
     with data_dir_env(data_dir.root()), children_die_with_this_process():
         invocation = dbt.cli(["build"], context=context)
-    yield from invocation.stream()
+    yield from stream_retrying_conflicts(context, invocation)
 
 
 dbt_mart_assets = [daily_marts, summary_marts]

@@ -2,7 +2,8 @@
 
 Registered only when ``$IBPIPELINE_POSTGRES_DSN`` is set; the DSN (it may carry a password) reaches
 the resource only as ``dg.EnvVar`` and is never logged. The asset runs in pool ``duckdb_writer``:
-it opens the DuckDB file read-only, which fails while dbt (the writer) holds it.
+it opens the DuckDB file read-only, which fails while dbt (the writer) holds it. On the DuckLake it
+takes no pool and copies one snapshot of every mart.
 """
 
 from pathlib import Path
@@ -33,7 +34,7 @@ MART_NAMES = mart_names()
 
 @dg.asset(
     deps=[dg.AssetKey(name) for name in MART_NAMES],
-    pool="duckdb_writer",
+    pool=warehouse.writer_pool(),
     group_name="warehouse",
     kinds={"postgres"},
     description="The dbt marts copied from DuckDB into Postgres (one transaction, COPY).",
@@ -44,22 +45,25 @@ def postgres_marts(
     postgres_warehouse: PostgresWarehouseResource,
 ) -> dg.MaterializeResult:
     """Replace every mart table present in DuckDB; raise when none is present."""
-    path = warehouse.warehouse_path(data_dir.root())
-    if not path.is_file():
-        raise postgres.PostgresLoadError(f"no DuckDB warehouse at {path}: build the marts first")
-    import duckdb
-
-    with duckdb.connect(str(path), read_only=True) as con:
+    root = data_dir.root()
+    if not warehouse.warehouse_exists(root):
+        raise postgres.PostgresLoadError(
+            f"no DuckDB warehouse at {warehouse.warehouse_path(root)}: build the marts first"
+        )
+    with warehouse.connect(root, read_only=True) as con:
+        con.execute("BEGIN TRANSACTION")  # one snapshot of every mart
         present = set(postgres.duckdb_tables(con, "main"))
-    tables = [name for name in MART_NAMES if name in present]
-    missing = [name for name in MART_NAMES if name not in present]
-    if not tables:
-        raise postgres.PostgresLoadError(f"none of the marts {MART_NAMES} exists in {path}")
-    if missing:
-        context.log.warning(f"marts not built yet, not copied: {missing}")
-    counts = postgres.copy_duckdb_to_postgres(
-        path, postgres_warehouse.dsn, tables, postgres_warehouse.schema_name
-    )
+        tables = [name for name in MART_NAMES if name in present]
+        missing = [name for name in MART_NAMES if name not in present]
+        if not tables:
+            raise postgres.PostgresLoadError(
+                f"none of the marts {MART_NAMES} exists in {warehouse.describe(root)}"
+            )
+        if missing:
+            context.log.warning(f"marts not built yet, not copied: {missing}")
+        counts = postgres.copy_connection_to_postgres(
+            con, postgres_warehouse.dsn, tables, postgres_warehouse.schema_name
+        )
     for name, rows in counts.items():
         context.log.info(f"{postgres_warehouse.schema_name}.{name}: {rows} rows")
     return dg.MaterializeResult(

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 
 from ibpipeline.assets.checks import open_marts
-from ibpipeline.assets.marts import DUCKDB_POOL, MARTS_GROUP
+from ibpipeline.assets.marts import MARTS_GROUP, WRITER_POOL
 from ibpipeline.partitions import daily
 from ibpipeline.reports.tearsheets import (
     TEARSHEET_DIR,
@@ -34,7 +34,7 @@ EMBEDDED_SHEETS = 24
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name=MARTS_GROUP,
-    pool=DUCKDB_POOL,
+    pool=WRITER_POOL,
     kinds={"python", "png"},
     description="Equity curve + drawdown PNG per account and ALL in <data_dir>/tearsheets/.",
 )

@@ -1,4 +1,4 @@
-"""The DuckDB views (the single writer, pool ``duckdb_writer``).
+"""The DuckDB views (the single writer of the file, pool ``duckdb_writer``; no pool on the DuckLake).
 
 - ``warehouse_views`` (in ``flex_daily_job``): ``normalized.<table>`` and its alias ``main.<table>``
   over every normalized table with files, the gateway ones included.
@@ -25,10 +25,10 @@ def _refresh(
 ) -> dg.MaterializeResult:
     root = data_dir.root()
     counts = warehouse.refresh_views(root, tables=tables)
-    context.log.info(f"refreshed {len(counts)} views in {warehouse.warehouse_path(root)}")
+    context.log.info(f"refreshed {len(counts)} views in {warehouse.describe(root)}")
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(warehouse.warehouse_path(root))),
+            "path": dg.MetadataValue.path(warehouse.describe(root)),
             "views": sorted(counts),
             **{f"rows_{table}": count for table, count in counts.items()},
         }
@@ -37,7 +37,7 @@ def _refresh(
 
 @dg.asset(
     deps=list(NORMALIZED_TABLES),
-    pool="duckdb_writer",
+    pool=warehouse.writer_pool(),
     group_name="warehouse",
     kinds={"duckdb"},
     description=(
@@ -54,7 +54,7 @@ def warehouse_views(
 
 @dg.asset(
     deps=list(GATEWAY_VIEW_TABLES),
-    pool="duckdb_writer",
+    pool=warehouse.writer_pool(),
     group_name="warehouse",
     kinds={"duckdb"},
     description=(

@@ -73,7 +73,8 @@ def duckdb_tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
     """Base tables (not views) of a DuckDB schema, sorted."""
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables "
-        "WHERE table_schema = ? AND table_type = 'BASE TABLE' ORDER BY table_name",
+        "WHERE table_catalog = current_database() AND table_schema = ? "
+        "AND table_type = 'BASE TABLE' ORDER BY table_name",
         [schema],
     ).fetchall()
     return [r[0] for r in rows]
@@ -82,7 +83,8 @@ def duckdb_tables(con: duckdb.DuckDBPyConnection, schema: str) -> list[str]:
 def _columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[tuple[str, str]]:
     rows = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
+        "ORDER BY ordinal_position",
         [schema, table],
     ).fetchall()
     if not rows:
@@ -145,21 +147,31 @@ def copy_duckdb_to_postgres(
     Raises PostgresLoadError for a missing table or bad identifier, ``psycopg2.Error`` for
     Postgres failures (the transaction is rolled back: nothing changes).
     """
+    with duckdb.connect(str(duckdb_path), read_only=True) as con:
+        return copy_connection_to_postgres(con, dsn, tables, target_schema, source_schema)
+
+
+def copy_connection_to_postgres(
+    con: duckdb.DuckDBPyConnection,
+    dsn: str,
+    tables: Sequence[str],
+    target_schema: str,
+    source_schema: str = "main",
+) -> dict[str, int]:
+    """``copy_duckdb_to_postgres`` from an open connection whose default database holds the tables
+    (the embedded file or the DuckLake, ``ibpipeline.storage.warehouse.connect``)."""
     check_identifier(target_schema)
     check_identifier(source_schema)
     counts: dict[str, int] = {}
-    with duckdb.connect(str(duckdb_path), read_only=True) as con:
-        pg = psycopg2.connect(dsn)
-        try:
-            with pg:  # commit on success, roll back on error
-                with pg.cursor() as cur:
-                    cur.execute(
-                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                            sql.Identifier(target_schema)
-                        )
-                    )
-                for table in tables:
-                    counts[table] = copy_table(con, pg, source_schema, table, target_schema)
-        finally:
-            pg.close()
+    pg = psycopg2.connect(dsn)
+    try:
+        with pg:  # commit on success, roll back on error
+            with pg.cursor() as cur:
+                cur.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(target_schema))
+                )
+            for table in tables:
+                counts[table] = copy_table(con, pg, source_schema, table, target_schema)
+    finally:
+        pg.close()
     return counts

@@ -11,21 +11,40 @@ does; an alias never replaces an object of that name it did not create (e.g. a d
 DuckDB refuses a writer while another process has the file open, even read-only (an analyst's
 notebook): ``connect_for_write`` retries such lock errors with exponential back-off before giving
 up with the holder named in DuckDB's message.
+
+**DuckLake** (``IBPIPELINE_WAREHOUSE=ducklake``): the same schemas and tables live in a DuckLake
+whose catalog is a Postgres database (``IBPIPELINE_DUCKLAKE_CATALOG``) and whose Parquet data files
+are under ``<data_dir>/lake/``. ``connect`` is the one connection factory: it opens the embedded
+file, or an in-memory DuckDB with the lake attached as ``lake`` and made the default database, so
+callers run the same SQL either way. DuckLake takes many writing processes (optimistic concurrency):
+a commit that conflicts with one committed meanwhile (same table or view replaced or deleted from)
+raises ``TransactionException``, and ``retry_conflicts`` runs the transaction again. Readers see the
+snapshot current when their transaction began, and every snapshot stays queryable (time travel).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import random
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
+from ibpipeline import settings
 from ibpipeline.storage.parquet import has_files, list_partitions, table_glob, table_names
 
 WAREHOUSE_FILE = "ibpipeline.duckdb"
+DUCKDB_POOL = "duckdb_writer"
+"""Dagster pool (limit 1) of every step that opens the embedded file."""
 VIEW_SCHEMA = "normalized"
 ALIAS_SCHEMA = "main"
 ALIAS_COMMENT = "ibpipeline: alias of normalized.{table}"
@@ -33,7 +52,162 @@ ALIAS_COMMENT = "ibpipeline: alias of normalized.{table}"
 LOCK_RETRY_DELAYS_S: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 60, 60)
 """Waits between attempts to open the warehouse for writing while another process holds it."""
 
+LAKE_ALIAS = "lake"
+"""Name the DuckLake is attached as (the dbt target's database too)."""
+LAKE_EXTENSIONS: dict[str, str] = {
+    "ducklake": "duckdb_extension_ducklake",
+    "postgres_scanner": "duckdb_extension_postgres_scanner",
+}
+"""DuckDB extension -> the PyPI package that ships its file (no download at run time)."""
+CONFLICT_RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1, 2, 4, 8, 16, 30)
+"""Waits before running a DuckLake transaction again after a commit conflict."""
+
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)|(://[^:/@\s]*:)[^@\s]*@", re.I)
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    """Where the DuckLake is: its Postgres catalog (libpq conninfo) and its data folder."""
+
+    catalog: str
+    data_path: Path
+
+    def __repr__(self) -> str:
+        return f"LakeConfig(catalog={redact(self.catalog)!r}, data_path={str(self.data_path)!r})"
+
+
+def redact(conninfo: str) -> str:
+    """``conninfo`` with any password replaced by ``***`` (for messages and logs)."""
+
+    def hide(match: re.Match[str]) -> str:
+        return f"{match.group(1)}***" if match.group(1) else f"{match.group(3)}***@"
+
+    return _PASSWORD_RE.sub(hide, conninfo)
+
+
+def lake_config(data_dir: Path) -> LakeConfig | None:
+    """The DuckLake of ``data_dir`` when ``IBPIPELINE_WAREHOUSE=ducklake``, else None."""
+    if not settings.ducklake_enabled():
+        return None
+    return LakeConfig(settings.ducklake_catalog(), settings.ducklake_data_path(data_dir))
+
+
+def extension_file(name: str, package: str) -> Path:
+    """The ``<name>.duckdb_extension`` file that ``package`` ships for this DuckDB version."""
+    root = Path(importlib.import_module(package).__file__).parent
+    path = root / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{package} has no {name} extension for DuckDB {duckdb.__version__}"
+        )
+    return path
+
+
+@cache
+def ensure_lake_extensions() -> None:
+    """Install the ducklake and postgres extensions from their packages' files into DuckDB's
+    extension directory (once per process), so ``LOAD``/autoload works in every process, dbt's
+    included, without a download."""
+    with duckdb.connect() as con:
+        installed = {
+            row[0]
+            for row in con.execute(
+                "SELECT extension_name FROM duckdb_extensions() WHERE installed"
+            ).fetchall()
+        }
+        for name, package in LAKE_EXTENSIONS.items():
+            if name not in installed:
+                con.install_extension(str(extension_file(name, package)))
+
+
+def attach_lake_sql(config: LakeConfig, read_only: bool = False) -> str:
+    """``ATTACH 'ducklake:postgres:<catalog>' AS lake (DATA_PATH ..., [READ_ONLY])``."""
+    catalog = config.catalog.replace("'", "''")
+    data_path = (str(config.data_path.resolve()).rstrip("/") + "/").replace("'", "''")
+    options = f"DATA_PATH '{data_path}'" + (", READ_ONLY" if read_only else "")
+    return f"ATTACH 'ducklake:postgres:{catalog}' AS {LAKE_ALIAS} ({options})"
+
+
+def connect_lake(config: LakeConfig, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the lake attached and selected (``USE lake``).
+
+    Errors name the catalog with its password hidden.
+    """
+    ensure_lake_extensions()
+    if not read_only:
+        config.data_path.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    try:
+        con.execute(attach_lake_sql(config, read_only))
+        con.execute(f"USE {LAKE_ALIAS}")
+    except duckdb.Error as exc:
+        con.close()
+        message = str(exc).replace(config.catalog, redact(config.catalog))
+        raise type(exc)(f"cannot attach DuckLake {redact(config.catalog)}: {message}") from None
+    return con
+
+
+def connect(
+    data_dir: Path,
+    read_only: bool = False,
+    lock_delays_s: tuple[float, ...] = LOCK_RETRY_DELAYS_S,
+) -> duckdb.DuckDBPyConnection:
+    """The warehouse of ``data_dir`` as the connection's default database: the DuckLake when it is
+    configured, else ``<data_dir>/ibpipeline.duckdb`` (writers wait for its lock)."""
+    config = lake_config(data_dir)
+    if config is not None:
+        return connect_lake(config, read_only)
+    path = warehouse_path(data_dir)
+    try:
+        if read_only:
+            return duckdb.connect(str(path), read_only=True)
+        return connect_for_write(path, lock_delays_s)
+    except duckdb.IOException as exc:
+        if "newer version" not in str(exc):
+            raise
+        raise duckdb.IOException(
+            f"{path} was written by a newer DuckDB than {duckdb.__version__} (e.g. 2.x before the "
+            "pin to 1.5.5 for DuckLake). It only holds data derived from the Parquet files: move it "
+            f"away and rebuild the marts over the whole history. {exc}"
+        ) from None
+
+
+def warehouse_exists(data_dir: Path) -> bool:
+    """Whether there is a warehouse to read: the DuckLake (assumed), or the DuckDB file."""
+    return lake_config(data_dir) is not None or warehouse_path(data_dir).is_file()
+
+
+def describe(data_dir: Path) -> str:
+    """Where the warehouse is, for logs and metadata (no password)."""
+    config = lake_config(data_dir)
+    if config is None:
+        return str(warehouse_path(data_dir))
+    return f"ducklake:postgres:{redact(config.catalog)} (data {config.data_path})"
+
+
+def is_conflict_error(exc: BaseException) -> bool:
+    """True for a DuckLake commit that conflicts with a transaction committed meanwhile."""
+    return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
+
+
+def retry_conflicts(
+    action: Callable[[], _T],
+    delays_s: tuple[float, ...] = CONFLICT_RETRY_DELAYS_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """Run ``action`` (one whole transaction), again after each of ``delays_s`` seconds while its
+    commit conflicts with another writer's."""
+    for attempt, delay in enumerate((*delays_s, None), start=1):
+        try:
+            return action()
+        except duckdb.TransactionException as exc:
+            if delay is None or not is_conflict_error(exc):
+                raise
+            _log.warning("commit conflict (attempt %d): retry in %g s; %s", attempt, delay, exc)
+            sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -62,6 +236,19 @@ def connect_for_write(
             )
             sleep(delay)
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """``BEGIN`` ... ``COMMIT``; roll back when the body raises (a failed commit has ended it)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
 
 
 def warehouse_path(data_dir: Path) -> Path:
@@ -124,8 +311,22 @@ def refresh_views(
     data_dir.mkdir(parents=True, exist_ok=True)
     scope = set(table_names(data_dir) if tables is None else tables)
     present = sorted(t for t in scope if has_files(data_dir, t))
+    with connect(data_dir, lock_delays_s=lock_delays_s) as con:
+        return retry_conflicts(
+            lambda: _refresh_views(con, data_dir, scope, present, tables is None)
+        )
+
+
+def _refresh_views(
+    con: duckdb.DuckDBPyConnection,
+    data_dir: Path,
+    scope: set[str],
+    present: list[str],
+    whole: bool,
+) -> dict[str, int]:
+    """``refresh_views`` in one transaction on ``con``."""
     counts: dict[str, int] = {}
-    with connect_for_write(warehouse_path(data_dir), lock_delays_s) as con:
+    with transaction(con):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {VIEW_SCHEMA}")
         views = _views(con, VIEW_SCHEMA)
         aliases = {
@@ -133,7 +334,7 @@ def refresh_views(
             for name, comment in _views(con, ALIAS_SCHEMA).items()
             if comment == ALIAS_COMMENT.format(table=name)
         }
-        stale = {t for t in views if tables is None or t in scope} - set(present)
+        stale = {t for t in views if whole or t in scope} - set(present)
         for table in sorted(stale & aliases):
             con.execute(f'DROP VIEW {ALIAS_SCHEMA}."{table}"')
         for table in sorted(stale):
@@ -199,49 +400,86 @@ def load_landing(
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     loaded: dict[str, int] = {}
-    with connect_for_write(warehouse_path(data_dir), lock_delays_s) as con:
+    with connect(data_dir, lock_delays_s=lock_delays_s) as con:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {LANDING_SCHEMA}")
         for table in sorted(set(tables)):
-            target = f'{LANDING_SCHEMA}."{table}"'
-            existing = _table_columns(con, LANDING_SCHEMA, table)
-            if window is None or existing is None:
-                files = [p.path for p in list_partitions(table, data_dir=data_dir)]
-                whole = True
-            else:
-                start, end = window
-                last = end - timedelta(days=1)
-                files = [
-                    p.path for p in list_partitions(table, data_dir=data_dir, start=start, end=last)
-                ]
-                whole = False
-                if files:
-                    described = con.execute(f"DESCRIBE SELECT * FROM {_parquet_list(files)}")
-                    if {row[0] for row in described.fetchall()} - existing:
-                        files = [p.path for p in list_partitions(table, data_dir=data_dir)]
-                        whole = True
-            con.execute("BEGIN TRANSACTION")
-            try:
-                if whole:
-                    if not files:
-                        con.execute(f"DROP TABLE IF EXISTS {target}")
-                        con.execute("COMMIT")
-                        loaded[table] = 0
-                        continue
-                    con.execute(
-                        f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {_parquet_list(files)}"
-                    )
-                else:
-                    con.execute(f"DELETE FROM {target} WHERE date >= ? AND date < ?", [start, end])
-                    if files:
-                        con.execute(
-                            f"INSERT INTO {target} BY NAME SELECT * FROM {_parquet_list(files)}"
-                        )
-                loaded[table] = con.execute(
-                    f"SELECT count(*) FROM {target} WHERE date >= ? AND date < ?",
-                    list(window or (date.min, date.max)),
-                ).fetchone()[0]
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            loaded[table] = retry_conflicts(
+                lambda table=table: _load_table(con, data_dir, table, window)
+            )
     return loaded
+
+
+def _load_table(
+    con: duckdb.DuckDBPyConnection, data_dir: Path, table: str, window: tuple[date, date] | None
+) -> int:
+    """``load_landing`` of one table in one transaction; return the rows of ``window`` now in it."""
+    target = f'{LANDING_SCHEMA}."{table}"'
+    with transaction(con):
+        existing = _table_columns(con, LANDING_SCHEMA, table)
+        if window is None or existing is None:
+            files = [p.path for p in list_partitions(table, data_dir=data_dir)]
+            whole = True
+        else:
+            start, end = window
+            last = end - timedelta(days=1)
+            files = [
+                p.path for p in list_partitions(table, data_dir=data_dir, start=start, end=last)
+            ]
+            whole = False
+            if files:
+                described = con.execute(f"DESCRIBE SELECT * FROM {_parquet_list(files)}")
+                if {row[0] for row in described.fetchall()} - existing:
+                    files = [p.path for p in list_partitions(table, data_dir=data_dir)]
+                    whole = True
+        if whole and not files:
+            con.execute(f"DROP TABLE IF EXISTS {target}")
+            return 0
+        if whole:
+            con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {_parquet_list(files)}")
+        else:
+            con.execute(f"DELETE FROM {target} WHERE date >= ? AND date < ?", [start, end])
+            if files:
+                con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {_parquet_list(files)}")
+        return con.execute(
+            f"SELECT count(*) FROM {target} WHERE date >= ? AND date < ?",
+            list(window or (date.min, date.max)),
+        ).fetchone()[0]
+
+
+def dbt_env(data_dir: Path) -> dict[str, str]:
+    """Environment variables the dbt profile reads for the warehouse of ``data_dir`` (the lake's
+    extensions are installed first, so dbt's process loads them without a download)."""
+    env = {settings.DATA_DIR_ENV: str(Path(data_dir).resolve())}
+    config = lake_config(data_dir)
+    if config is not None:
+        ensure_lake_extensions()
+        config.data_path.mkdir(parents=True, exist_ok=True)
+        env[settings.DUCKLAKE_DATA_PATH_ENV] = str(config.data_path.resolve()).rstrip("/") + "/"
+    return env
+
+
+def writer_pool() -> str | None:
+    """Dagster pool of the steps that write (or, for the file, read) the warehouse:
+    ``duckdb_writer`` for the embedded file (one process at a time), none for the DuckLake, whose
+    writers run concurrently and retry conflicting commits."""
+    return None if settings.ducklake_enabled() else DUCKDB_POOL
+
+
+DBT_CONFLICT_RETRIES = 4
+"""Times a dbt build on the DuckLake is run again after failing on commit conflicts only."""
+
+
+def dbt_conflicts(run_results: dict) -> list[str]:
+    """Nodes of a dbt ``run_results.json`` that failed on a DuckLake commit conflict; empty when
+    any failure had another cause (a re-run would fail again)."""
+    failed = [r for r in run_results.get("results", []) if r.get("status") in ("error", "fail")]
+    conflicted = [
+        r["unique_id"] for r in failed if "transaction conflict" in str(r.get("message")).lower()
+    ]
+    return conflicted if len(conflicted) == len(failed) else []
+
+
+def conflict_wait_s(attempt: int) -> float:
+    """Seconds before re-running a dbt build after its ``attempt``-th conflict (5, 10, 20, ...
+    plus up to 50 % jitter, so two runs do not collide again in step)."""
+    return 5 * 2 ** (attempt - 1) * (1 + random.random() / 2)

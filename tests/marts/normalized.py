@@ -7,7 +7,6 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 
@@ -65,9 +64,10 @@ def write_rows(data_dir: Path, table: str, rows: list[dict]) -> None:
 
 def dbt_build(data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     """Load every normalized table into the warehouse's landing tables, as ``daily_marts`` does,
-    then ``dbt build`` on ``data_dir``; raises with dbt's output when it fails."""
+    then ``dbt build`` on ``data_dir`` (the DuckLake when ``IBPIPELINE_WAREHOUSE=ducklake``);
+    raises with dbt's output when it fails."""
     warehouse.load_landing(data_dir, landing_tables())
-    env = {**os.environ, "IBPIPELINE_DATA_DIR": str(data_dir)}
+    env = {**os.environ, **warehouse.dbt_env(data_dir)}
     proc = subprocess.run(
         [
             str(DBT),
@@ -93,7 +93,7 @@ def dbt_build(data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def query(data_dir: Path, sql: str) -> pd.DataFrame:
-    with duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True) as con:
+    with warehouse.connect(data_dir, read_only=True) as con:
         return con.sql(sql).df()
 
 

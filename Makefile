@@ -28,5 +28,7 @@ lint: install
 	$(BIN)/ruff check ibpipeline tests bench
 	$(BIN)/ruff format --check ibpipeline tests bench
 
+# --max-worker-restart=0: a worker that dies ends the run, naming its test (pytest-xdist 3.8 can
+# hang forever replacing a crashed worker under --dist loadfile: pytest-xdist#784, #1378)
 test: install lint
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --max-worker-restart=0

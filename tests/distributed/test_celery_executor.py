@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dagster._core.remote_representation.external_data import RepositorySnap
@@ -12,6 +13,8 @@ from dagster._serdes import serialize_value
 
 from ibpipeline import settings
 from ibpipeline.distributed import CELERY_APP_CONFIG
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SECRET = "pw-9d1f37c2e8"
 
@@ -87,7 +90,15 @@ def _render_nine(_: int) -> int:
 def test_tearsheets_draw_in_a_celery_prefork_process():
     """A Celery prefork worker runs each task in a daemonic billiard process, which may not start
     the tearsheets' process pool: the sheets are drawn in that process instead."""
-    import billiard
-
-    with billiard.Pool(1) as pool:
-        assert pool.map(_render_nine, [0]) == [9]
+    # in a fresh interpreter: forking the test worker itself (threads, open pipes) is unsafe
+    code = (
+        "import billiard\n"
+        "from tests.distributed.test_celery_executor import _render_nine\n"
+        "with billiard.Pool(1) as pool:\n"
+        "    print(pool.map(_render_nine, [0]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[9]"

@@ -26,6 +26,21 @@ def pytest_configure(config: pytest.Config) -> None:
     ensure_manifest()
 
 
+@pytest.fixture(autouse=True)
+def fresh_forkserver() -> Iterator[None]:
+    """Stop multiprocessing's forkserver after each test. A run executed in the test process
+    (``dg.execute_job`` with the multiprocess executor) starts it once per process and reuses
+    it: its environment and the repository it preloaded (``ibpipeline.forkserver_preload``) would
+    be an earlier test's (another simulator, another data folder). A launched run has a process,
+    hence a forkserver, of its own."""
+    yield
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # noqa: SLF001 (no public way to restart it)
+    if server._forkserver_pid is not None:  # noqa: SLF001
+        server._stop()  # noqa: SLF001
+
+
 @pytest.fixture
 def public_flex_dir() -> Path:
     """Folder of the four real public Activity Flex XML statements."""

@@ -469,13 +469,22 @@ DBT_CONFLICT_RETRIES = 4
 """Times a dbt build on the DuckLake is run again after failing on commit conflicts only."""
 
 
+def _is_concurrent_ddl(message: str) -> bool:
+    """A DuckLake commit conflict, or dbt's swap of a relation (``<name>__dbt_tmp`` /
+    ``<name>__dbt_backup``) meeting the same swap by another build at the same moment."""
+    text = message.lower()
+    return "transaction conflict" in text or (
+        "another entry with this name already exists" in text
+        and ("__dbt_backup" in text or "__dbt_tmp" in text)
+    )
+
+
 def dbt_conflicts(run_results: dict) -> list[str]:
-    """Nodes of a dbt ``run_results.json`` that failed on a DuckLake commit conflict; empty when
-    any failure had another cause (a re-run would fail again)."""
+    """Nodes of a dbt ``run_results.json`` that failed on a DuckLake commit conflict (or on two
+    builds swapping the same relation at once); empty when any failure had another cause (a
+    re-run would fail again)."""
     failed = [r for r in run_results.get("results", []) if r.get("status") in ("error", "fail")]
-    conflicted = [
-        r["unique_id"] for r in failed if "transaction conflict" in str(r.get("message")).lower()
-    ]
+    conflicted = [r["unique_id"] for r in failed if _is_concurrent_ddl(str(r.get("message")))]
     return conflicted if len(conflicted) == len(failed) else []
 
 

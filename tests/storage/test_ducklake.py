@@ -351,6 +351,16 @@ def test_only_builds_failing_on_commit_conflicts_are_run_again() -> None:
     assert warehouse.dbt_conflicts(conflict_results(CONFLICT)) == ["model.ibpipeline.m0"]
     assert warehouse.dbt_conflicts(conflict_results(CONFLICT, "Binder Error: no column x")) == []
     assert warehouse.dbt_conflicts(conflict_results()) == []
+    swapped = (  # seen when two builds replaced the same staging view at once
+        'Catalog Error: Could not rename view "stg_transfers" to "stg_transfers__dbt_backup": '
+        "another entry with this name already exists!"
+    )
+    assert warehouse.dbt_conflicts(conflict_results(swapped, CONFLICT)) == [
+        "model.ibpipeline.m0",
+        "model.ibpipeline.m1",
+    ]
+    other = 'Catalog Error: Table "x" already exists!'
+    assert warehouse.dbt_conflicts(conflict_results(other)) == []
     assert 5 <= warehouse.conflict_wait_s(1) <= 7.5 and 10 <= warehouse.conflict_wait_s(2) <= 15
 
 

@@ -3,7 +3,6 @@ per test, dropped afterwards. Skipped when no server answers."""
 
 import contextlib
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -21,32 +20,15 @@ from ibpipeline import settings  # noqa: E402
 from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts  # noqa: E402
 from ibpipeline.resources import DataDirResource  # noqa: E402
 from ibpipeline.storage.postgres import PostgresLoadError, postgres_type  # noqa: E402
+from tests.postgres_db import PG, fresh_database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
-
-
-def _admin():
-    con = psycopg2.connect(dbname="postgres", connect_timeout=3, **PG)
-    con.autocommit = True
-    return con
 
 
 @pytest.fixture
 def pg_db():
-    try:
-        admin = _admin()
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no local PostgreSQL: {exc}")
-    name = f"ibp_test_{secrets.token_hex(6)}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_database("ibp_test") as name:
         yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def query(db: str, sql: str, params=None):

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from ibpipeline import settings
+from tests.postgres_db import fresh_database
 
 psycopg2 = pytest.importorskip("psycopg2")
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -54,20 +54,8 @@ def broker_url() -> Iterator[str]:
 @pytest.fixture
 def pg_db() -> Iterator[str]:
     """A fresh, empty database on the local PostgreSQL, dropped afterwards."""
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=3, **PG)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no local PostgreSQL: {exc}")
-    admin.autocommit = True
-    name = f"ibp_celery_{secrets.token_hex(6)}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_database("ibp_celery") as name:
         yield name
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -38,39 +37,22 @@ from ibpipeline.storage import warehouse
 from ibpipeline.storage.parquet import table_glob, write_day
 from ibpipeline.world import World
 from tests.marts.normalized import DBT, PROJECT, dbt_build
+from tests.postgres_db import PG, fresh_database
 
 psycopg2 = pytest.importorskip("psycopg2")
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 START, END = date(2024, 1, 2), date(2024, 1, 19)
 TABLES = ("account_info", "nav_daily", "change_in_nav", "cash_balances", "trades", "fx_rates")
-
-
-def _admin():
-    con = psycopg2.connect(dbname="postgres", connect_timeout=3, **PG)
-    con.autocommit = True
-    return con
 
 
 @pytest.fixture
 def catalog():
     """libpq conninfo of a fresh Postgres database (the lake's catalog), dropped afterwards."""
-    try:
-        admin = _admin()
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"no local PostgreSQL: {exc}")
-    name = f"ibp_lake_{secrets.token_hex(6)}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_database("ibp_lake") as name:
         yield f"dbname={name} host={PG['host']} port={PG['port']} user={PG['user']}"
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture

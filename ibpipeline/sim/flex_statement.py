@@ -46,7 +46,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ibpipeline.world import AccountDay, Instrument, Lot, Trade, World
+from ibpipeline.world import AccountDay, DividendAccrual, Instrument, Lot, Trade, World
 
 NEW_YORK = ZoneInfo("America/New_York")
 ZERO = Decimal(0)
@@ -856,7 +856,7 @@ class _Statement:
             for acc in self.last.dividend_accruals:
                 yield self._dividend_row("OpenDividendAccrual", acc, self.last, "", 1, "")
 
-    def _dividend_row(self, tag: str, acc: Any, state: AccountDay, code: str, sign: int,
+    def _dividend_row(self, tag: str, acc: DividendAccrual, state: AccountDay, code: str, sign: int,
                       dates: str) -> str:  # fmt: skip
         f = self.fmt
         return (

@@ -11,10 +11,12 @@ With several Flex queries (``build_normalized_flex``) the same assets are a grap
 then ``write_tables`` writes the same day files from them and materializes the assets.
 """
 
+import contextlib
 import shutil
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -312,6 +314,37 @@ def statement_steps(
     return out
 
 
+STAGING_RETENTION = timedelta(days=7)
+"""How long the staged rows of a run that ended without writing them (a failed or canceled run)
+stay for a "re-execute from failure" of that run; older ones are removed by the next run."""
+
+
+def prune_staging(
+    data_dir: Path,
+    run_ended: Callable[[str], bool],
+    now: datetime | None = None,
+    retention: timedelta = STAGING_RETENTION,
+) -> list[str]:
+    """Remove ``<data_dir>/staging/normalized/<run id>/`` of every run that has ended
+    (``run_ended(run_id)``) when the folder was last written more than ``retention`` ago; a run
+    still going, or one ended recently enough to be re-executed from failure, keeps its rows.
+    Returns the run ids removed."""
+    root = data_dir / STAGING_DIR
+    if not root.is_dir():
+        return []
+    cutoff = (now or datetime.now(UTC)).timestamp() - retention.total_seconds()
+    removed = []
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir():
+            continue
+        newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=0.0)
+        newest = max(newest, folder.stat().st_mtime)
+        if newest < cutoff and run_ended(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
 class StagedRowsMissingError(Exception):
     """The rows a query's normalize step staged are no longer on disk."""
 
@@ -409,6 +442,8 @@ def write_query_rows(
             stats[name].add(table, day)
     for p in parts:
         shutil.rmtree(p.stage_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the run's folder, once its last query's is gone
+            Path(p.stage_dir).parent.rmdir()
     return stats
 
 
@@ -546,6 +581,8 @@ def _normalize_op(query: str, queries: Sequence[str]) -> dg.OpDefinition:
     def normalize(context: dg.OpExecutionContext) -> QueryRows:
         root = context.resources.data_dir.root()
         stage = root / STAGING_DIR / context.run_id / query
+        for run_id in prune_staging(root, partial(_run_ended, context.instance)):
+            context.log.info(f"removed the staged rows of ended run {run_id}")
         part = normalize_query(
             root, _run_days(context), _selected_tables(context), query, queries, stage
         )
@@ -556,6 +593,12 @@ def _normalize_op(query: str, queries: Sequence[str]) -> dg.OpDefinition:
         return part
 
     return normalize
+
+
+def _run_ended(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether ``run_id`` has finished (or is unknown to ``instance``)."""
+    run = instance.get_run_by_id(run_id)
+    return run is None or run.is_finished
 
 
 def _check_output(name: str) -> str:

@@ -3,7 +3,7 @@
 query's statements) and one ``write_tables`` step, against the simulator of
 ``test_raw_queries`` (disjoint accounts per query), compared with one query over every account."""
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -24,7 +24,9 @@ from ibpipeline.assets import normalized_flex
 from ibpipeline.assets.normalized import (
     NORMALIZED_TABLES,
     STAGING_DIR,
+    STAGING_RETENTION,
     build_normalized_flex,
+    prune_staging,
     statement_steps,
 )
 from ibpipeline.assets.raw import build_raw_flex_statement, raw_flex_statement
@@ -190,6 +192,26 @@ def test_a_failing_query_normalize_step_takes_no_rows_away(runs, instance, sim):
     assert fixed.success
     for name in NORMALIZED_TABLES:
         assert rows(name, split_dir) == rows(name, single_dir), name
+
+    # the failed run's staged rows (q1, q3) stay for a re-execution from failure, a week
+    staged = split_dir / STAGING_DIR
+    assert sorted(p.name for p in (staged / failed.run_id).iterdir()) == ["q1", "q3"]
+    assert not (staged / fixed.run_id).exists()  # written, then removed
+    ended = lambda run_id: instance.get_run_by_id(run_id).is_finished  # noqa: E731
+    assert prune_staging(split_dir, ended) == []
+    later = datetime.now(UTC) + STAGING_RETENTION + timedelta(minutes=1)
+    assert prune_staging(split_dir, ended, now=later) == [failed.run_id]
+    assert list(staged.iterdir()) == []
+
+
+def test_staged_rows_of_a_run_still_going_are_kept(tmp_path):
+    for run_id in ("ended", "going"):
+        (tmp_path / STAGING_DIR / run_id / "q1" / "trades").mkdir(parents=True)
+        (tmp_path / STAGING_DIR / run_id / "q1" / "trades" / "2024-02-14.arrow").write_bytes(b"x")
+    later = datetime.now(UTC) + STAGING_RETENTION + timedelta(minutes=1)
+    assert prune_staging(tmp_path, lambda run_id: run_id == "ended", now=later) == ["ended"]
+    assert [p.name for p in (tmp_path / STAGING_DIR).iterdir()] == ["going"]
+    assert prune_staging(tmp_path / "nothing", lambda run_id: True) == []
 
 
 def test_multiprocess_run_normalizes_queries_in_their_own_processes(

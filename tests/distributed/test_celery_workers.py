@@ -20,6 +20,7 @@ import pytest
 from ibpipeline import settings
 from ibpipeline.automation.ranges import range_tags
 from tests.distributed.conftest import Cluster
+from tests.postgres_db import PG, fresh_database
 
 QUERY_ID = "800969"
 
@@ -173,25 +174,39 @@ def test_a_step_process_killed_under_a_live_worker_fails_the_run(
 
 
 START, END = "2024-02-05", "2024-02-07"
+SPLIT_QUERIES = (("q1", "800971", "TEST_FLEX_TOKEN_Q1"), ("q2", "800972", "TEST_FLEX_TOKEN_Q2"))
+SPLIT_TOKENS = ("1" * 24, "2" * 24)
 
 
 @contextlib.contextmanager
 def flex_world(token: str) -> Iterator[tuple[object, list[str]]]:
-    """The Flex simulator on loopback serving a 3-account world; yields (simulator, accounts)."""
+    """The Flex simulator on loopback serving a 4-account world; yields (simulator, accounts).
+
+    Query ``QUERY_ID`` (``token``) has every account; the ``SPLIT_QUERIES`` each have half of
+    them (round robin), each with its own token."""
     from ibpipeline.flex.ratelimit import RateLimit
-    from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
+    from ibpipeline.sim.flex_server import FlexSimulator, sim_queries, world_statement_source
     from ibpipeline.world import World
 
-    world = World(seed=9, n_accounts=3, inception=date(2024, 1, 2))
+    world = World(seed=9, n_accounts=4, inception=date(2024, 1, 2))
+    ids = sorted(a.account_id for a in world.accounts)
+    served = sim_queries(ids, SPLIT_QUERIES[0][1], SPLIT_TOKENS, count=len(SPLIT_QUERIES))
     sim = FlexSimulator(
-        world_statement_source(world), token, {QUERY_ID}, rate_limits=(RateLimit(1000, 1.0),)
+        world_statement_source(
+            world, accounts_by_query={QUERY_ID: ids, **{q.query_id: q.accounts for q in served}}
+        ),
+        token,
+        {QUERY_ID},
+        rate_limits=(RateLimit(1000, 1.0),),
+        query_tokens={q.query_id: q.token for q in served},
     )
     with sim:
-        yield sim, sorted(a.account_id for a in world.accounts)
+        yield sim, ids
 
 
 def pipeline_env(env: dict[str, str], sim, data_dir: Path) -> dict[str, str]:
-    """``env`` pointed at the simulator and ``data_dir`` (what ``ibpipeline.definitions`` reads)."""
+    """``env`` pointed at the simulator (the one query of every account) and ``data_dir`` (what
+    ``ibpipeline.definitions`` reads)."""
     return {
         **env,
         settings.FLEX_QUERY_ID_ENV: QUERY_ID,
@@ -199,6 +214,19 @@ def pipeline_env(env: dict[str, str], sim, data_dir: Path) -> dict[str, str]:
         settings.DATA_DIR_ENV: str(data_dir),
         settings.START_DATE_ENV: "2024-01-02",
     }
+
+
+def split_lake_env(env: dict[str, str], catalog: str) -> dict[str, str]:
+    """``env`` with the Flex work split over ``SPLIT_QUERIES`` and the warehouse on a DuckLake
+    whose catalog is the Postgres database ``catalog``."""
+    out = {k: v for k, v in env.items() if k != settings.FLEX_QUERY_ID_ENV}
+    out["IBKR_FLEX_QUERIES"] = ",".join(f"{n}={q}:{var}" for n, q, var in SPLIT_QUERIES)
+    for (_, _, var), token in zip(SPLIT_QUERIES, SPLIT_TOKENS, strict=True):
+        out[var] = token
+    out[settings.WAREHOUSE_ENV] = "ducklake"
+    out[settings.DUCKLAKE_CATALOG_ENV] = f"dbname={catalog} host={PG['host']} port={PG['port']}"
+    out[settings.DUCKLAKE_CATALOG_ENV] += f" user={PG['user']}"
+    return out
 
 
 def main_job_args() -> list[str]:
@@ -210,37 +238,47 @@ LINEAGE = "statement_sha256"
 """Differs between two fetches of the same days (the statement carries its generation time)."""
 
 
-def table_rows(data_dir: Path) -> dict[str, list[tuple]]:
-    """Every normalized Parquet table and every DuckDB table/view, rows sorted, without
-    ``LINEAGE``."""
+def table_rows(data_dir: Path, lake_catalog: str | None = None) -> dict[str, list[tuple]]:
+    """Every normalized Parquet table and every warehouse table/view (the DuckDB file, or the
+    DuckLake of ``lake_catalog``), rows sorted, without ``LINEAGE``."""
     from ibpipeline.assets import NORMALIZED_TABLES
-    from ibpipeline.storage import parquet
+    from ibpipeline.storage import parquet, warehouse
 
     out = {}
     for name in NORMALIZED_TABLES:
         table = parquet.read_table(name, data_dir=data_dir)
         rows = [tuple(v for k, v in r.items() if k != LINEAGE) for r in table.to_pylist()]
         out[f"parquet.{name}"] = sorted(rows, key=repr)
-    with duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True) as con:
+    if lake_catalog is None:
+        con = duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True)
+    else:
+        config = warehouse.LakeConfig(lake_catalog, data_dir / "lake")
+        con = warehouse.connect_lake(config, read_only=True)
+    with con:
+        (catalog,) = con.execute("SELECT current_database()").fetchone()
         columns: dict[tuple[str, str], list[str]] = {}
         for schema, table_name, column in con.execute(
             "SELECT table_schema, table_name, column_name FROM information_schema.columns "
-            "WHERE table_schema NOT IN ('information_schema', 'pg_catalog') "
-            "ORDER BY table_schema, table_name, ordinal_position"
+            "WHERE table_catalog = ? AND table_schema NOT IN ('information_schema', 'pg_catalog') "
+            "ORDER BY table_schema, table_name, ordinal_position",
+            [catalog],
         ).fetchall():
             if column != LINEAGE:
                 columns.setdefault((schema, table_name), []).append(f'"{column}"')
         for (schema, table_name), cols in columns.items():
             rows = con.execute(f'SELECT {", ".join(cols)} FROM "{schema}"."{table_name}"')
-            out[f"duckdb.{schema}.{table_name}"] = sorted(rows.fetchall(), key=repr)
+            out[f"warehouse.{schema}.{table_name}"] = sorted(rows.fetchall(), key=repr)
     return out
 
 
-def test_main_job_on_two_workers_equals_in_process(
+def test_split_queries_on_two_workers_and_a_ducklake_equal_one_process(
     celery_env, cluster: Cluster, tmp_path, flex_token, monkeypatch
 ):
-    with flex_world(flex_token) as (sim, accounts):
-        env = pipeline_env(celery_env, sim, tmp_path / "data_celery")
+    """Two Celery workers run a range with the Flex work split over two queries (two tokens, two
+    pools) and the marts on a DuckLake; a single-process run with one query and the embedded
+    DuckDB file gives the same tables row for row."""
+    with fresh_database("ibp_celery_lake") as catalog, flex_world(flex_token) as (sim, accounts):
+        env = split_lake_env(pipeline_env(celery_env, sim, tmp_path / "data_celery"), catalog)
         for name in ("worker1", "worker2"):
             cluster.start(name, env, "--include", "ibpipeline.forkserver_preload")
         reference_env = pipeline_env(celery_env, sim, tmp_path / "data_in_process")
@@ -256,6 +294,9 @@ def test_main_job_on_two_workers_equals_in_process(
         assert done.returncode == 0, done.stdout[-4000:]
         reference = wait_reference()
         assert reference.returncode == 0, reference.stdout[-4000:]
+        # one SendRequest per query for the whole range
+        assert [sim.count("SendRequest", query=q) for _, q, _ in SPLIT_QUERIES] == [1, 1]
+        got = table_rows(tmp_path / "data_celery", env[settings.DUCKLAKE_CATALOG_ENV])
     with open_instance(celery_env, monkeypatch) as instance:
         (run,) = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.SUCCESS
@@ -267,9 +308,13 @@ def test_main_job_on_two_workers_equals_in_process(
     assert_password_not_shown(celery_env, cluster, done.stdout)
     assert {w.split("@")[0] for names in ran.values() for w in names} == {"worker1", "worker2"}
     assert all(len(names) == 1 for names in ran.values()), ran  # no step ran twice
-    got, expected = table_rows(tmp_path / "data_celery"), table_rows(tmp_path / "data_in_process")
+    # one fetch and one normalize step per query, each in its own pool
+    for name, _, _ in SPLIT_QUERIES:
+        assert f"raw_flex_statement.fetch_{name}" in ran, sorted(ran)
+    assert sum(key.startswith("normalized_flex.normalize_") for key in ran) == 2, sorted(ran)
+    expected = table_rows(tmp_path / "data_in_process")
     assert got.keys() == expected.keys()
-    for name in ("parquet.nav_daily", "parquet.trades", "duckdb.main.daily_nav"):
+    for name in ("parquet.nav_daily", "parquet.trades", "warehouse.main.daily_nav"):
         assert expected[name], name
     for name in expected:
         assert got[name] == expected[name], name

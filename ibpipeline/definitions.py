@@ -32,6 +32,7 @@ from ibpipeline.automation.sensors import (
 )
 from ibpipeline.dbt import dbt_resource
 from ibpipeline.flex.queries import FlexQuery
+from ibpipeline.instance_storage import enable_event_batches
 from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource, FlexResource, GatewayResource
 
@@ -147,4 +148,7 @@ def build_defs() -> dg.Definitions:
     )
 
 
+# the step processes of every run import this module: their materializations of a range are
+# stored as one batch per output (one transaction with the project's SQLite event log)
+enable_event_batches()
 defs = build_defs()

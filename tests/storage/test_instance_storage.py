@@ -1,0 +1,153 @@
+"""The project's SQLite event log (``BatchingSqliteEventLogStorage``): a batch of a range run's
+materializations, stored in one transaction, reads back exactly as Dagster's own class stores the
+same events one by one; the project's dagster.yaml uses it with the layout of ``storage: sqlite``."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+from ibpipeline.instance_storage import BatchingSqliteEventLogStorage
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSETS = [dg.AssetKey(["normalized", "trades"]), dg.AssetKey("nav_daily")]
+DAYS = [f"2024-02-{d:02d}" for d in range(1, 29)]
+
+
+def materializations(run_id: str, asset_key: dg.AssetKey) -> list[EventLogEntry]:
+    """One materialization per day of ``asset_key`` with its own metadata, as a range run's
+    output yields them."""
+    out = []
+    for i, day in enumerate(DAYS):
+        mat = dg.AssetMaterialization(
+            asset_key=asset_key, partition=day, metadata={"dagster/row_count": i, "day": day}
+        )
+        event = DagsterEvent(
+            DagsterEventType.ASSET_MATERIALIZATION.value,
+            "flex_daily_job",
+            event_specific_data=StepMaterializationData(mat),
+            step_key="normalized_flex",
+        )
+        out.append(
+            EventLogEntry(
+                error_info=None,
+                level=20,
+                user_message="",
+                run_id=run_id,
+                timestamp=time.time() + i * 1e-3,
+                dagster_event=event,
+                step_key="normalized_flex",
+                job_name="flex_daily_job",
+            )
+        )
+    return out
+
+
+def snapshot(storage: SqliteEventLogStorage, run_ids: list[str]) -> dict:
+    """What the instance answers about the stored events (ids excluded: each storage counts its
+    own)."""
+    out: dict = {}
+    for key in ASSETS:
+        records = storage.get_event_records(
+            dg.EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=key)
+        )
+        out[f"records {key}"] = sorted(
+            (r.run_id, r.partition_key, r.asset_materialization.metadata["day"].value)
+            for r in records
+        )
+        out[f"partitions {key}"] = sorted(storage.get_materialized_partitions(key))
+        latest = storage.get_latest_storage_id_by_partition(
+            key, DagsterEventType.ASSET_MATERIALIZATION
+        )
+        by_id = {r.storage_id: (r.run_id, r.partition_key) for r in records}
+        out[f"latest {key}"] = sorted(by_id[i] for i in latest.values())
+        (record,) = storage.get_asset_records([key])
+        last = record.asset_entry.last_materialization
+        out[f"last {key}"] = (last.run_id, last.asset_materialization.partition)
+        out[f"tags {key}"] = sorted(
+            (t["key"], tuple(sorted(t["values"])))
+            for t in storage.get_event_tags_for_asset(key)
+            if t["key"] != "dagster/data_version"
+        )
+    for run_id in run_ids:
+        out[f"run {run_id}"] = [
+            (e.dagster_event.asset_key, e.dagster_event.partition)
+            for e in storage.get_logs_for_run(run_id)
+        ]
+    return out
+
+
+def test_a_batch_reads_back_as_dagsters_one_by_one_storage(tmp_path):
+    runs = ["a" * 36, "b" * 36]  # the second run re-materializes every day: latest = run b
+    events = {(r, k): materializations(r, k) for r in runs for k in ASSETS}
+    one_by_one = SqliteEventLogStorage(str(tmp_path / "dagster"))
+    batched = BatchingSqliteEventLogStorage(str(tmp_path / "ours"))
+    for batch in events.values():
+        for event in batch:
+            one_by_one.store_event(event)
+        batched.store_event_batch(batch)
+    expected = snapshot(one_by_one, runs)
+    assert expected[f"partitions {ASSETS[0]}"] == DAYS
+    assert expected[f"last {ASSETS[1]}"] == (runs[1], DAYS[-1])
+    assert snapshot(batched, runs) == expected
+
+
+def test_other_batches_are_stored_one_by_one(tmp_path):
+    storage = BatchingSqliteEventLogStorage(str(tmp_path / "ours"))
+    run_id = "c" * 36
+    mixed = materializations(run_id, ASSETS[0])[:2]
+    mixed[1] = mixed[1]._replace(run_id="d" * 36)  # two runs: not one transaction
+    storage.store_event_batch(mixed)
+    assert [len(storage.get_logs_for_run(r)) for r in (run_id, "d" * 36)] == [1, 1]
+    assert sorted(storage.get_materialized_partitions(ASSETS[0])) == DAYS[:2]
+
+
+def test_the_project_instance_uses_it_with_the_sqlite_layout(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    monkeypatch.chdir(home)  # the file's base_dirs are relative, as for `dagster dev`
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, BatchingSqliteEventLogStorage)
+
+        @dg.asset(partitions_def=dg.DailyPartitionsDefinition("2024-02-01"))
+        def daily_table() -> None:
+            return None
+
+        tags = {
+            "dagster/asset_partition_range_start": DAYS[0],
+            "dagster/asset_partition_range_end": DAYS[9],
+        }
+        batches: list[tuple[int, set]] = []
+        store_batch = BatchingSqliteEventLogStorage.store_event_batch
+
+        def recording(self, events):
+            batches.append((len(events), {e.dagster_event_type for e in events}))
+            store_batch(self, events)
+
+        monkeypatch.setattr(BatchingSqliteEventLogStorage, "store_event_batch", recording)
+        monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+        assert dg.materialize([daily_table], instance=instance, tags=tags).success
+        # the 10 days' materializations, in one batch
+        assert (10, {DagsterEventType.ASSET_MATERIALIZATION}) in batches, batches
+        assert sorted(instance.get_materialized_partitions(daily_table.key)) == DAYS[:10]
+    # where `storage: sqlite: base_dir: .dagster_storage` keeps them
+    assert (home / ".dagster_storage" / "history" / "runs.db").is_file()
+    assert (home / ".dagster_storage" / "history" / "runs" / "index.db").is_file()
+    assert (home / ".dagster_storage" / "schedules" / "schedules.db").is_file()
+
+
+@pytest.mark.parametrize("value", ["0", "25"])
+def test_a_batch_size_already_set_wins(monkeypatch, value):
+    from ibpipeline.instance_storage import EVENT_BATCH_SIZE_ENV, enable_event_batches
+
+    monkeypatch.setenv(EVENT_BATCH_SIZE_ENV, value)
+    enable_event_batches()
+    assert os.environ[EVENT_BATCH_SIZE_ENV] == value

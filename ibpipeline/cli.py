@@ -162,7 +162,7 @@ def _import_marts(data_dir: Path, results: list) -> None:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from ibpipeline.automation.backfill import run_backfill
+    from ibpipeline.automation.backfill import last_backfill_day, run_backfill
     from ibpipeline.definitions import build_defs
     from ibpipeline.demo import demo_instance
     from ibpipeline.flex.queries import missing_tokens
@@ -181,10 +181,25 @@ def _backfill(args: argparse.Namespace) -> int:
     if missing:
         print("error: " + "; ".join(missing), file=sys.stderr)
         return 2
+    last = last_backfill_day()
+    if args.start > last:
+        print(
+            f"error: --start {args.start} is after {last}, the last report day IBKR can have "
+            f"published (a day is ready after its close of business, {settings.schedule_timezone()}"
+            "); nothing was requested",
+            file=sys.stderr,
+        )
+        return 2
+    end = min(args.end, last)
+    if end < args.end:
+        print(
+            f"note: --end {args.end} clamped to {end}, the last report day IBKR can have published",
+            file=sys.stderr,
+        )
     with demo_instance(Path.cwd()) as instance:
-        result = run_backfill(build_defs(), instance, args.start, args.end, marts=not args.no_marts)
+        result = run_backfill(build_defs(), instance, args.start, end, marts=not args.no_marts)
     print(
-        f"backfilled {args.start}..{args.end} in run {result.run_id}: "
+        f"backfilled {args.start}..{end} in run {result.run_id}: "
         f"{len(result.accounts)} accounts registered"
     )
     return 0
@@ -353,7 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", type=_date, required=True, help="first report date, YYYY-MM-DD"
     )
     backfill.add_argument(
-        "--end", type=_date, required=True, help="last report date, YYYY-MM-DD (at most yesterday)"
+        "--end",
+        type=_date,
+        required=True,
+        help="last report date, YYYY-MM-DD (required; a later date than yesterday in "
+        "$IBPIPELINE_SCHEDULE_TIMEZONE is clamped to it: IBKR publishes a day after its close)",
     )
     backfill.add_argument(
         "--no-marts", action="store_true", help="stop after the normalized tables and views"

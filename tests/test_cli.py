@@ -1,5 +1,6 @@
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -212,6 +213,37 @@ def test_demo_twice_gives_the_same_rows(monkeypatch):
         assert token not in report(second, project)
     finally:
         shutil.rmtree(project, ignore_errors=True)
+
+
+@pytest.mark.parametrize("project", ["checkout", "folder with space"])
+def test_the_demos_last_line_works_without_an_activated_venv(tmp_path, project):
+    """The demo ends with ``cd <project> && <dagster> dev ...``: the venv's own ``dagster`` by a
+    path that exists (``.venv/bin/dagster`` in the checkout), run here with no venv on PATH."""
+    from ibpipeline.demo import DemoResult
+
+    project_dir = ROOT if project == "checkout" else tmp_path / project
+    project_dir.mkdir(exist_ok=True)
+    result = DemoResult(date(2024, 3, 8), date(2024, 3, 12), ("U1",), {}, {}, project_dir / "data")
+    last = report(result, project_dir).splitlines()[-1]
+    assert last.startswith(f"cd {shlex.quote(str(project_dir))} && "), last
+    words = shlex.split(last.partition(" && ")[2])
+    assert words[1:] == ["dev", "-w", "workspace.yaml"]
+    dagster = project_dir / words[0]  # relative to the project, or absolute
+    assert dagster.is_file() and os.access(dagster, os.X_OK), last
+    if project == "checkout":
+        assert words[0] == ".venv/bin/dagster"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        ["/bin/sh", "-c", f"{last} --help"],
+        cwd=elsewhere,
+        env={**os.environ, "PATH": "/usr/bin:/bin", "VIRTUAL_ENV": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dagster dev" in done.stdout
 
 
 def test_docs_tables_is_generated_from_the_schemas(capsys):

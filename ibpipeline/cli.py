@@ -162,7 +162,7 @@ def _import_marts(data_dir: Path, results: list) -> None:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from ibpipeline.automation.backfill import run_backfill
+    from ibpipeline.automation.backfill import last_backfill_day, run_backfill
     from ibpipeline.definitions import build_defs
     from ibpipeline.demo import demo_instance
     from ibpipeline.flex.queries import missing_tokens
@@ -181,10 +181,25 @@ def _backfill(args: argparse.Namespace) -> int:
     if missing:
         print("error: " + "; ".join(missing), file=sys.stderr)
         return 2
+    last = last_backfill_day()
+    if args.start > last:
+        print(
+            f"error: --start {args.start} is after {last}, the last report day IBKR can have "
+            f"published (a day is ready after its close of business, {settings.schedule_timezone()}"
+            "); nothing was requested",
+            file=sys.stderr,
+        )
+        return 2
+    end = min(args.end, last)
+    if end < args.end:
+        print(
+            f"note: --end {args.end} clamped to {end}, the last report day IBKR can have published",
+            file=sys.stderr,
+        )
     with demo_instance(Path.cwd()) as instance:
-        result = run_backfill(build_defs(), instance, args.start, args.end, marts=not args.no_marts)
+        result = run_backfill(build_defs(), instance, args.start, end, marts=not args.no_marts)
     print(
-        f"backfilled {args.start}..{args.end} in run {result.run_id}: "
+        f"backfilled {args.start}..{end} in run {result.run_id}: "
         f"{len(result.accounts)} accounts registered"
     )
     return 0
@@ -200,25 +215,24 @@ class _HELP(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+HOST_HELP = "IP address to listen on, e.g. 127.0.0.1 (loopback only) or 0.0.0.0 (every interface)"
+DEBUG_HELP = "show the full traceback of an error (default: one line)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``ibpipeline``."""
     parser = argparse.ArgumentParser(prog="ibpipeline", description=__doc__, formatter_class=_HELP)
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show the full traceback of an error (default: one line)",
-    )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    debug = argparse.ArgumentParser(add_help=False)  # --debug also after any subcommand
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    sub = {"formatter_class": _HELP, "parents": [debug]}
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sim = commands.add_parser(
-        "sim", formatter_class=_HELP, help="run a local simulator of an IBKR service"
-    )
+    sim = commands.add_parser("sim", **sub, help="run a local simulator of an IBKR service")
     sims = sim.add_subparsers(dest="simulator", required=True)
 
-    flex = sims.add_parser("flex", formatter_class=_HELP, help="Flex Web Service simulator (HTTP)")
-    flex.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (loopback only by default)"
-    )
+    flex = sims.add_parser("flex", **sub, help="Flex Web Service simulator (HTTP)")
+    flex.add_argument("--host", default="127.0.0.1", help=HOST_HELP)
     flex.add_argument("--port", type=int, default=8765, help="TCP port")
     flex.add_argument(
         "--token",
@@ -259,15 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
     flex.add_argument(
         "--quirks",
         default="",
-        help="real-statement quirks, e.g. sub_accounts=OPT+FUT,omit=OpenPositions,"
-        "separator=comma,time=HHmmss,zone,fx_net_cash_zero,count=1",
+        help="real-statement quirks, comma-separated, e.g. sub_accounts=OPT+FUT,"
+        "omit=OpenPositions,separator=comma,time=HHmmss,zone,fx_net_cash_zero,count=1 "
+        "(default: none, a clean statement)",
     )
     flex.add_argument(
         "--fx-commission-in-base",
         action="store_true",
         help="FX conversions pay their commission in the base currency (as IBKR does)",
     )
-    flex.add_argument("--generation-polls", type=int, default=1, help="1019 answers per statement")
+    flex.add_argument(
+        "--generation-polls",
+        type=int,
+        default=1,
+        help="GetStatement polls answered 1019 (generation in progress) before each statement",
+    )
     flex.add_argument(
         "--no-rate-limits",
         action="store_true",
@@ -282,10 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flex.set_defaults(func=_sim_flex)
 
-    gateway = sims.add_parser(
-        "gateway", formatter_class=_HELP, help="IB Gateway simulator (TWS socket protocol)"
-    )
-    gateway.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    gateway = sims.add_parser("gateway", **sub, help="IB Gateway simulator (TWS socket protocol)")
+    gateway.add_argument("--host", default="127.0.0.1", help=HOST_HELP)
     gateway.add_argument("--port", type=int, default=4002, help="TCP port (IB Gateway paper: 4002)")
     gateway.add_argument("--seed", type=int, default=7, help="seed of the simulated world")
     gateway.add_argument(
@@ -306,9 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gateway.set_defaults(func=_sim_gateway)
 
-    parse = commands.add_parser(
-        "parse", formatter_class=_HELP, help="parse Flex XML files into normalized Parquet"
-    )
+    parse = commands.add_parser("parse", **sub, help="parse Flex XML files into normalized Parquet")
     parse.add_argument(
         "files", nargs="+", type=Path, metavar="FILE", help="Activity Flex XML files"
     )
@@ -317,13 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         metavar="DIR",
-        help="output folder: DIR/<table>/<file>.parquet",
+        help="output folder (required): DIR/<table>/<file>.parquet",
     )
     parse.set_defaults(func=_parse)
 
     imp = commands.add_parser(
         "import",
-        formatter_class=_HELP,
+        **sub,
         help="ingest hand-downloaded Flex XML files (raw store + normalized Parquet); the files "
         "are left in place",
     )
@@ -345,15 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill = commands.add_parser(
         "backfill",
-        formatter_class=_HELP,
+        **sub,
         help="one flex_daily_job run over a date range in the local Dagster instance: fetch it "
         "(one Flex request per query and 365 days), normalize every account, rebuild the marts",
     )
     backfill.add_argument(
-        "--start", type=_date, required=True, help="first report date, YYYY-MM-DD"
+        "--start", type=_date, required=True, help="first report date, YYYY-MM-DD (required)"
     )
     backfill.add_argument(
-        "--end", type=_date, required=True, help="last report date, YYYY-MM-DD (at most yesterday)"
+        "--end",
+        type=_date,
+        required=True,
+        help="last report date, YYYY-MM-DD (required; a later date than yesterday in "
+        "$IBPIPELINE_SCHEDULE_TIMEZONE is clamped to it: IBKR publishes a day after its close)",
     )
     backfill.add_argument(
         "--no-marts", action="store_true", help="stop after the normalized tables and views"
@@ -362,14 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     tables = commands.add_parser(
         "tables",
-        formatter_class=_HELP,
+        **sub,
         help="print every table's columns, types and units (docs/tables.md)",
     )
     tables.set_defaults(func=_tables)
 
     demo = commands.add_parser(
         "demo",
-        formatter_class=_HELP,
+        **sub,
         help="simulated Flex -> raw -> normalized -> DuckDB in the local Dagster instance",
     )
     demo.add_argument("--accounts", type=_positive, default=3, help="simulated accounts")

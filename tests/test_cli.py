@@ -1,9 +1,11 @@
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +15,7 @@ import pytest
 from ibpipeline.assets import NORMALIZED_TABLES
 from ibpipeline.cli import build_parser, main
 from ibpipeline.demo import report, run_demo
+from ibpipeline.flex.parse import FlexParseError
 from tests.fixture_files import PUBLIC_FLEX_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +33,87 @@ def test_parse_writes_tables(tmp_path, capsys):
 def test_parse_missing_file(tmp_path, capsys):
     assert main(["parse", str(tmp_path / "nope.xml"), "--out", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+HTML_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>Login</title></head><body><p>Sign in<br></body></html>\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        ("statement.csv", "ClientAccountID,TradeDate\nU1234567,20240102\n", "invalid or truncated"),
+        ("statement.html", HTML_PAGE, "root element is <html>"),
+        ("empty.xml", "", "empty input: 0 bytes"),
+    ],
+)
+def test_parse_of_a_file_that_is_no_flex_xml_is_one_clear_line(
+    tmp_path, capsys, name, text, reason
+):
+    path = tmp_path / name
+    path.write_text(text)
+    assert main(["parse", str(path), "--out", str(tmp_path / "out")]) == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    (line,) = printed.err.splitlines()
+    assert line.startswith("error: ") and reason in line, line
+    assert line.endswith("(run with --debug for the traceback)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_raises_the_error_before_or_after_the_subcommand(tmp_path):
+    page = tmp_path / "statement.html"
+    page.write_text(HTML_PAGE)
+    args = ["parse", str(page), "--out", str(tmp_path / "out")]
+    assert build_parser().parse_args(args).debug is False
+    for argv in (["--debug", *args], [*args, "--debug"]):
+        assert build_parser().parse_args(argv).debug is True
+        with pytest.raises(FlexParseError, match="root element is <html>"):
+            main(argv)
+
+
+def run_console_script(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``ibpipeline *args`` as a user runs it (this checkout's code, ``env`` added)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("IBKR_", "IBPIPELINE_"))}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("ibpipeline")), *args],
+        cwd=cwd,
+        env={**environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_debug_prints_the_traceback(tmp_path):
+    page = tmp_path / "statement.html"
+    page.write_text(HTML_PAGE)
+    done = run_console_script(tmp_path, "parse", str(page), "--out", "out", "--debug")
+    assert done.returncode == 1
+    assert done.stderr.startswith("Traceback (most recent call last):"), done.stderr
+    assert "FlexParseError: root element is <html>" in done.stderr
+
+
+def test_cli_calls_print_no_dagster_warning(tmp_path):
+    """Neither ``--help`` nor a command loading the definitions prints Dagster's Beta/Preview
+    warnings (``backfill`` imports them, then refuses a start with no statement yet)."""
+    assert run_console_script(tmp_path, "--help").stderr == ""
+    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    refused = run_console_script(
+        tmp_path,
+        "backfill",
+        "--start",
+        tomorrow,
+        "--end",
+        tomorrow,
+        IBKR_FLEX_TOKEN="402918375561029384756102",
+        IBKR_FLEX_QUERY_ID="800969",
+    )
+    assert refused.returncode == 2
+    assert "Warning" not in refused.stderr
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith(f"error: --start {tomorrow} is after "), refused.stderr
 
 
 def test_sim_flex_requires_a_token(monkeypatch, capsys):
@@ -131,6 +215,37 @@ def test_demo_twice_gives_the_same_rows(monkeypatch):
         shutil.rmtree(project, ignore_errors=True)
 
 
+@pytest.mark.parametrize("project", ["checkout", "folder with space"])
+def test_the_demos_last_line_works_without_an_activated_venv(tmp_path, project):
+    """The demo ends with ``cd <project> && <dagster> dev ...``: the venv's own ``dagster`` by a
+    path that exists (``.venv/bin/dagster`` in the checkout), run here with no venv on PATH."""
+    from ibpipeline.demo import DemoResult
+
+    project_dir = ROOT if project == "checkout" else tmp_path / project
+    project_dir.mkdir(exist_ok=True)
+    result = DemoResult(date(2024, 3, 8), date(2024, 3, 12), ("U1",), {}, {}, project_dir / "data")
+    last = report(result, project_dir).splitlines()[-1]
+    assert last.startswith(f"cd {shlex.quote(str(project_dir))} && "), last
+    words = shlex.split(last.partition(" && ")[2])
+    assert words[1:] == ["dev", "-w", "workspace.yaml"]
+    dagster = project_dir / words[0]  # relative to the project, or absolute
+    assert dagster.is_file() and os.access(dagster, os.X_OK), last
+    if project == "checkout":
+        assert words[0] == ".venv/bin/dagster"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        ["/bin/sh", "-c", f"{last} --help"],
+        cwd=elsewhere,
+        env={**os.environ, "PATH": "/usr/bin:/bin", "VIRTUAL_ENV": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dagster dev" in done.stdout
+
+
 def test_docs_tables_is_generated_from_the_schemas(capsys):
     assert main(["tables"]) == 0
     printed = capsys.readouterr().out
@@ -144,10 +259,11 @@ def test_docs_tables_is_generated_from_the_schemas(capsys):
 
 
 def test_every_option_of_every_command_has_help_text() -> None:
-    """``--help`` describes every option (with its default where it has one)."""
+    """``--help`` describes every option; an option taking a value names its default or says it
+    is required, and dates and addresses give their format."""
     import argparse
 
-    from ibpipeline.cli import build_parser
+    from ibpipeline.cli import _date, build_parser
 
     def parsers(parser):
         yield parser
@@ -156,13 +272,31 @@ def test_every_option_of_every_command_has_help_text() -> None:
                 for sub in action.choices.values():
                     yield from parsers(sub)
 
-    undocumented = [
-        f"{p.prog} {a.option_strings or a.dest}"
-        for p in parsers(build_parser())
-        for a in p._actions
-        if not isinstance(a, argparse._SubParsersAction | argparse._HelpAction) and not a.help
-    ]
-    assert undocumented == []
+    problems, options = [], 0
+    for parser in parsers(build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction | argparse._HelpAction):
+                continue
+            name = f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help:
+                problems.append(f"{name}: no help")
+                continue
+            shown = formatter._expand_help(action)  # as --help prints it
+            if re.search(r"\(default: (None)?\)", shown):
+                problems.append(f"{name}: empty default in {shown!r}")
+            if action.option_strings and action.nargs != 0:
+                options += 1
+                if action.required and "required" not in shown:
+                    problems.append(f"{name}: required, but its help does not say so")
+                if not action.required and not re.search(r"\(default: [^)\s]", shown):
+                    problems.append(f"{name}: no default in {shown!r}")
+            if action.type is _date and "YYYY-MM-DD" not in action.help:
+                problems.append(f"{name}: no date format")
+            if action.dest == "host" and not re.search(r"e\.g\. \d+\.\d+\.\d+\.\d+", action.help):
+                problems.append(f"{name}: no address format")
+    assert problems == []
+    assert options > 20
 
 
 def test_commands_read_the_project_env_file(tmp_path, monkeypatch) -> None:

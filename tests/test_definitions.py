@@ -1,6 +1,8 @@
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -156,3 +158,39 @@ def test_launched_runs_fork_steps_from_a_preloaded_server_unless_configured_in_p
         assert "IBPIPELINE_EXECUTOR='celery?'" in str(exc)
     else:
         raise AssertionError("an unknown executor must be refused")
+
+
+CODE_SPAN = re.compile(r"(`+).+?\1", re.S)
+ANGLE_TEXT = re.compile(r"<[^<>\s]+>")
+
+
+def ui_descriptions() -> Iterator[tuple[str, str]]:
+    """``(what, description)`` of every asset, table column, check, job, schedule and sensor."""
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        yield f"asset {key.to_user_string()}", node.description or ""
+        schema = node.metadata.get("dagster/column_schema")
+        for column in schema.columns if schema is not None else ():
+            yield f"column {key.to_user_string()}.{column.name}", column.description or ""
+    for check in graph.asset_check_keys:
+        yield f"check {check.to_user_string()}", graph.get_check_spec(check).description or ""
+    for job in defs.resolve_all_job_defs():
+        yield f"job {job.name}", job.description or ""
+    for schedule in defs.schedules or ():
+        yield f"schedule {schedule.name}", schedule.description or ""
+    for sensor in defs.sensors or ():
+        yield f"sensor {sensor.name}", sensor.description or ""
+
+
+def test_ui_descriptions_keep_their_angle_bracket_text():
+    """The UI renders descriptions as Markdown, where a bare ``<day>`` is an HTML tag and vanishes:
+    such text must be in a code span."""
+    described = list(ui_descriptions())
+    assert len(described) > 50 and any("<day>" in text for _, text in described)
+    lost = {
+        what: ANGLE_TEXT.findall(CODE_SPAN.sub("", text))
+        for what, text in described
+        if ANGLE_TEXT.search(CODE_SPAN.sub("", text))
+    }
+    assert lost == {}

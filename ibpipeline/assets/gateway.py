@@ -470,7 +470,7 @@ def outcomes_metadata(outcomes: Sequence[GatewayOutcome]) -> dict[str, dict[str,
     kinds={"json"},
     description=(
         "One snapshot of every IB Gateway (account values and summary, portfolio, positions, "
-        "PnL) kept as captured: raw/gateway/date=<day>/<snapshot_id>.jsonl."
+        "PnL) kept as captured: `raw/gateway/date=<day>/<snapshot_id>.jsonl`."
     ),
 )
 def gateway_snapshot_raw(
@@ -543,7 +543,7 @@ def _table_metadata(
             kinds={"parquet"},
             description=(
                 f"Gateway snapshots {name.removeprefix('gateway_')}, every snapshot of the day: "
-                f"data/normalized/{name}/account_id=<id>/date=<day>/"
+                f"`data/normalized/{name}/account_id=<id>/date=<day>/`"
             ),
         )
         for name in GATEWAY_TABLES

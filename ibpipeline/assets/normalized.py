@@ -473,7 +473,7 @@ def _day_metadata(day: DayStats) -> dict[str, object]:
 
 
 def _description(name: str) -> str:
-    return f"Flex {name}, every account: data/normalized/{name}/date=<day>/"
+    return f"Flex {name}, every account: `data/normalized/{name}/date=<day>/`"
 
 
 def _check_specs() -> list[dg.AssetCheckSpec]:

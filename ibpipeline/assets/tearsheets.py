@@ -36,7 +36,7 @@ EMBEDDED_SHEETS = 24
     group_name=MARTS_GROUP,
     pool=WRITER_POOL,
     kinds={"python", "png"},
-    description="Equity curve + drawdown PNG per account and ALL in <data_dir>/tearsheets/.",
+    description="Equity curve + drawdown PNG per account and ALL in `<data_dir>/tearsheets/`.",
 )
 def tearsheets(
     context: dg.AssetExecutionContext, data_dir: DataDirResource

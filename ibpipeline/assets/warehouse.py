@@ -41,7 +41,7 @@ def _refresh(
     group_name="warehouse",
     kinds={"duckdb"},
     description=(
-        "Views normalized.<table> (and the alias main.<table>) in <data_dir>/ibpipeline.duckdb "
+        "Views `normalized.<table>` (and the alias `main.<table>`) in `<data_dir>/ibpipeline.duckdb` "
         "over the Parquet files of every normalized table, the gateway ones included."
     ),
 )
@@ -58,7 +58,7 @@ def warehouse_views(
     group_name="warehouse",
     kinds={"duckdb"},
     description=(
-        "Views normalized.<table> (and the alias main.<table>) in <data_dir>/ibpipeline.duckdb "
+        "Views `normalized.<table>` (and the alias `main.<table>`) in `<data_dir>/ibpipeline.duckdb` "
         "over the gateway tables' Parquet files (gateway_account_values, gateway_positions, "
         "gateway_pnl)."
     ),

@@ -14,13 +14,14 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from ibpipeline import settings
 from ibpipeline.assets.marts import marts_job
 from ibpipeline.automation.jobs import FLEX_INGEST_SELECTION, flex_daily_job
-from ibpipeline.automation.ranges import range_tags
+from ibpipeline.automation.ranges import last_published_day, range_tags
 from ibpipeline.partitions import ACCOUNT_DIMENSION, daily
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -93,13 +94,30 @@ def one_planned_event_per_asset() -> Iterator[None]:
             os.environ.pop(PLANNED_SUBSET_ENV, None)
 
 
-def check_range(start: date, end: date) -> None:
-    """Raise ValueError unless ``start <= end`` and both are daily partition keys."""
+def last_backfill_day(now: datetime | None = None) -> date:
+    """The last report day a backfill may fetch at ``now`` (default: the current time): the day
+    before today in ``$IBPIPELINE_SCHEDULE_TIMEZONE`` (IBKR publishes a day after its close of
+    business; a later ``td`` is answered 1003), and never after the last daily partition key."""
+    now = now or datetime.now(UTC)
+    with dg.partition_loading_context(effective_dt=now):
+        last_key = date.fromisoformat(daily.get_last_partition_key())
+    return min(last_published_day(now, settings.schedule_timezone()), last_key)
+
+
+def check_range(start: date, end: date, last: date | None = None) -> None:
+    """Raise ValueError unless ``start <= end`` and both are daily partition keys whose statements
+    can be published (``end <= last``, default :func:`last_backfill_day`)."""
     if start > end:
         raise ValueError(f"backfill start {start} is after its end {end}")
     first = daily.start.date()
     if start < first:
         raise ValueError(f"backfill start {start} is before the first partition {first}")
+    last = last or last_backfill_day()
+    if end > last:
+        raise ValueError(
+            f"backfill end {end} is after {last}, the last report day IBKR can have published "
+            "(a day's statement is ready after its close of business)"
+        )
 
 
 def run_backfill(

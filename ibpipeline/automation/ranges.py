@@ -38,6 +38,15 @@ def ready_report_day(moment: datetime, timezone: str) -> date:
     return previous_business_day(moment.astimezone(ZoneInfo(timezone)).date())
 
 
+def last_published_day(moment: datetime, timezone: str) -> date:
+    """The newest report day whose Flex statement can be published at ``moment``: the day before
+    ``moment``'s local date in ``timezone`` (IBKR publishes a day after its close of business;
+    ``moment`` must be tz-aware)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"moment must be timezone-aware, got naive {moment.isoformat()}")
+    return moment.astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
+
+
 def account_range_tags(first_account: str, last_account: str, start: date, end: date) -> dict:
     """Range tags over account x date (``gateway_account_daily``): accounts ``first..last`` x
     dates ``start..end``."""

@@ -403,7 +403,7 @@ def build_inbox_sensor(
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=(
             "One inbox_import_job run per new file in the inbox folder ($IBPIPELINE_INBOX_DIR, "
-            "default <data_dir>/inbox)."
+            "default `<data_dir>/inbox`)."
         ),
     )
     def _sensor(

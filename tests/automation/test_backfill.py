@@ -1,11 +1,11 @@
 import os
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
 
 import ibpipeline.assets.normalized as normalized
-from ibpipeline.automation.backfill import check_range, run_backfill
+from ibpipeline.automation.backfill import check_range, last_backfill_day, run_backfill
 from ibpipeline.automation.ranges import range_tags
 from ibpipeline.storage import parquet, rawstore
 
@@ -87,6 +87,18 @@ def test_backfill_range_is_checked():
         check_range(date(2024, 3, 2), date(2024, 3, 1))
     with pytest.raises(ValueError, match="before the first partition"):
         check_range(date(2020, 1, 1), date(2024, 3, 1))
+    with pytest.raises(ValueError, match="after 2024-03-04, the last report day IBKR can have"):
+        check_range(date(2024, 3, 1), date(2024, 3, 5), last=date(2024, 3, 4))
+    check_range(date(2024, 3, 1), date(2024, 3, 4), last=date(2024, 3, 4))
+
+
+def test_last_backfill_day_is_yesterday_in_the_report_timezone(monkeypatch):
+    monkeypatch.delenv("IBPIPELINE_SCHEDULE_TIMEZONE", raising=False)  # US/Eastern
+    evening_in_new_york = datetime(2025, 3, 4, 3, 0, tzinfo=UTC)  # Mon 3 March, 22:00 EST
+    assert last_backfill_day(evening_in_new_york) == date(2025, 3, 2)
+    monkeypatch.setenv("IBPIPELINE_SCHEDULE_TIMEZONE", "Asia/Tokyo")
+    morning_in_tokyo = datetime(2025, 3, 4, 20, 0, tzinfo=UTC)  # Wed 5 March, 05:00 JST
+    assert last_backfill_day(morning_in_tokyo) == date(2025, 3, 3)  # the last (UTC) partition key
 
 
 def test_ui_backfill_of_every_daily_asset_over_400_days_is_one_run():

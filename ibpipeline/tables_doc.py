@@ -20,7 +20,8 @@ Money is in the row's `currency` unless the unit says otherwise; `*_base` column
 account's base currency. The Dagster assets write account_info, nav_daily, change_in_nav,
 cash_balances, positions_daily, trades, cash_transactions, fx_rates and the gateway_* tables;
 `ibpipeline parse` also writes the parser's raw tables (open_positions, prior_period_positions,
-corporate_actions, transfers).
+corporate_actions, transfers). The dbt models' columns are documented in
+`dbt_project/models/*/schema.yml`; a staging column read from a table here repeats its description.
 """
 
 

@@ -19,7 +19,10 @@ file); on the DuckLake (``IBPIPELINE_WAREHOUSE=ducklake``, dbt target ``ducklake
 pool: runs of different day ranges write concurrently, and a build that failed only on commit
 conflicts with another run is run again (``RetryRequested``). dbt sources
 are the normalized assets (same daily partitions, day D reads day D), so lineage reaches the raw
-Flex statements. dbt tests become asset checks.
+Flex statements. dbt tests become asset checks. Each asset's column table in the UI is its model's
+columns in ``dbt_project/models/*/schema.yml`` (description, unit, type): the default translator
+puts the manifest's columns into the spec's ``dagster/column_schema``, and the materializations
+carry no column schema of their own that would replace it (no ``fetch_column_metadata``).
 """
 
 import json

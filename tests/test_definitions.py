@@ -96,6 +96,9 @@ def test_several_flex_queries_are_steps_and_resources_with_env_var_tokens(monkey
         raise AssertionError("a malformed IBKR_FLEX_QUERIES must fail loading")
 
 
+STORAGES = ("run_storage", "event_log_storage", "schedule_storage")
+
+
 def test_instance_config(tmp_path, monkeypatch):
     (tmp_path / "dagster.yaml").write_bytes((ROOT / "dagster.yaml").read_bytes())
     monkeypatch.chdir(tmp_path)
@@ -107,7 +110,12 @@ def test_instance_config(tmp_path, monkeypatch):
     finally:
         instance.dispose()
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    assert config["storage"]["sqlite"]["base_dir"] == ".dagster_storage"
+    assert [config[k]["config"]["base_dir"] for k in STORAGES] == [
+        ".dagster_storage/history",  # where `storage: sqlite: base_dir: .dagster_storage` keeps them
+        ".dagster_storage/history/runs",
+        ".dagster_storage/schedules",
+    ]
+    assert config["event_log_storage"]["class"] == "BatchingSqliteEventLogStorage"
     assert config["concurrency"]["pools"]["default_limit"] == 1
     assert config["run_retries"] == {
         "enabled": True,

@@ -31,6 +31,7 @@ from ibpipeline.assets.marts import dbt_mart_assets
 from ibpipeline.assets.tearsheets import tearsheets
 from ibpipeline.automation.jobs import flex_daily_job
 from ibpipeline.automation.ranges import range_tags
+from ibpipeline.automation.run_owner import execute_here
 from ibpipeline.cli import DEFAULT_INCEPTION
 from ibpipeline.dbt import dbt_resource
 from ibpipeline.reports.tearsheets import tearsheet_path
@@ -125,8 +126,11 @@ def run_daily_job(
         jobs=[flex_daily_job],
         resources={**resources, "dbt": dbt_resource()},
     )
-    defs.resolve_job_def(flex_daily_job.name).execute_in_process(
-        instance=instance, tags=range_tags(start.isoformat(), end.isoformat()), run_config=QUIET
+    execute_here(
+        defs.resolve_job_def(flex_daily_job.name),
+        instance,
+        tags=range_tags(start.isoformat(), end.isoformat()),
+        run_config=QUIET,
     )
 
 

@@ -17,12 +17,15 @@
 Both write ``<data_dir>/ibpipeline.duckdb`` and run in pool ``duckdb_writer`` (one writer per
 file); on the DuckLake (``IBPIPELINE_WAREHOUSE=ducklake``, dbt target ``ducklake``) they take no
 pool: runs of different day ranges write concurrently, and a build that failed only on commit
-conflicts with another run is run again (``RetryRequested``). dbt sources
-are the normalized assets (same daily partitions, day D reads day D), so lineage reaches the raw
-Flex statements. dbt tests become asset checks. Each asset's column table in the UI is its model's
-columns in ``dbt_project/models/*/schema.yml`` (description, unit, type): the default translator
-puts the manifest's columns into the spec's ``dagster/column_schema``, and the materializations
-carry no column schema of their own that would replace it (no ``fetch_column_metadata``).
+conflicts with another run is run again (``RetryRequested``). A step that finds the file locked
+by another process (an analyst's read-only connection), in its landing load or in dbt, is run
+again after 5, 10, 20, 40, 60 and 60 s (``retry_when_locked``), then fails naming the lock. dbt
+sources are the normalized assets (same daily partitions, day D reads day D), so lineage reaches
+the raw Flex statements. dbt tests become asset checks. Each asset's column table in the UI is its
+model's columns in ``dbt_project/models/*/schema.yml`` (description, unit, type): the default
+translator puts the manifest's columns into the spec's ``dagster/column_schema``, and the
+materializations carry no column schema of their own that would replace it (no
+``fetch_column_metadata``).
 """
 
 import json
@@ -32,9 +35,10 @@ from contextlib import contextmanager
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
+import duckdb
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
@@ -117,18 +121,48 @@ def data_dir_env(data_dir: Path) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def retry_when_locked(
+    context: dg.AssetExecutionContext, lock: str, data_dir: Path | None = None
+) -> NoReturn:
+    """Ask Dagster to run the step again after the next of ``DBT_LOCK_RETRY_DELAYS_S`` (another
+    process, e.g. an analyst's read-only connection, holds the warehouse file); after the last,
+    raise ``WarehouseLockedError`` naming the lock."""
+    delays = warehouse.DBT_LOCK_RETRY_DELAYS_S
+    attempt = context.retry_number
+    path = warehouse.warehouse_path(data_dir) if data_dir is not None else "the warehouse"
+    if attempt >= len(delays):
+        raise warehouse.WarehouseLockedError(
+            f"{path} stayed locked by another process through {attempt + 1} attempts over "
+            f"{sum(delays[:attempt]):.0f} s: {lock}. Close the other connections to it (e.g. a "
+            "notebook's read-only one) or let analysts query a copy, then run again."
+        )
+    wait = delays[attempt]
+    context.log.warning(
+        f"{path} is locked by another process (attempt {attempt + 1} of {len(delays) + 1}): "
+        f"retry in {wait:g} s; {lock}"
+    )
+    raise dg.RetryRequested(max_retries=len(delays), seconds_to_wait=wait)
+
+
 def stream_retrying_conflicts(
-    context: dg.AssetExecutionContext, invocation: DbtCliInvocation
+    context: dg.AssetExecutionContext, invocation: DbtCliInvocation, data_dir: Path | None = None
 ) -> Iterator[Any]:
-    """The dbt events; when the build failed only on DuckLake commit conflicts (another run wrote
+    """The dbt events; when the build failed only because another process holds the warehouse
+    file (``warehouse.dbt_lock_error``), or only on DuckLake commit conflicts (another run wrote
     the same view or table meanwhile), ask Dagster to run the step again after a back-off."""
     try:
         yield from invocation.stream()
-    except DagsterDbtCliRuntimeError:
+    except DagsterDbtCliRuntimeError as exc:
         try:
-            conflicts = warehouse.dbt_conflicts(invocation.get_artifact("run_results.json"))
+            results = invocation.get_artifact("run_results.json")
         except OSError:
-            conflicts = []
+            results = None
+        # dagster-dbt keeps dbt's error-level log messages here (also in the error's text)
+        messages = getattr(invocation, "_error_messages", None) or [str(exc)]
+        lock = warehouse.dbt_lock_error(messages, results)
+        if lock is not None:
+            retry_when_locked(context, lock, data_dir)
+        conflicts = warehouse.dbt_conflicts(results) if results else []
         if not conflicts or context.retry_number >= warehouse.DBT_CONFLICT_RETRIES:
             raise
         wait = warehouse.conflict_wait_s(context.retry_number + 1)
@@ -164,11 +198,17 @@ def daily_marts(
     context.log.info(f"dbt build of {dbt_vars['min_date']} <= date < {dbt_vars['max_date']}")
     root = data_dir.root()
     span = (date.fromisoformat(dbt_vars["min_date"]), date.fromisoformat(dbt_vars["max_date"]))
-    loaded = warehouse.load_landing(root, landing_tables(), span)
+    try:  # a locked file: the step is run again (retry_when_locked), not waited for here
+        loaded = warehouse.load_landing(root, landing_tables(), span, lock_delays_s=())
+    except duckdb.IOException as exc:
+        lock = warehouse.lock_message(str(exc)) if warehouse.is_lock_error(exc) else None
+        if lock is None:
+            raise
+        retry_when_locked(context, lock, root)
     context.log.info(f"loaded {sum(loaded.values())} rows of {len(loaded)} tables into landing")
     with data_dir_env(root), children_die_with_this_process():
         invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
-    yield from stream_retrying_conflicts(context, invocation)
+    yield from stream_retrying_conflicts(context, invocation, root)
 
 
 @dbt_assets(
@@ -186,9 +226,10 @@ def summary_marts(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, data_dir: DataDirResource
 ) -> Iterator[Any]:
     """``dbt build`` of the full-history summary tables (whatever the run's partitions)."""
-    with data_dir_env(data_dir.root()), children_die_with_this_process():
+    root = data_dir.root()
+    with data_dir_env(root), children_die_with_this_process():
         invocation = dbt.cli(["build"], context=context)
-    yield from stream_retrying_conflicts(context, invocation)
+    yield from stream_retrying_conflicts(context, invocation, root)
 
 
 dbt_mart_assets = [daily_marts, summary_marts]

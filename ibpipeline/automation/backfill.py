@@ -22,6 +22,7 @@ from ibpipeline import settings
 from ibpipeline.assets.marts import marts_job
 from ibpipeline.automation.jobs import FLEX_INGEST_SELECTION, flex_daily_job
 from ibpipeline.automation.ranges import last_published_day, range_tags
+from ibpipeline.automation.run_owner import execute_here
 from ibpipeline.partitions import ACCOUNT_DIMENSION, daily
 
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -134,12 +135,15 @@ def run_backfill(
     ``marts=False`` stops after the normalized tables and DuckDB views. A failing step raises
     (``execute_in_process`` re-raises it); data of earlier runs stays intact. The console shows
     only warnings and errors (``QUIET_CONSOLE``; the full log is in the UI), stdout is discarded.
+    The run is tagged with this process, and runs of this host whose process was killed are
+    failed and their pool slots freed first (``run_owner.execute_here``).
     """
     check_range(start, end)
     job = defs.resolve_job_def(flex_daily_job.name)
     with stdout_discarded(), one_planned_event_per_asset():
-        result = job.execute_in_process(
-            instance=instance,
+        result = execute_here(
+            job,
+            instance,
             tags={**(tags or {}), **range_tags(start.isoformat(), end.isoformat())},
             asset_selection=None
             if marts
@@ -160,12 +164,14 @@ def marts_range(start: date, end: date, today: date | None = None) -> tuple[date
 
 def run_marts(defs: dg.Definitions, instance: dg.DagsterInstance, start: date, end: date) -> str:
     """Run ``marts_job`` (daily marts over ``start..end``, summary marts, tearsheets, checks) in
-    this process as one run; return its run id. Used after ``ibpipeline import``."""
+    this process as one run (``run_owner.execute_here``); return its run id. Used after
+    ``ibpipeline import``."""
     first, last = marts_range(start, end)
     job = defs.resolve_job_def(marts_job.name)
     with stdout_discarded(), one_planned_event_per_asset():
-        result = job.execute_in_process(
-            instance=instance,
+        result = execute_here(
+            job,
+            instance,
             tags=range_tags(first.isoformat(), last.isoformat()),
             run_config=QUIET_CONSOLE,
         )

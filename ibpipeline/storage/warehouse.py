@@ -488,6 +488,46 @@ def dbt_conflicts(run_results: dict) -> list[str]:
     return conflicted if len(conflicted) == len(failed) else []
 
 
+DBT_LOCK_RETRY_DELAYS_S: tuple[float, ...] = (5, 10, 20, 40, 60, 60)
+"""Waits before running a dbt step (``daily_marts``, ``summary_marts``) again after it found the
+warehouse file locked by another process (an analyst's read-only connection): about 3 minutes
+in all, as ``LOCK_RETRY_DELAYS_S``, then the step fails naming the lock."""
+_DBT_LOCK_RE = re.compile(
+    r'Could not set lock on file "[^"]*"(?:: Conflicting lock is held in .*? \(PID \d+\))?'
+)
+
+
+class WarehouseLockedError(RuntimeError):
+    """The warehouse file stayed locked by another process through every attempt of a step."""
+
+
+def lock_message(text: str) -> str | None:
+    """DuckDB's "Could not set lock on file ..." in ``text`` (with the holder's PID when DuckDB
+    names it), or None."""
+    match = _DBT_LOCK_RE.search(text)
+    return match.group(0) if match else None
+
+
+def dbt_lock_error(error_messages: Iterable[str], run_results: dict | None) -> str | None:
+    """DuckDB's lock message when a dbt invocation failed only because another process holds the
+    warehouse file (dbt-duckdb opens it once, before any node runs; dbt then exits with no
+    results); None when any error had another cause (a re-run would fail again).
+
+    ``error_messages`` are dbt's error-level log messages, ``run_results`` its
+    ``run_results.json`` (None when dbt wrote none).
+    """
+    messages = [m for m in error_messages if m.strip()]
+    failed = [
+        str(r.get("message"))
+        for r in (run_results or {}).get("results", [])
+        if r.get("status") in ("error", "fail")
+    ]
+    texts = messages + failed
+    if not texts or any(lock_message(t) is None for t in texts):
+        return None
+    return lock_message(texts[0])
+
+
 def conflict_wait_s(attempt: int) -> float:
     """Seconds before re-running a dbt build after its ``attempt``-th conflict (5, 10, 20, ...
     plus up to 50 % jitter, so two runs do not collide again in step)."""

@@ -1,14 +1,18 @@
 """Faults of the file layer (issue 10, item 6): a temp file left by a killed writer, and an
-analyst's read-only DuckDB connection open in another process while the warehouse is written."""
+analyst's read-only DuckDB connection open in another process while the warehouse is written
+(by the project's own connections, and by dbt in the marts steps)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 import time
+from datetime import date
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -99,3 +103,127 @@ def test_refresh_views_retries_then_names_the_lock(tmp_path, reader):
     with pytest.raises(duckdb.IOException, match="lock"):
         warehouse.refresh_views(data_dir, lock_delays_s=(0.05, 0.05))
     assert time.monotonic() - started >= 0.1
+
+
+# -- dbt steps meeting a reader --------------------------------------------------------------------
+
+MARTS_START, MARTS_END = date(2024, 2, 5), date(2024, 2, 9)
+LOCK = "Could not set lock on file"
+
+
+@pytest.fixture
+def imported(tmp_path) -> Path:
+    """A data folder holding the normalized tables of a 2-account world statement (imported as
+    ``ibpipeline import`` does) and an empty warehouse file."""
+    from ibpipeline.inbox import import_statement
+    from ibpipeline.sim.flex_statement import render_statement
+    from ibpipeline.world import World
+
+    world = World(seed=5, n_accounts=2, inception=date(2024, 1, 2))
+    accounts = [a.account_id for a in world.accounts]
+    statement = tmp_path / "statement.xml"
+    statement.write_bytes(render_statement(world, accounts, MARTS_START, MARTS_END))
+    data_dir = tmp_path / "data"
+    assert import_statement(data_dir, statement).status == "ingested"
+    duckdb.connect(str(warehouse.warehouse_path(data_dir))).close()
+    return data_dir
+
+
+def materialize_marts(assets, instance, data_dir: Path) -> dg.ExecuteInProcessResult:
+    from ibpipeline.automation.ranges import range_tags
+    from ibpipeline.dbt import dbt_resource
+    from ibpipeline.resources import DataDirResource
+
+    return dg.materialize(
+        assets,
+        instance=instance,
+        resources={"dbt": dbt_resource(), "data_dir": DataDirResource(path=str(data_dir))},
+        tags=range_tags(MARTS_START.isoformat(), MARTS_END.isoformat()),
+        raise_on_error=False,
+    )
+
+
+def step_events(instance, run_id: str, event_type: dg.DagsterEventType, step: str) -> list:
+    return [e for e in instance.all_logs(run_id, of_type=event_type) if e.step_key == step]
+
+
+def test_only_dbt_failures_on_the_file_lock_are_lock_errors():
+    held = (
+        f'Encountered an error:\nIO Error: {LOCK} "/d/ibpipeline.duckdb": Conflicting lock is held '
+        "in /usr/bin/python3 (PID 42). However, you would be able to open this database in "
+        "read-only mode"
+    )
+    expected = (
+        f'{LOCK} "/d/ibpipeline.duckdb": Conflicting lock is held in /usr/bin/python3 (PID 42)'
+    )
+    assert warehouse.dbt_lock_error([held, f"Traceback ...\n{held}"], None) == expected
+    assert warehouse.dbt_lock_error([held, "Binder Error: column x not found"], None) is None
+    failed = {"results": [{"status": "error", "message": "Catalog Error: no table t"}]}
+    assert warehouse.dbt_lock_error([held], failed) is None
+    assert warehouse.dbt_lock_error([], None) is None
+
+
+@pytest.mark.slow
+def test_dbt_step_retries_while_a_reader_holds_the_warehouse_then_succeeds(
+    imported, instance, reader, monkeypatch
+):
+    """The analyst's read-only connection is open when the run starts and closes once the marts
+    step has been put up for retry: the step runs again and the run succeeds."""
+    from ibpipeline.assets.marts import daily_marts
+
+    monkeypatch.setattr(warehouse, "DBT_LOCK_RETRY_DELAYS_S", (2, 2, 2, 2, 2))
+    proc = reader(warehouse.warehouse_path(imported))
+    results: list[dg.ExecuteInProcessResult] = []
+    run = threading.Thread(
+        target=lambda: results.append(materialize_marts([daily_marts], instance, imported)),
+        daemon=True,
+    )
+    run.start()
+    deadline = time.monotonic() + 120
+    while not instance.get_event_records(
+        dg.EventRecordsFilter(dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    ):
+        assert run.is_alive() and time.monotonic() < deadline, "the step was never retried"
+        time.sleep(0.2)
+    proc.kill()  # the analyst closes the notebook
+    proc.wait()
+    run.join(300)
+    (result,) = results
+    assert result.success
+    retried = step_events(
+        instance, result.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY, "daily_marts"
+    )
+    assert retried
+    warnings = [
+        e.message
+        for e in instance.all_logs(result.run_id)
+        if e.step_key == "daily_marts" and "is locked by another process" in e.message
+    ]
+    assert warnings and LOCK in warnings[0] and f"(PID {proc.pid})" in warnings[0]
+    with duckdb.connect(str(warehouse.warehouse_path(imported)), read_only=True) as con:
+        days = con.execute("select count(distinct date) from daily_nav").fetchone()[0]
+    assert days == 5
+
+
+@pytest.mark.slow
+def test_dbt_step_fails_naming_the_lock_when_the_reader_stays(
+    imported, instance, reader, monkeypatch
+):
+    """dbt itself meets the lock (summary_marts has no landing load): retried, then the step
+    fails with the file and the holder's PID."""
+    from ibpipeline.assets.marts import summary_marts
+
+    monkeypatch.setattr(warehouse, "DBT_LOCK_RETRY_DELAYS_S", (0.5,))
+    path = warehouse.warehouse_path(imported)
+    proc = reader(path)
+    result = materialize_marts([summary_marts], instance, imported)
+    assert not result.success
+    step = "summary_marts"
+    assert len(step_events(instance, result.run_id, dg.DagsterEventType.STEP_START, step)) == 1
+    assert len(step_events(instance, result.run_id, dg.DagsterEventType.STEP_RESTARTED, step)) == 1
+    failure = result.failure_data_for_node(step).error
+    while failure.cause is not None and "WarehouseLockedError" not in failure.cls_name:
+        failure = failure.cause
+    assert failure.cls_name == "WarehouseLockedError"
+    assert f"{path} stayed locked by another process through 2 attempts" in failure.message
+    assert LOCK in failure.message and f"(PID {proc.pid})" in failure.message

@@ -25,14 +25,19 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster._serdes import ConfigurableClassData
 
 BATCHED_TYPES = frozenset(
-    {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION}
+    {
+        DagsterEventType.ASSET_MATERIALIZATION,
+        DagsterEventType.ASSET_OBSERVATION,
+        DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    }
 )
 """Event types stored in one transaction; any other batch goes event by event, as in Dagster."""
 
 
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
-    """``SqliteEventLogStorage`` whose ``store_event_batch`` writes a batch of materializations (or
-    observations) in one transaction per shard instead of two new engines and two commits each."""
+    """``SqliteEventLogStorage`` whose ``store_event_batch`` writes a batch of materializations,
+    observations or planned materializations (one type, one run) in one transaction per shard
+    instead of two new engines and two commits each."""
 
     @classmethod
     def from_config_value(

@@ -102,9 +102,17 @@ def dagster_home(work_dir: Path) -> Path:
 
 @pytest.fixture
 def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
-    """A SQLite-backed Dagster instance on disk (pools work, its files can be grepped)."""
+    """A SQLite-backed Dagster instance on disk (pools work, its files can be grepped), with the
+    project's event log (``dagster.yaml``: a range run's materializations stored in batches)."""
     dagster_home.mkdir()
-    with dg.instance_for_test(temp_dir=str(dagster_home)) as inst:
+    event_log = {
+        "module": "ibpipeline.instance_storage",
+        "class": "BatchingSqliteEventLogStorage",
+        "config": {"base_dir": str(dagster_home / "history" / "runs")},
+    }
+    with dg.instance_for_test(
+        temp_dir=str(dagster_home), overrides={"event_log_storage": event_log}
+    ) as inst:
         yield inst
 
 

@@ -10,7 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+from dagster._core.events import (
+    AssetMaterializationPlannedData,
+    DagsterEvent,
+    DagsterEventType,
+    StepMaterializationData,
+)
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
@@ -21,20 +26,27 @@ ASSETS = [dg.AssetKey(["normalized", "trades"]), dg.AssetKey("nav_daily")]
 DAYS = [f"2024-02-{d:02d}" for d in range(1, 29)]
 
 
-def materializations(run_id: str, asset_key: dg.AssetKey) -> list[EventLogEntry]:
-    """One materialization per day of ``asset_key`` with its own metadata, as a range run's
-    output yields them."""
+def materializations(
+    run_id: str, asset_key: dg.AssetKey, planned: bool = False
+) -> list[EventLogEntry]:
+    """One materialization (or ``planned`` one) per day of ``asset_key`` with its own metadata,
+    as a range run's output (or its creation) yields them."""
     out = []
     for i, day in enumerate(DAYS):
-        mat = dg.AssetMaterialization(
-            asset_key=asset_key, partition=day, metadata={"dagster/row_count": i, "day": day}
-        )
-        event = DagsterEvent(
-            DagsterEventType.ASSET_MATERIALIZATION.value,
-            "flex_daily_job",
-            event_specific_data=StepMaterializationData(mat),
-            step_key="normalized_flex",
-        )
+        if planned:
+            event = DagsterEvent.build_asset_materialization_planned_event(
+                "flex_daily_job", "normalized_flex", AssetMaterializationPlannedData(asset_key, day)
+            )
+        else:
+            mat = dg.AssetMaterialization(
+                asset_key=asset_key, partition=day, metadata={"dagster/row_count": i, "day": day}
+            )
+            event = DagsterEvent(
+                DagsterEventType.ASSET_MATERIALIZATION.value,
+                "flex_daily_job",
+                event_specific_data=StepMaterializationData(mat),
+                step_key="normalized_flex",
+            )
         out.append(
             EventLogEntry(
                 error_info=None,
@@ -71,6 +83,15 @@ def snapshot(storage: SqliteEventLogStorage, run_ids: list[str]) -> dict:
         (record,) = storage.get_asset_records([key])
         last = record.asset_entry.last_materialization
         out[f"last {key}"] = (last.run_id, last.asset_materialization.partition)
+        attempts = (
+            storage.get_latest_asset_partition_materialization_attempts_without_materializations(
+                key
+            )
+        )
+        out[f"attempts {key}"] = sorted((day, run_id) for day, (run_id, _) in attempts.items())
+        out[f"planned {key}"] = [
+            storage.get_latest_planned_materialization_info(key, day).run_id for day in DAYS
+        ]
         out[f"tags {key}"] = sorted(
             (t["key"], tuple(sorted(t["values"])))
             for t in storage.get_event_tags_for_asset(key)
@@ -85,8 +106,15 @@ def snapshot(storage: SqliteEventLogStorage, run_ids: list[str]) -> dict:
 
 
 def test_a_batch_reads_back_as_dagsters_one_by_one_storage(tmp_path):
-    runs = ["a" * 36, "b" * 36]  # the second run re-materializes every day: latest = run b
-    events = {(r, k): materializations(r, k) for r in runs for k in ASSETS}
+    # run a materializes every day, run b re-materializes them, run c is planned, still going
+    runs = ["a" * 36, "b" * 36, "c" * 36]
+    events = {
+        (r, k, planned): materializations(r, k, planned)
+        for r in runs
+        for planned in (True, False)
+        for k in ASSETS
+        if planned or r != runs[2]
+    }
     one_by_one = SqliteEventLogStorage(str(tmp_path / "dagster"))
     batched = BatchingSqliteEventLogStorage(str(tmp_path / "ours"))
     for batch in events.values():
@@ -96,6 +124,7 @@ def test_a_batch_reads_back_as_dagsters_one_by_one_storage(tmp_path):
     expected = snapshot(one_by_one, runs)
     assert expected[f"partitions {ASSETS[0]}"] == DAYS
     assert expected[f"last {ASSETS[1]}"] == (runs[1], DAYS[-1])
+    assert expected[f"attempts {ASSETS[0]}"] == [(day, runs[2]) for day in DAYS]
     assert snapshot(batched, runs) == expected
 
 

@@ -37,8 +37,11 @@ import pyarrow as pa
 
 from ibpipeline.assets.normalized import (
     NORMALIZED_TABLES,
+    TableWarning,
     normalize_days,
     parsed_tables,
+    statement_label,
+    statement_problems,
 )
 from ibpipeline.flex.parse import FlexParseError, ParsedFlex, StatementInfo, parse_statement
 from ibpipeline.partitions import InvalidAccountIdError, validate_account_id
@@ -61,7 +64,10 @@ class InboxRejection(ValueError):
 @dataclass(frozen=True)
 class ImportResult:
     """Outcome of one file. ``partitions`` are the (account, day) pairs now read from it;
-    ``moved_to`` is set only by ``process_inbox_file``."""
+    ``moved_to`` is set only by ``process_inbox_file``. ``warnings``: every warning line (the
+    parser's, then the import's own); ``problems``: the same warnings filed under the normalized
+    table each concerns (statement-level ones under ``account_info``), with the number of values
+    each stands for, as the normalized step reports them."""
 
     name: str
     sha256: str
@@ -75,6 +81,16 @@ class ImportResult:
     moved_to: Path | None = field(default=None, compare=False)
     warnings: tuple[str, ...] = ()
     rows: int = 0
+    problems: tuple[TableWarning, ...] = ()
+
+    def table_problems(self, table: str) -> list[TableWarning]:
+        """The warnings filed under ``table``."""
+        return [w for w in self.problems if w.table == table]
+
+    @property
+    def warning_values(self) -> int:
+        """Values not converted + statement-level and import warnings."""
+        return sum(w.values for w in self.problems)
 
     def summary(self) -> str:
         """One human-readable line."""
@@ -173,15 +189,21 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         return ImportResult(path.name, sha256, "rejected", reason=str(exc))
 
     by_day = claims_by_day(tables, parsed.statements)
-    warnings = list(parsed.warnings)
+    own: list[str] = []  # the import's own warnings (statement-level)
     outside = sorted(d for d, c in by_day.items() if c.fallback)
     if outside:
-        warnings.append(
+        own.append(
             f"rows dated outside their statement's period on {len(outside)} day(s) "
             f"({outside[0]}..{outside[-1]}): stored where no other statement supplies them"
         )
     if not by_day:
-        warnings.append("the file has no dated rows: nothing to store besides the raw bytes")
+        own.append("the file has no dated rows: nothing to store besides the raw bytes")
+    warnings = [*parsed.warnings, *own]
+    label = statement_label(sha256)
+    problems = [
+        *statement_problems(parsed),
+        *(TableWarning("account_info", f"{label}: {line}") for line in own),
+    ]
     stored = rawstore.put_statement(data_dir, content)
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     first = min(s.from_date for s in parsed.statements)
@@ -229,6 +251,7 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         partitions=tuple(wanted),
         warnings=tuple(warnings),
         rows=sum(t.num_rows for t in tables.values()),
+        problems=tuple(problems),
     )
     ledger = {
         "sha256": sha256,

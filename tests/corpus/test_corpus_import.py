@@ -176,6 +176,46 @@ def test_cumulative_twr_of_imported_statements_equals_ibkr_change_in_nav_twr(all
     assert checked >= 1  # pp_file17: IBKR says 0.050688891 %
 
 
+@pytest.mark.slow
+def test_no_error_check_fails_after_importing_pp_file17(tmp_path, monkeypatch, capsys) -> None:
+    """``ibpipeline import`` of pp_file17 with its marts run (every asset check of the marts
+    and dbt tests): no ERROR check fails. Its EquitySummary row of 2023-03-01 (IBKR's opening NAV,
+    the day before fromDate) holds stock but the statement has no positions for that day:
+    ``nav_reconciles`` skips and counts it instead of reporting a 7594.63 break."""
+    import dagster as dg
+
+    from ibpipeline import settings
+    from tests.fixture_files import PUBLIC_FLEX_DIR
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "elsewhere"))
+    data_dir = tmp_path / "data"
+    path = PUBLIC_FLEX_DIR / "pp_file17_one_day_many_sections.xml"
+    assert main(["import", "--data-dir", str(data_dir), str(path)]) == 0
+    run_id = capsys.readouterr().out.split(" in run ")[-1].strip()
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+        evaluations = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
+    by_name = {e.check_name: e for e in evaluations}
+    assert "nav_reconciles" in by_name and len(evaluations) > 10
+    errors = [
+        e.check_name
+        for e in evaluations
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    assert errors == []
+    reconciled = by_name["nav_reconciles"]
+    assert reconciled.passed
+    assert reconciled.metadata["account_days"].value == 2
+    assert reconciled.metadata["skipped_without_position_evidence"].value == 1
+    assert reconciled.metadata["first_skipped"].value == "- U1111111 2023-03-01"
+    assert reconciled.metadata["breaks"].value == 0
+
+
 INCOME_TYPES = ("Dividends", "Payment In Lieu", "Withholding", "871(m) Withholding")
 
 

@@ -13,7 +13,8 @@ such as ``U1234567F`` inside ``U1234567``'s statement included); the newest stor
 hides what an earlier file stored there; rows dated outside their statement's period (IBKR's
 opening NAV row of the day before ``fromDate``) are stored as a *fallback* for their own day, used
 only where no statement claims it. Parse warnings (values that did not convert, a wrong
-``count``, a clipped period) are reported in the result, never a reason to reject the file.
+``count``, a clipped period, a section not imported, position rows without a price) are reported
+in the result, never a reason to reject the file.
 
 Inbox folder layout: new files in ``<inbox>/``; after processing ``<inbox>/processed/<name>``;
 files that fail to parse ``<inbox>/rejected/<name>`` plus ``<inbox>/rejected/<name>.reason.txt``.
@@ -44,6 +45,7 @@ from ibpipeline.assets.normalized import (
     statement_problems,
 )
 from ibpipeline.flex.parse import FlexParseError, ParsedFlex, StatementInfo, parse_statement
+from ibpipeline.flex.positions import unpriced_warnings
 from ibpipeline.partitions import InvalidAccountIdError, validate_account_id
 from ibpipeline.storage import atomic_write_bytes, rawstore
 
@@ -198,10 +200,11 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         )
     if not by_day:
         own.append("the file has no dated rows: nothing to store besides the raw bytes")
-    warnings = [*parsed.warnings, *own]
+    unpriced = [line for line, _ in unpriced_warnings(tables["positions_daily"])]
+    warnings = [*parsed.warnings, *unpriced, *own]
     label = statement_label(sha256)
     problems = [
-        *statement_problems(parsed),
+        *statement_problems(parsed, tables["positions_daily"]),
         *(TableWarning("account_info", f"{label}: {line}") for line in own),
     ]
     stored = rawstore.put_statement(data_dir, content)

@@ -24,7 +24,7 @@ import pyarrow.ipc  # noqa: F401  (pa.ipc)
 
 from ibpipeline.assets.raw import days_in, raw_flex_statement
 from ibpipeline.flex.parse import ParsedFlex, parse_statement
-from ibpipeline.flex.positions import reconstruct_daily_positions
+from ibpipeline.flex.positions import reconstruct_daily_positions, unpriced_warnings
 from ibpipeline.flex.queries import FlexQuery
 from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
@@ -126,15 +126,22 @@ def statement_label(sha256: str) -> str:
     return f"statement {sha256[:12]}"
 
 
-def statement_problems(parsed: ParsedFlex) -> list[TableWarning]:
+def statement_problems(parsed: ParsedFlex, positions: pa.Table | None = None) -> list[TableWarning]:
     """Every parse warning of a statement: value problems under their table, statement-level
-    warnings (count, period, date format) under ``account_info``."""
+    warnings (count, period, date format, skipped sections) under ``account_info``, and, given
+    the statement's reconstructed ``positions`` (``positions_daily``), its unpriced rows under
+    ``positions_daily`` (one warning per account, standing for its unpriced rows)."""
     label = statement_label(parsed.source_sha256)
     lines = {p.line() for p in parsed.problems}
     out = [TableWarning(p.table, f"{label}: {p.line()}", p.count) for p in parsed.problems]
     out += [
         TableWarning("account_info", f"{label}: {w}") for w in parsed.warnings if w not in lines
     ]
+    if positions is not None:
+        out += [
+            TableWarning("positions_daily", f"{label}: {line}", rows)
+            for line, rows in unpriced_warnings(positions)
+        ]
     return out
 
 
@@ -252,7 +259,7 @@ def _parse_statements(
             flex = parse_statement(rawstore.read_statement(data_dir, sha256), source_sha256=sha256)
             parsed = parsed_tables(flex)
             if problems is not None:
-                problems.extend(statement_problems(flex))
+                problems.extend(statement_problems(flex, parsed["positions_daily"]))
         wanted = {
             (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
         }
@@ -492,7 +499,9 @@ def _check_specs() -> list[dg.AssetCheckSpec]:
             PARSE_CHECK,
             asset=name,
             description="WARN when values of this table did not convert (kept as null, raw text "
-            "in extra) or, on account_info, when a statement had a statement-level warning",
+            "in extra), on positions_daily when rows have no price (null values), or, on "
+            "account_info, when a statement had a statement-level warning (a wrong count, a "
+            "clipped period, a section not imported, ...)",
         )
         for name in NORMALIZED_TABLES
     ]

@@ -1,4 +1,5 @@
 import importlib
+import json
 import os
 import re
 import time
@@ -310,9 +311,58 @@ def test_inbox_run_reports_unconverted_values_per_table_as_metadata_and_warn_che
     failed = {
         name: e.metadata["parse_warnings"].value for name, e in checks.items() if not e.passed
     }
-    assert failed == {"trades": 4, "cash_transactions": 10}
+    # + the AccountInformation element outside the FlexStatement (not imported)
+    assert failed == {"trades": 4, "cash_transactions": 10, "account_info": 1}
+    assert (
+        "AccountInformation outside FlexStatement"
+        in checks["account_info"].metadata["sample"].value
+    )
     assert "XXXXXUSD" in checks["cash_transactions"].metadata["sample"].value
     (output,) = [
         e for e in result.all_events if e.is_successful_output and e.step_key == "import_inbox_file"
     ]
-    assert output.event_specific_data.metadata["parse_warnings"].value == 14
+    assert output.event_specific_data.metadata["parse_warnings"].value == 15
+
+
+def test_sections_not_imported_and_unpriced_rows_are_import_warnings(
+    data_dir, inbox_dir, capsys, caplog
+):
+    """vtandchill (MIT, in tests/fixtures) carries FxPositions and NetStockPositionSummary rows
+    the pipeline does not model, and its query lacks prices for 10 reconstructed position rows:
+    each is a warning line of the import (CLI, ledger) and a parse warning of its table. A later
+    import whose days overlap re-reads the earlier statement without repeating its warnings."""
+    first = corpus_file("opensteuerauszug__vtandchill_2025.xml")
+    assert main(["import", "--no-marts", "--data-dir", str(data_dir), str(first)]) == 0
+    err = capsys.readouterr().err
+    lines = [
+        "section NetStockPositionSummary not imported: 1 row(s), kept in the raw file",
+        "section FxPositions not imported: 2 row(s), kept in the raw file",
+        "account U12349876: 10 daily position rows have no price (the Flex query lacks "
+        "PriorPeriodPositions); their values are null",
+    ]
+    for line in lines:
+        assert f"  warning: {line}\n" in err
+    sha = rawstore.sha256_hex(first.read_bytes())
+    assert set(lines) <= set(json.loads(inbox.ledger_path(data_dir, sha).read_text())["warnings"])
+
+    result = inbox.import_statement(data_dir, drop(inbox_dir, "v.xml", first.read_bytes()))
+    assert result.status == "duplicate"
+    again = inbox.import_statement(
+        data_dir,
+        drop(inbox_dir, "copy.xml", first.read_bytes() + b"\n"),  # new bytes
+    )
+    assert sorted((w.table, w.values) for w in again.problems) == [
+        ("account_info", 1),  # NetStockPositionSummary
+        ("account_info", 1),  # FxPositions
+        ("positions_daily", 10),  # unpriced rows
+    ]
+    assert all(w.line.startswith(f"statement {again.sha256[:12]}: ") for w in again.problems)
+
+    # an overlapping statement of another account re-reads vtandchill's days: nothing repeated
+    caplog.clear()
+    other = corpus_file("opensteuerauszug__corporate_action_2025.xml")
+    with caplog.at_level("WARNING"):
+        assert main(["import", "--no-marts", "--data-dir", str(data_dir), str(other)]) == 0
+    err = capsys.readouterr().err
+    assert "U12349876" not in err + caplog.text
+    assert "  warning: account U1234567: 3 daily position rows have no price" in err

@@ -20,20 +20,35 @@ from lxml import etree
 
 from ibpipeline.cli import main
 from ibpipeline.storage import parquet
-from tests.fixture_files import SHARED, corpus_files, shared_only_corpus_names
+from tests.fixture_files import (
+    SHARED,
+    SHARED_ONLY,
+    corpus_files,
+    corpus_params,
+    shared_only_corpus_names,
+)
 from tests.marts.normalized import dbt_build
 
 FILES = corpus_files()
-IDS = [p.name.removesuffix(".xml") for p in FILES]
+PARAMS = corpus_params(lambda p: p.name.removesuffix(".xml"))
 NULLS = {"", "-", "--", "N/A"}
 
 
 def test_the_corpus_is_complete_here_or_skipped_with_a_reason() -> None:
-    """The in-tree copies are always tested; the shared-only files too when ../shared exists."""
+    """The in-tree copies are always tested; the shared-only files too when ../shared exists,
+    else each is a skip naming its licence."""
     names = {p.name for p in FILES}
     assert len([n for n in names if (Path("tests/fixtures/flex/corpus") / n).exists()]) >= 18
     missing = [n for n in shared_only_corpus_names() if n not in names]
     assert not missing
+    if SHARED.is_dir():  # SHARED_ONLY lists exactly the files a clone lacks
+        assert sorted(SHARED_ONLY) == shared_only_corpus_names()
+    params = {p.id: p for p in PARAMS}
+    assert len(params) == len(names | set(SHARED_ONLY))
+    for name, licence in SHARED_ONLY.items():
+        marks = params[name.removesuffix(".xml")].marks
+        assert bool(marks) != (name in names)
+        assert all(m.name == "skip" and licence in m.kwargs["reason"] for m in marks)
 
 
 def _date(text: str) -> date:
@@ -75,7 +90,7 @@ class Expected:
                     self.positions[key] += Decimal(el.get("position"))
 
 
-@pytest.fixture(scope="module", params=FILES, ids=IDS)
+@pytest.fixture(scope="module", params=PARAMS)
 def imported(request, tmp_path_factory) -> tuple[Path, Path, Expected]:
     """The file imported with ``ibpipeline import --no-marts`` into its own data folder."""
     path: Path = request.param

@@ -147,9 +147,11 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _import_marts(data_dir: Path, results: list) -> None:
-    """One ``marts_job`` run (local Dagster instance) over the days the imported files stored."""
+    """Record each imported file's ``parse_warnings`` checks in the local Dagster instance, then
+    one ``marts_job`` run over the days the imported files stored."""
     os.environ[settings.DATA_DIR_ENV] = str(Path(data_dir).resolve())  # before defs are built
     from ibpipeline.automation.backfill import run_marts
+    from ibpipeline.automation.jobs import parse_check_evaluations
     from ibpipeline.definitions import build_defs
     from ibpipeline.demo import demo_instance
     from ibpipeline.partitions import register_accounts
@@ -157,6 +159,9 @@ def _import_marts(data_dir: Path, results: list) -> None:
     days = sorted(d for r in results for d in r.days_claimed)
     with demo_instance(Path.cwd()) as instance:
         register_accounts(instance, sorted({a for r in results for a in r.accounts}))
+        for result in results:
+            for evaluation in parse_check_evaluations(result):
+                instance.report_runless_asset_event(evaluation)
         run_id = run_marts(build_defs(), instance, days[0], days[-1])
     print(f"marts rebuilt for {days[0]}..{days[-1]} in run {run_id}")
 
@@ -355,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-marts",
         action="store_true",
         help="store raw + normalized only; do not rebuild the dbt marts for the imported days "
-        "(default: rebuild them in one marts_job run of the local Dagster instance)",
+        "(default: record each file's parse_warnings checks in the local Dagster instance and "
+        "rebuild the marts in one marts_job run of it)",
     )
     imp.set_defaults(func=_import)
 

@@ -13,7 +13,8 @@ such as ``U1234567F`` inside ``U1234567``'s statement included); the newest stor
 hides what an earlier file stored there; rows dated outside their statement's period (IBKR's
 opening NAV row of the day before ``fromDate``) are stored as a *fallback* for their own day, used
 only where no statement claims it. Parse warnings (values that did not convert, a wrong
-``count``, a clipped period) are reported in the result, never a reason to reject the file.
+``count``, a clipped period, a section not imported, position rows without a price) are reported
+in the result, never a reason to reject the file.
 
 Inbox folder layout: new files in ``<inbox>/``; after processing ``<inbox>/processed/<name>``;
 files that fail to parse ``<inbox>/rejected/<name>`` plus ``<inbox>/rejected/<name>.reason.txt``.
@@ -37,10 +38,14 @@ import pyarrow as pa
 
 from ibpipeline.assets.normalized import (
     NORMALIZED_TABLES,
+    TableWarning,
     normalize_days,
     parsed_tables,
+    statement_label,
+    statement_problems,
 )
 from ibpipeline.flex.parse import FlexParseError, ParsedFlex, StatementInfo, parse_statement
+from ibpipeline.flex.positions import unpriced_warnings
 from ibpipeline.partitions import InvalidAccountIdError, validate_account_id
 from ibpipeline.storage import atomic_write_bytes, rawstore
 
@@ -61,7 +66,10 @@ class InboxRejection(ValueError):
 @dataclass(frozen=True)
 class ImportResult:
     """Outcome of one file. ``partitions`` are the (account, day) pairs now read from it;
-    ``moved_to`` is set only by ``process_inbox_file``."""
+    ``moved_to`` is set only by ``process_inbox_file``. ``warnings``: every warning line (the
+    parser's, then the import's own); ``problems``: the same warnings filed under the normalized
+    table each concerns (statement-level ones under ``account_info``), with the number of values
+    each stands for, as the normalized step reports them."""
 
     name: str
     sha256: str
@@ -75,6 +83,16 @@ class ImportResult:
     moved_to: Path | None = field(default=None, compare=False)
     warnings: tuple[str, ...] = ()
     rows: int = 0
+    problems: tuple[TableWarning, ...] = ()
+
+    def table_problems(self, table: str) -> list[TableWarning]:
+        """The warnings filed under ``table``."""
+        return [w for w in self.problems if w.table == table]
+
+    @property
+    def warning_values(self) -> int:
+        """Values not converted + statement-level and import warnings."""
+        return sum(w.values for w in self.problems)
 
     def summary(self) -> str:
         """One human-readable line."""
@@ -173,15 +191,22 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         return ImportResult(path.name, sha256, "rejected", reason=str(exc))
 
     by_day = claims_by_day(tables, parsed.statements)
-    warnings = list(parsed.warnings)
+    own: list[str] = []  # the import's own warnings (statement-level)
     outside = sorted(d for d, c in by_day.items() if c.fallback)
     if outside:
-        warnings.append(
+        own.append(
             f"rows dated outside their statement's period on {len(outside)} day(s) "
             f"({outside[0]}..{outside[-1]}): stored where no other statement supplies them"
         )
     if not by_day:
-        warnings.append("the file has no dated rows: nothing to store besides the raw bytes")
+        own.append("the file has no dated rows: nothing to store besides the raw bytes")
+    unpriced = [line for line, _ in unpriced_warnings(tables["positions_daily"])]
+    warnings = [*parsed.warnings, *unpriced, *own]
+    label = statement_label(sha256)
+    problems = [
+        *statement_problems(parsed, tables["positions_daily"]),
+        *(TableWarning("account_info", f"{label}: {line}") for line in own),
+    ]
     stored = rawstore.put_statement(data_dir, content)
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     first = min(s.from_date for s in parsed.statements)
@@ -229,6 +254,7 @@ def import_statement(data_dir: Path, path: Path, now: datetime | None = None) ->
         partitions=tuple(wanted),
         warnings=tuple(warnings),
         rows=sum(t.num_rows for t in tables.values()),
+        problems=tuple(problems),
     )
     ledger = {
         "sha256": sha256,

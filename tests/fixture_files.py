@@ -3,11 +3,14 @@
 Files whose licence allows redistribution (MIT, Apache-2.0, EPL-1.0) are copied into
 ``tests/fixtures/flex/`` (see its NOTICE.md); the others (GPL/AGPL) are read from the shared
 fixture set beside the project, ``../shared/fixtures/flex/``, which a user's clone does not have:
-tests of those skip with a reason then (CI has the folder and runs them all).
+tests of those skip with a reason then (CI has the folder and runs them all). The parametrized
+corpus suites take ``corpus_params()``, which lists those files (``SHARED_ONLY``) as skips when
+``../shared`` is absent; ``corpus_files()`` is the files present.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,41 @@ def corpus_files() -> list[Path]:
             files.setdefault(p.name, p)
     files.update({p.name: p for p in PUBLIC_FLEX_DIR.glob("*.xml")})
     return [files[name] for name in sorted(files)]
+
+
+SHARED_ONLY: dict[str, str] = {
+    "DeclaRenta__ibkr-autoconvert.xml": "GPL-3.0",
+    "DeclaRenta__ibkr-options.xml": "GPL-3.0",
+    "alens-importers__cash-balances.xml": "AGPL-3.0",
+    "interactive-brokers-flex-rs__report_1.xml": "AGPL-3.0",
+    "jal__IBKR_flex_sample.xml": "GPL-3.0",
+    "jal__ibkr.xml": "GPL-3.0",
+    "jal__ibkr_bond.xml": "GPL-3.0",
+    "jal__ibkr_corp_actions.xml": "GPL-3.0",
+}
+"""The corpus files not copied here (name -> licence, from ../shared's SOURCES.md): without
+``../shared`` they still appear in the parametrized suites, as skips naming why."""
+
+
+def corpus_params(test_id: Callable[[Path], str] = lambda p: p.name) -> list:
+    """``corpus_files()`` as ``pytest.param``s (ids ``test_id(path)``), sorted by name, plus a
+    skipped param for every ``SHARED_ONLY`` file that is not there (``../shared`` absent), with
+    its licence as the reason: a fresh clone shows each such file as a skip, not as nothing."""
+    files = corpus_files()
+    names = {p.name for p in files}
+    params = {p.name: pytest.param(p, id=test_id(p)) for p in files}
+    for name, licence in SHARED_ONLY.items():
+        if name not in names:
+            path = SHARED / "corpus" / name
+            reason = (
+                f"{name} is under {licence} (licence does not allow copying it into "
+                "tests/fixtures); only in ../shared/fixtures/flex/corpus, which is absent here "
+                "(CI has it)"
+            )
+            params[name] = pytest.param(
+                path, id=test_id(path), marks=pytest.mark.skip(reason=reason)
+            )
+    return [params[name] for name in sorted(params)]
 
 
 def shared_only_corpus_names() -> list[str]:

@@ -3,7 +3,10 @@
 The three checks of ``daily_nav`` run as one step (``daily_nav_checks``, a multi-asset check: one
 process and one connection instead of three, each ~3-5 s of step overhead in a launched run):
 
-- ``nav_reconciles``: on every account day, positions' base values + cash + accruals = NAV.
+- ``nav_reconciles``: on every account day, positions' base values + cash + accruals = NAV. Account
+  days without position evidence (securities in NAV but no position rows: the statement has no
+  OpenPositions for that day, e.g. IBKR's opening NAV row of the day before ``fromDate``) cannot be
+  reconciled: they are skipped and counted (``positions_evidence`` lists them as a WARN).
 - ``no_business_day_gaps``: every account has NAV on every business day (Mon-Fri) between its
   first and last NAV day.
 - ``latest_day_is_fresh``: the newest NAV day is no older than the previous business day.
@@ -52,7 +55,11 @@ with positions as (
 )
 select n.account_id, n.date, n.nav, n.cash,
        coalesce(n.dividend_accruals, 0) + coalesce(n.interest_accruals, 0) as accruals,
-       coalesce(p.positions_base, 0) as positions_base, coalesce(p.n_positions, 0) as n_positions
+       coalesce(p.positions_base, 0) as positions_base, coalesce(p.n_positions, 0) as n_positions,
+       -- as positions_evidence: position rows, or no securities in NAV (nothing to hold)
+       p.n_positions is not null
+         or (coalesce(n.stock, 0) = 0 and coalesce(n.options, 0) = 0 and coalesce(n.bonds, 0) = 0)
+         as positions_evidence
 from daily_nav as n
 left join positions as p using (account_id, date)
 where n.account_id <> 'ALL'
@@ -87,6 +94,8 @@ class NavDay:
     accruals: Decimal
     positions_base: Decimal
     n_positions: int
+    positions_evidence: bool = True
+    """False when NAV holds securities (stock, options, bonds) but the day has no position rows."""
 
     @property
     def difference(self) -> Decimal:
@@ -100,8 +109,9 @@ class NavDay:
 
 
 def nav_breaks(days: Iterable[NavDay]) -> list[NavDay]:
-    """The account days whose NAV differs from its parts by more than their rounding tolerance."""
-    return [d for d in days if abs(d.difference) > d.tolerance]
+    """The account days with position evidence whose NAV differs from its parts by more than
+    their rounding tolerance (a day without evidence has no positions to add up)."""
+    return [d for d in days if d.positions_evidence and abs(d.difference) > d.tolerance]
 
 
 def business_days(start: date, end: date) -> list[date]:
@@ -159,12 +169,19 @@ def nav_reconciles(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
     """NAV reconciliation of every account day."""
     days = read_nav_days(con)
     breaks = nav_breaks(days)
-    worst = max((abs(d.difference) for d in days), default=Decimal(0))
+    checked = [d for d in days if d.positions_evidence]
+    skipped = [d for d in days if not d.positions_evidence]
+    worst = max((abs(d.difference) for d in checked), default=Decimal(0))
     return dg.AssetCheckResult(
         check_name="nav_reconciles",
         passed=bool(days) and not breaks,
         metadata={
             "account_days": len(days),
+            "account_days_reconciled": len(checked),
+            "skipped_without_position_evidence": len(skipped),
+            "first_skipped": dg.MetadataValue.md(
+                _md_list([f"{d.account_id} {d.date}" for d in skipped])
+            ),
             "breaks": len(breaks),
             "max_abs_difference": float(worst),
             "first_breaks": dg.MetadataValue.md(
@@ -237,8 +254,9 @@ def latest_day_is_fresh(con: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
 DAILY_NAV_CHECKS = {
     "nav_reconciles": (
         nav_reconciles,
-        "positions_history value_base + cash + accruals = daily_nav.nav on every account day, "
-        "within half a cent per rounded amount.",
+        "positions_history value_base + cash + accruals = daily_nav.nav on every account day "
+        "with position evidence, within half a cent per rounded amount; days whose NAV holds "
+        "securities but which have no position rows are skipped and counted.",
     ),
     "no_business_day_gaps": (
         no_business_day_gaps,

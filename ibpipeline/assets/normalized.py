@@ -26,7 +26,7 @@ import pyarrow.ipc  # noqa: F401  (pa.ipc)
 
 from ibpipeline.assets.raw import days_in, raw_flex_statement
 from ibpipeline.flex.parse import ParsedFlex, parse_statement
-from ibpipeline.flex.positions import reconstruct_daily_positions
+from ibpipeline.flex.positions import reconstruct_daily_positions, unpriced_warnings
 from ibpipeline.flex.queries import FlexQuery
 from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
@@ -112,14 +112,66 @@ def parsed_tables(parsed: ParsedFlex) -> dict[str, pa.Table]:
     return tables
 
 
-def statement_problems(parsed: ParsedFlex) -> list[tuple[str, str]]:
-    """``(table, line)`` per parse warning of a statement: value problems under their table,
-    statement-level warnings (count, period, date format) under ``account_info``."""
-    label = f"statement {parsed.source_sha256[:12]}"
+@dataclass(frozen=True)
+class TableWarning:
+    """One parse warning of a statement, filed under the normalized table it concerns: ``line``
+    names the statement; ``values`` is how many values it stands for (the values of a column
+    that did not convert; 1 for a statement-level warning)."""
+
+    table: str
+    line: str
+    values: int = 1
+
+
+def statement_label(sha256: str) -> str:
+    """How warning lines name a stored statement."""
+    return f"statement {sha256[:12]}"
+
+
+def statement_problems(parsed: ParsedFlex, positions: pa.Table | None = None) -> list[TableWarning]:
+    """Every parse warning of a statement: value problems under their table, statement-level
+    warnings (count, period, date format, skipped sections) under ``account_info``, and, given
+    the statement's reconstructed ``positions`` (``positions_daily``), its unpriced rows under
+    ``positions_daily`` (one warning per account, standing for its unpriced rows)."""
+    label = statement_label(parsed.source_sha256)
     lines = {p.line() for p in parsed.problems}
-    out = [(p.table, f"{label}: {p.line()}") for p in parsed.problems]
-    out += [("account_info", f"{label}: {w}") for w in parsed.warnings if w not in lines]
+    out = [TableWarning(p.table, f"{label}: {p.line()}", p.count) for p in parsed.problems]
+    out += [
+        TableWarning("account_info", f"{label}: {w}") for w in parsed.warnings if w not in lines
+    ]
+    if positions is not None:
+        out += [
+            TableWarning("positions_daily", f"{label}: {line}", rows)
+            for line, rows in unpriced_warnings(positions)
+        ]
     return out
+
+
+def _warning_sample(mine: Sequence[TableWarning]) -> dg.MetadataValue:
+    return dg.MetadataValue.md("\n".join(f"- {w.line}" for w in mine[:PREVIEW_ROWS]) or "-")
+
+
+def parse_warning_metadata(mine: Sequence[TableWarning]) -> dict[str, object]:
+    """Materialization metadata of a table's parse warnings (``mine``): ``parse_warnings`` (the
+    values they stand for) and, when there are any, ``parse_warning_sample``."""
+    metadata: dict[str, object] = {"parse_warnings": sum(w.values for w in mine)}
+    if mine:
+        metadata["parse_warning_sample"] = _warning_sample(mine)
+    return metadata
+
+
+def parse_check_fields(mine: Sequence[TableWarning]) -> dict[str, object]:
+    """The ``parse_warnings`` check of a table with these warnings (keyword arguments of
+    ``AssetCheckResult`` / ``AssetCheckEvaluation``): WARN, failing when there are any."""
+    return {
+        "check_name": PARSE_CHECK,
+        "passed": not mine,
+        "severity": dg.AssetCheckSeverity.WARN,
+        "metadata": {
+            "parse_warnings": sum(w.values for w in mine),
+            "sample": _warning_sample(mine),
+        },
+    }
 
 
 def preview_markdown(table: pa.Table, rows: int = PREVIEW_ROWS) -> str:
@@ -197,7 +249,7 @@ def _parse_statements(
     statements: Iterable[str],
     tables: Sequence[str],
     preparsed: Mapping[str, Mapping[str, pa.Table]] | None,
-    problems: list[tuple[str, str]] | None,
+    problems: list[TableWarning] | None,
 ) -> tuple[dict[str, dict[str, dict[date, pa.Table]]], dict[str, pa.Schema]]:
     """``sha256 -> table -> day -> rows`` of the run's days for each of ``statements`` (each
     parsed once, only its rows of the days whose manifest lists it kept), and each table's schema."""
@@ -209,7 +261,7 @@ def _parse_statements(
             flex = parse_statement(rawstore.read_statement(data_dir, sha256), source_sha256=sha256)
             parsed = parsed_tables(flex)
             if problems is not None:
-                problems.extend(statement_problems(flex))
+                problems.extend(statement_problems(flex, parsed["positions_daily"]))
         wanted = {
             (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
         }
@@ -258,7 +310,7 @@ def normalize_days(
     tables: Iterable[str],
     preparsed: Mapping[str, Mapping[str, pa.Table]] | None = None,
     changed: Mapping[date, Collection[str]] | None = None,
-    problems: list[tuple[str, str]] | None = None,
+    problems: list[TableWarning] | None = None,
 ) -> dict[str, TableStats]:
     """Replace the (table, day) file of every selected table and day from the stored statements.
 
@@ -270,8 +322,8 @@ def normalize_days(
     fallback); an empty file with the schema when the day has no rows. Each statement is read and
     parsed once (``preparsed``: tables of statements already parsed, by sha256). Raises
     MissingRawStatementError before writing anything when a day has no manifest. ``problems``,
-    when given, receives ``(table, warning line)`` for every parse warning of the statements read
-    here (table ``account_info`` for statement-level warnings).
+    when given, receives a ``TableWarning`` for every parse warning of the statements parsed
+    here (table ``account_info`` for statement-level warnings; none for ``preparsed`` ones).
     """
     tables = tuple(tables)
     manifests = manifests_for(data_dir, days)
@@ -359,7 +411,7 @@ class QueryRows:
     statements: tuple[str, ...]
     staged: dict[str, dict[date, int]]
     schemas: dict[str, pa.Schema]
-    problems: tuple[tuple[str, str], ...] = ()
+    problems: tuple[TableWarning, ...] = ()
 
     def path(self, table: str, day: date) -> Path:
         return Path(self.stage_dir) / table / f"{day.isoformat()}.arrow"
@@ -382,7 +434,7 @@ def normalize_query(
     manifests = manifests_for(data_dir, days)
     steps = statement_steps(manifests, queries)
     mine = sorted(sha for sha, step in steps.items() if step == query)
-    problems: list[tuple[str, str]] = []
+    problems: list[TableWarning] = []
     by_day, schemas = _parse_statements(data_dir, manifests, mine, tables, None, problems)
     stage_dir = Path(stage_dir)
     if stage_dir.exists():
@@ -482,7 +534,9 @@ def _check_specs() -> list[dg.AssetCheckSpec]:
             PARSE_CHECK,
             asset=name,
             description="WARN when values of this table did not convert (kept as null, raw text "
-            "in extra) or, on account_info, when a statement had a statement-level warning",
+            "in extra), on positions_daily when rows have no price (null values), or, on "
+            "account_info, when a statement had a statement-level warning (a wrong count, a "
+            "clipped period, a section not imported, ...)",
         )
         for name in NORMALIZED_TABLES
     ]
@@ -509,7 +563,7 @@ def normalized_flex(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Parse the run's statements once and write each selected table's day files."""
     days, tables = _run_days(context), _selected_tables(context)
-    problems: list[tuple[str, str]] = []
+    problems: list[TableWarning] = []
     stats = normalize_days(data_dir.root(), days, tables, problems=problems)
     yield from _results(context, days, tables, stats, problems)
 
@@ -531,23 +585,19 @@ def _results(
     days: list[date],
     tables: list[str],
     stats: Mapping[str, TableStats],
-    problems: list[tuple[str, str]],
+    problems: list[TableWarning],
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Each selected table's materialization (run totals, each day's own numbers) and check."""
-    for table, line in problems:
-        context.log.warning(f"{table}: {line}")
+    for w in problems:
+        context.log.warning(f"{w.table}: {w.line}")
     selected_checks = {k.asset_key.path[-1] for k in context.selected_asset_check_keys}
     for name in tables:
         context.log.info(
             f"{name}: {stats[name].rows} rows of {len(stats[name].rows_by_account)} accounts "
             f"in {stats[name].days} days"
         )
-        mine = [line for table, line in problems if table == name]
-        metadata = {**_metadata(stats[name], days), "parse_warnings": len(mine)}
-        if mine:
-            metadata["parse_warning_sample"] = dg.MetadataValue.md(
-                "\n".join(f"- {line}" for line in mine[:PREVIEW_ROWS])
-            )
+        mine = [w for w in problems if w.table == name]
+        metadata = {**_metadata(stats[name], days), **parse_warning_metadata(mine)}
         # One materialization per day: each carries the run's metadata above, overridden by
         # its own day's numbers (dagster merges partition-scoped asset metadata last).
         for day, day_stats in stats[name].by_day.items():
@@ -556,16 +606,7 @@ def _results(
             )
         yield dg.MaterializeResult(asset_key=name, metadata=metadata)
         if name in selected_checks:
-            yield dg.AssetCheckResult(
-                asset_key=name,
-                check_name=PARSE_CHECK,
-                passed=not mine,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "parse_warnings": len(mine),
-                    "sample": dg.MetadataValue.md("\n".join(f"- {x}" for x in mine[:5]) or "-"),
-                },
-            )
+            yield dg.AssetCheckResult(asset_key=name, **parse_check_fields(mine))
 
 
 def _normalize_op(query: str, queries: Sequence[str]) -> dg.OpDefinition:

@@ -16,6 +16,7 @@ import dagster as dg
 from ibpipeline import inbox
 from ibpipeline.assets import NORMALIZED_TABLES, flex_assets, raw_flex_statement
 from ibpipeline.assets.marts import MARTS_GROUP
+from ibpipeline.assets.normalized import parse_check_fields, parse_warning_metadata
 from ibpipeline.partitions import daily, register_accounts
 from ibpipeline.resources import DataDirResource
 
@@ -44,8 +45,13 @@ def _in_daily_range(day: date) -> bool:
     return day >= daily.start.date()
 
 
-def inbox_events(result: inbox.ImportResult) -> Iterator[dg.AssetMaterialization]:
-    """Materializations of the raw and normalized days an ingested file replaced."""
+def inbox_events(
+    result: inbox.ImportResult,
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """Materializations of the raw and normalized days an ingested file replaced, then each
+    normalized table's ``parse_warnings`` check, as the normalized step reports a fetched
+    statement: its materializations carry the table's ``parse_warnings`` (values) and
+    ``parse_warning_sample``; the WARN check fails when the file had warnings for the table."""
     for day in result.days_claimed:
         if _in_daily_range(day):
             yield dg.AssetMaterialization(
@@ -54,13 +60,23 @@ def inbox_events(result: inbox.ImportResult) -> Iterator[dg.AssetMaterialization
                 metadata={"source": "inbox", "sha256": result.sha256, "file": result.name},
             )
     for name in NORMALIZED_TABLES:
+        warnings = parse_warning_metadata(result.table_problems(name))
         for day in result.days_claimed:
             if _in_daily_range(day):
                 yield dg.AssetMaterialization(
                     asset_key=name,
                     partition=day.isoformat(),
-                    metadata={"source": "inbox", "statement_sha256": result.sha256},
+                    metadata={"source": "inbox", "statement_sha256": result.sha256, **warnings},
                 )
+    yield from parse_check_evaluations(result)
+
+
+def parse_check_evaluations(result: inbox.ImportResult) -> Iterator[dg.AssetCheckEvaluation]:
+    """The ``parse_warnings`` check of every normalized table for an ingested file."""
+    for name in NORMALIZED_TABLES:
+        yield dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(name), **parse_check_fields(result.table_problems(name))
+        )
 
 
 @dg.op(
@@ -69,7 +85,7 @@ def inbox_events(result: inbox.ImportResult) -> Iterator[dg.AssetMaterialization
 )
 def import_inbox_file(
     context: dg.OpExecutionContext, config: InboxFileConfig, data_dir: DataDirResource
-) -> Iterator[dg.AssetMaterialization | dg.Output]:
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
     """Raise ``dg.Failure`` when the file was rejected (after moving it to rejected/)."""
     path = Path(config.path)
     result = inbox.process_inbox_file(data_dir.root(), path.parent, path)
@@ -94,7 +110,7 @@ def import_inbox_file(
             "accounts": list(result.accounts),
             "days_claimed": len(result.days_claimed),
             "rows": result.rows,
-            "parse_warnings": len(result.warnings),
+            "parse_warnings": result.warning_values,
             "parse_warning_sample": dg.MetadataValue.md(
                 "\n".join(f"- {w}" for w in result.warnings[:5]) or "-"
             ),

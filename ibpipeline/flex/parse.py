@@ -21,7 +21,9 @@ currency for CashReportCurrency, and per-element values such as ``fees.fee_sourc
 ``dividend_accruals.accrual_kind`` for tables read from several sections); a column reads the
 attribute its spec names for the row's element (``Column.by_tag``), else another spelling
 (``Column.alt``); unknown sections and unknown row elements are counted in
-:attr:`ParsedFlex.skipped`; unknown enum values are kept as strings. A value that does not convert
+:attr:`ParsedFlex.skipped`, their rows in :attr:`ParsedFlex.skipped_rows`, and each kind that has
+rows is a statement-level warning (``section X not imported: N row(s), kept in the raw file``);
+unknown enum values are kept as strings. A value that does not convert
 (not a number, a decimal with more than 10 places, a date in no Flex format) never fails the
 parse: it is null, its raw text is kept in the row's ``extra`` under its Flex attribute name, and
 it is counted in :attr:`ParsedFlex.problems`. Only a block that fails the vectorized conversion
@@ -161,9 +163,12 @@ class ParsedFlex:
     """Every normalized table (all names of ``schema.TABLES``, empty when absent) and the statements.
 
     ``skipped``: section (or ``Section/Row``) tag -> count of elements not read into a table.
+    ``skipped_rows``: the same tags -> rows they held (a skipped element's child elements, or
+    the element itself when it has attributes and no children; each ``Section/Row`` element).
     ``problems``: one per (table, column) with values that did not convert.
     ``warnings``: one line per problem, then every statement-level warning (count mismatch,
-    clipped period, ambiguous date format, unreadable ``whenGenerated``).
+    clipped period, ambiguous date format, unreadable ``whenGenerated``, each skipped tag that
+    held rows).
     """
 
     tables: Mapping[str, pa.Table]
@@ -174,6 +179,7 @@ class ParsedFlex:
     skipped: Mapping[str, int]
     warnings: tuple[str, ...]
     problems: tuple[ParseProblem, ...] = ()
+    skipped_rows: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __getitem__(self, name: str) -> pa.Table:
         return self.tables[name]
@@ -306,6 +312,13 @@ class _Target:
         self.batch: list[int] = []  # statement indexes not yet flushed
         self.candidates: tuple[DateFormat, ...] = ()
         self.skipped: Counter[str] = Counter()
+        self.skipped_rows: Counter[str] = Counter()
+        self.outside: set[str] = set()  # skipped tags met outside any FlexStatement
+        # the skipped element being read (tag, depth): its child elements are its rows
+        self.skip_tag: str | None = None
+        self.skip_depth = -1
+        self.skip_children = 0
+        self.skip_attributes = False
         self.warnings: list[str] = []  # statement-level
         self.problems = _Problems()
         self.query_name: str | None = None
@@ -321,10 +334,14 @@ class _Target:
         if depth == _ROW_DEPTH:
             buf = self.container
             if buf is None:
+                if depth == self.skip_depth + 1:
+                    self.skip_children += 1
                 return
             plans = buf.plans.get(tag)
             if plans is None:
-                self.skipped[f"{self.container_tag}/{tag}"] += 1
+                key = f"{self.container_tag}/{tag}"
+                self.skipped[key] += 1
+                self.skipped_rows[key] += 1
                 return
             keys = tuple(attrib)
             plan = plans.get(hash(keys)) or buf.new_plan(tag, keys)
@@ -334,6 +351,9 @@ class _Target:
             self.buffered += 1
             if self.buffered >= FLUSH_ROWS:
                 self.flush()
+        elif self.skip_tag is not None:  # inside a skipped element
+            if depth == self.skip_depth + 1:
+                self.skip_children += 1
         elif depth == _ROW_DEPTH - 1 and self.statement is not None:
             self._section(tag, attrib)
         elif depth == 2 and tag == "FlexStatement":
@@ -345,15 +365,32 @@ class _Target:
             self.declared_count = int(count) if count and count.isdigit() else None
         elif depth <= 2:
             self.skipped[tag] += 1
+            self.outside.add(tag)
+            self._skip(tag, depth, attrib)
+
+    def _skip(self, tag: str, depth: int, attrib: dict) -> None:
+        """Start reading a skipped element: its rows are counted until it ends."""
+        self.skip_tag, self.skip_depth = tag, depth
+        self.skip_children, self.skip_attributes = 0, bool(attrib)
+
+    def _skip_end(self) -> None:
+        rows = self.skip_children or int(self.skip_attributes)
+        if rows:
+            self.skipped_rows[self.skip_tag] += rows
+        self.skip_tag, self.skip_depth = None, -1
 
     def end(self, tag: str) -> None:
         self.depth -= 1
         if self.depth == _ROW_DEPTH - 1:
             self.container = None
+            if self.skip_depth == _ROW_DEPTH - 1:
+                self._skip_end()
         elif self.depth == 2 and tag == "FlexStatement":
             self.statement = None
             if self.buffered >= FLUSH_ROWS:
                 self.flush()
+        elif self.depth == self.skip_depth:
+            self._skip_end()
 
     def close(self) -> None:
         return None
@@ -412,6 +449,7 @@ class _Target:
         single = _SINGLE_ROW_TABLES.get(tag)
         if single is None:
             self.skipped[tag] += 1
+            self._skip(tag, _ROW_DEPTH - 1, attrib)
             return
         if tag == "AccountInformation":
             self.headers[self.statement].base_currency = attrib.get("currency") or None
@@ -522,6 +560,9 @@ class _Target:
                 f"FlexStatements count={self.declared_count} but {len(self.headers)} "
                 "FlexStatement elements found; all of them were read"
             )
+        self.warnings += [
+            _skipped_line(k, n, k in self.outside) for k, n in self.skipped_rows.items()
+        ]
         joined = {
             name: parts[0] if len(parts) == 1 else pa.concat_tables(parts)
             for name, parts in self.results.items()
@@ -545,7 +586,18 @@ class _Target:
             skipped=MappingProxyType(dict(self.skipped)),
             warnings=tuple(p.line() for p in problems) + tuple(self.warnings),
             problems=problems,
+            skipped_rows=MappingProxyType(dict(self.skipped_rows)),
         )
+
+
+def _skipped_line(tag: str, rows: int, outside: bool) -> str:
+    """The warning of a skipped tag that held rows."""
+    if "/" in tag:
+        section, row = tag.split("/", 1)
+        what = f"{row} rows of section {section}"
+    else:
+        what = f"element {tag} outside FlexStatement" if outside else f"section {tag}"
+    return f"{what} not imported: {rows} row(s), kept in the raw file"
 
 
 class _Problems:

@@ -32,7 +32,8 @@ securities but no position rows.
   that day), else on the anchor the OpenPositions mark. A statement whose query lacks
   PriorPeriodPositions leaves such days unpriced: the row keeps the quantity, has null
   ``mark_price`` / ``position_value`` / ``value_base`` and ``source = "unpriced"`` (never a
-  silent 0), and a warning names the account and the number of unpriced rows.
+  silent 0); :func:`unpriced_warnings` names each account and its number of unpriced rows (the
+  import's warnings and the ``parse_warnings`` check of ``positions_daily`` report them).
 - position_value = quantity x price x multiplier (BOND: quantity x price / 100, price in percent of
   face), in the instrument currency (a FUT's notional, as IBKR prints it).
 - fx_rate_to_base: ConversionRates ``currency -> base`` of that day, else the source row's
@@ -49,7 +50,6 @@ overlap, the statement with the later toDate wins each report date.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -63,8 +63,6 @@ from ibpipeline.flex.parse import ParsedFlex, StatementInfo
 from ibpipeline.flex.position_changes import COLUMNS as CHANGE_COLUMNS
 from ibpipeline.flex.position_changes import position_changes
 from ibpipeline.flex.schema import INSTRUMENT, POSITIONS_DAILY
-
-logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -416,8 +414,8 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
     conid (SUMMARY before LOT rows). Statements without an OpenPositions snapshot contribute no
     rows (see the module doc).
 
-    Rows of days without a price get ``source = "unpriced"`` (see the module doc) and a logged
-    warning. Raises PositionReconstructionError when a priced position has no FX rate on a report
+    Rows of days without a price get ``source = "unpriced"`` (see the module doc; reported by
+    :func:`unpriced_warnings`, not logged). Raises PositionReconstructionError when a priced position has no FX rate on a report
     date, or a statement's OpenPositions span several report dates.
     """
     rows = _input_rows(parsed)
@@ -435,13 +433,27 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
         out.extend(statement_rows)
     for row in out:
         row["statement_sha256"] = parsed.source_sha256
-    unpriced = Counter(row["account_id"] for row in out if row["source"] == SOURCE_UNPRICED)
-    for account_id, count in sorted(unpriced.items()):
-        logger.warning(
-            "account %s: %d daily position rows have no price (the Flex query lacks "
-            "PriorPeriodPositions); their values are null",
-            account_id,
-            count,
-        )
     out.sort(key=_sort_key)
     return pa.Table.from_pylist(out, schema=POSITIONS_DAILY)
+
+
+def unpriced_warnings(positions: pa.Table) -> list[tuple[str, int]]:
+    """``(warning line, rows)`` per account of ``positions`` (``positions_daily`` rows) with rows
+    of ``source = "unpriced"``, sorted by account."""
+    if positions.num_rows == 0:
+        return []
+    unpriced = Counter(
+        account
+        for account, source in zip(
+            positions["account_id"].to_pylist(), positions["source"].to_pylist(), strict=True
+        )
+        if source == SOURCE_UNPRICED
+    )
+    return [
+        (
+            f"account {account}: {count} daily position rows have no price (the Flex query lacks "
+            "PriorPeriodPositions); their values are null",
+            count,
+        )
+        for account, count in sorted(unpriced.items())
+    ]

@@ -9,6 +9,7 @@ that both write the DuckDB file under the ``duckdb_writer`` pool.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import threading
 import time
@@ -220,6 +221,9 @@ def test_nav_breaks_allow_half_a_cent_per_rounded_amount() -> None:
     broken = day("1000.03", 1)
     assert nav_breaks([broken]) == [broken]
     assert nav_breaks([day("1000.03", 3)]) == []  # 0.03 <= 0.005 * 6
+    # securities in NAV but no position rows that day: nothing to add up, not a break
+    unproven = dataclasses.replace(day("1899.00", 0), positions_evidence=False)
+    assert nav_breaks([unproven]) == [] and nav_breaks([broken, unproven]) == [broken]
 
 
 def test_xirr_cashflows() -> None:

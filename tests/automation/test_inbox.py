@@ -1,5 +1,7 @@
 import importlib
+import json
 import os
+import re
 import time
 from datetime import date
 
@@ -8,11 +10,13 @@ import pytest
 from conftest import make_defs
 
 from ibpipeline import inbox, settings
+from ibpipeline.assets.normalized import NORMALIZED_TABLES
 from ibpipeline.automation.sensors import build_inbox_sensor, marts_after_inbox
 from ibpipeline.cli import main
 from ibpipeline.resources import DataDirResource
 from ibpipeline.sim.flex_statement import render_statement
 from ibpipeline.storage import parquet, rawstore
+from tests.fixture_files import corpus_file
 
 START, END = date(2024, 2, 5), date(2024, 2, 9)  # Mon..Fri
 
@@ -225,9 +229,23 @@ def test_cli_import(data_dir, tmp_path, statement, capsys, monkeypatch):
     importlib.import_module("ibpipeline.definitions")
     path = tmp_path / "dl.xml"
     path.write_bytes(statement)
-    assert main(["import", str(path), "--data-dir", str(data_dir)]) == 0, capsys.readouterr().err
-    out = capsys.readouterr().out
+    odd = tmp_path / "file12.xml"
+    odd.write_bytes(file12_in_2024())
+    assert main(["import", str(path), str(odd), "--data-dir", str(data_dir)]) == 0
+    out, err = capsys.readouterr()
     assert "ingested" in out and "marts rebuilt for" in out
+    # the warning lines are printed, and the parse_warnings checks are in the instance
+    assert "  warning: trades.conid: 4 value(s) not converted" in err
+    with dg.DagsterInstance.get() as instance:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(t), "parse_warnings") for t in ("trades", "nav_daily")]
+        )
+    evaluations = {
+        k.asset_key.path[-1]: r.event.dagster_event.event_specific_data for k, r in latest.items()
+    }
+    assert not evaluations["trades"].passed and evaluations["nav_daily"].passed
+    assert evaluations["trades"].severity == dg.AssetCheckSeverity.WARN
+    assert evaluations["trades"].metadata["parse_warnings"].value == 4
     assert (data_dir / "ibpipeline.duckdb").is_file()
     assert path.is_file()  # the CLI leaves the file where it is
     assert main(["import", str(path), "--data-dir", str(data_dir)]) == 0
@@ -236,3 +254,115 @@ def test_cli_import(data_dir, tmp_path, statement, capsys, monkeypatch):
     bad.write_bytes(b"<nope")
     assert main(["import", str(bad), "--data-dir", str(data_dir)]) == 1
     assert "rejected" in capsys.readouterr().err
+
+
+def file12_in_2024() -> bytes:
+    """portfolio-performance's File12 (EPL-1.0, in tests/fixtures): its trades and cash rows carry
+    ``conid="XXXXXCAD"``/``"XXXXXUSD"``. Dates moved four years on (2020 -> 2024) so its days are
+    daily partitions (which start 2024-01-01)."""
+    content = corpus_file("portfolio__testIBFlexStatementFile12.xml").read_bytes()
+    return re.sub(rb'"(2019|2020)(\d{4})', lambda m: b'"%d%s' % (int(m[1]) + 4, m[2]), content)
+
+
+def test_inbox_run_reports_unconverted_values_per_table_as_metadata_and_warn_checks(
+    data_dir, inbox_dir, instance
+):
+    """The inbox path reports parse warnings as the Flex fetch path does: each normalized
+    table's materializations carry its ``parse_warnings`` (values not converted) and a sample,
+    and its ``parse_warnings`` check WARNs when the file had unconverted values for it."""
+    defs = make_defs(None, data_dir)
+    path = drop(inbox_dir, "file12.xml", file12_in_2024())
+    result = defs.resolve_job_def("inbox_import_job").execute_in_process(
+        instance=instance,
+        run_config={"ops": {"import_inbox_file": {"config": {"path": str(path)}}}},
+    )
+    assert result.success
+    # the values really are null in the stored rows, their text in extra
+    trades = parquet.read_table("trades", data_dir=data_dir).to_pylist()
+    assert [r["conid"] for r in trades] == [None] * 4
+    assert sorted(dict(r["extra"])["conid"] for r in trades) == ["XXXXXCAD"] + ["XXXXXUSD"] * 3
+
+    mats = result.asset_materializations_for_node("import_inbox_file")
+
+    def table_mats(name):
+        return [m for m in mats if m.asset_key == dg.AssetKey(name)]
+
+    assert {m.partition for m in table_mats("trades")} == {
+        "2024-01-02", "2024-01-08", "2024-01-15"
+    } | {m.partition for m in table_mats("cash_transactions")}  # fmt: skip
+    for name, values in (("trades", 4), ("cash_transactions", 10)):
+        assert table_mats(name)
+        for m in table_mats(name):
+            assert m.metadata["parse_warnings"].value == values
+            sample = m.metadata["parse_warning_sample"].value
+            assert f"{name}.conid: {values} value(s) not converted" in sample
+            assert "'XXXXXCAD'" in sample
+    for m in table_mats("nav_daily"):
+        assert m.metadata["parse_warnings"].value == 0
+        assert "parse_warning_sample" not in m.metadata
+
+    checks = {
+        e.asset_key.path[-1]: e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "parse_warnings"
+    }
+    assert set(checks) == set(NORMALIZED_TABLES)
+    assert {e.severity for e in checks.values()} == {dg.AssetCheckSeverity.WARN}
+    failed = {
+        name: e.metadata["parse_warnings"].value for name, e in checks.items() if not e.passed
+    }
+    # + the AccountInformation element outside the FlexStatement (not imported)
+    assert failed == {"trades": 4, "cash_transactions": 10, "account_info": 1}
+    assert (
+        "AccountInformation outside FlexStatement"
+        in checks["account_info"].metadata["sample"].value
+    )
+    assert "XXXXXUSD" in checks["cash_transactions"].metadata["sample"].value
+    (output,) = [
+        e for e in result.all_events if e.is_successful_output and e.step_key == "import_inbox_file"
+    ]
+    assert output.event_specific_data.metadata["parse_warnings"].value == 15
+
+
+def test_sections_not_imported_and_unpriced_rows_are_import_warnings(
+    data_dir, inbox_dir, capsys, caplog
+):
+    """vtandchill (MIT, in tests/fixtures) carries FxPositions and NetStockPositionSummary rows
+    the pipeline does not model, and its query lacks prices for 10 reconstructed position rows:
+    each is a warning line of the import (CLI, ledger) and a parse warning of its table. A later
+    import whose days overlap re-reads the earlier statement without repeating its warnings."""
+    first = corpus_file("opensteuerauszug__vtandchill_2025.xml")
+    assert main(["import", "--no-marts", "--data-dir", str(data_dir), str(first)]) == 0
+    err = capsys.readouterr().err
+    lines = [
+        "section NetStockPositionSummary not imported: 1 row(s), kept in the raw file",
+        "section FxPositions not imported: 2 row(s), kept in the raw file",
+        "account U12349876: 10 daily position rows have no price (the Flex query lacks "
+        "PriorPeriodPositions); their values are null",
+    ]
+    for line in lines:
+        assert f"  warning: {line}\n" in err
+    sha = rawstore.sha256_hex(first.read_bytes())
+    assert set(lines) <= set(json.loads(inbox.ledger_path(data_dir, sha).read_text())["warnings"])
+
+    result = inbox.import_statement(data_dir, drop(inbox_dir, "v.xml", first.read_bytes()))
+    assert result.status == "duplicate"
+    again = inbox.import_statement(
+        data_dir,
+        drop(inbox_dir, "copy.xml", first.read_bytes() + b"\n"),  # new bytes
+    )
+    assert sorted((w.table, w.values) for w in again.problems) == [
+        ("account_info", 1),  # NetStockPositionSummary
+        ("account_info", 1),  # FxPositions
+        ("positions_daily", 10),  # unpriced rows
+    ]
+    assert all(w.line.startswith(f"statement {again.sha256[:12]}: ") for w in again.problems)
+
+    # an overlapping statement of another account re-reads vtandchill's days: nothing repeated
+    caplog.clear()
+    other = corpus_file("opensteuerauszug__corporate_action_2025.xml")
+    with caplog.at_level("WARNING"):
+        assert main(["import", "--no-marts", "--data-dir", str(data_dir), str(other)]) == 0
+    err = capsys.readouterr().err
+    assert "U12349876" not in err + caplog.text
+    assert "  warning: account U1234567: 3 daily position rows have no price" in err

@@ -20,20 +20,35 @@ from lxml import etree
 
 from ibpipeline.cli import main
 from ibpipeline.storage import parquet
-from tests.fixture_files import SHARED, corpus_files, shared_only_corpus_names
+from tests.fixture_files import (
+    SHARED,
+    SHARED_ONLY,
+    corpus_files,
+    corpus_params,
+    shared_only_corpus_names,
+)
 from tests.marts.normalized import dbt_build
 
 FILES = corpus_files()
-IDS = [p.name.removesuffix(".xml") for p in FILES]
+PARAMS = corpus_params(lambda p: p.name.removesuffix(".xml"))
 NULLS = {"", "-", "--", "N/A"}
 
 
 def test_the_corpus_is_complete_here_or_skipped_with_a_reason() -> None:
-    """The in-tree copies are always tested; the shared-only files too when ../shared exists."""
+    """The in-tree copies are always tested; the shared-only files too when ../shared exists,
+    else each is a skip naming its licence."""
     names = {p.name for p in FILES}
     assert len([n for n in names if (Path("tests/fixtures/flex/corpus") / n).exists()]) >= 18
     missing = [n for n in shared_only_corpus_names() if n not in names]
     assert not missing
+    if SHARED.is_dir():  # SHARED_ONLY lists exactly the files a clone lacks
+        assert sorted(SHARED_ONLY) == shared_only_corpus_names()
+    params = {p.id: p for p in PARAMS}
+    assert len(params) == len(names | set(SHARED_ONLY))
+    for name, licence in SHARED_ONLY.items():
+        marks = params[name.removesuffix(".xml")].marks
+        assert bool(marks) != (name in names)
+        assert all(m.name == "skip" and licence in m.kwargs["reason"] for m in marks)
 
 
 def _date(text: str) -> date:
@@ -75,7 +90,7 @@ class Expected:
                     self.positions[key] += Decimal(el.get("position"))
 
 
-@pytest.fixture(scope="module", params=FILES, ids=IDS)
+@pytest.fixture(scope="module", params=PARAMS)
 def imported(request, tmp_path_factory) -> tuple[Path, Path, Expected]:
     """The file imported with ``ibpipeline import --no-marts`` into its own data folder."""
     path: Path = request.param
@@ -174,6 +189,46 @@ def test_cumulative_twr_of_imported_statements_equals_ibkr_change_in_nav_twr(all
                 assert twr * 100 == pytest.approx(float(el.get("twr")), abs=0.01), path.name
                 checked += 1
     assert checked >= 1  # pp_file17: IBKR says 0.050688891 %
+
+
+@pytest.mark.slow
+def test_no_error_check_fails_after_importing_pp_file17(tmp_path, monkeypatch, capsys) -> None:
+    """``ibpipeline import`` of pp_file17 with its marts run (every asset check of the marts
+    and dbt tests): no ERROR check fails. Its EquitySummary row of 2023-03-01 (IBKR's opening NAV,
+    the day before fromDate) holds stock but the statement has no positions for that day:
+    ``nav_reconciles`` skips and counts it instead of reporting a 7594.63 break."""
+    import dagster as dg
+
+    from ibpipeline import settings
+    from tests.fixture_files import PUBLIC_FLEX_DIR
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv(settings.DATA_DIR_ENV, str(tmp_path / "elsewhere"))
+    data_dir = tmp_path / "data"
+    path = PUBLIC_FLEX_DIR / "pp_file17_one_day_many_sections.xml"
+    assert main(["import", "--data-dir", str(data_dir), str(path)]) == 0
+    run_id = capsys.readouterr().out.split(" in run ")[-1].strip()
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+        evaluations = [
+            e.dagster_event.event_specific_data
+            for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
+    by_name = {e.check_name: e for e in evaluations}
+    assert "nav_reconciles" in by_name and len(evaluations) > 10
+    errors = [
+        e.check_name
+        for e in evaluations
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
+    assert errors == []
+    reconciled = by_name["nav_reconciles"]
+    assert reconciled.passed
+    assert reconciled.metadata["account_days"].value == 2
+    assert reconciled.metadata["skipped_without_position_evidence"].value == 1
+    assert reconciled.metadata["first_skipped"].value == "- U1111111 2023-03-01"
+    assert reconciled.metadata["breaks"].value == 0
 
 
 INCOME_TYPES = ("Dividends", "Payment In Lieu", "Withholding", "871(m) Withholding")

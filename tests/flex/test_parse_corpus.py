@@ -13,7 +13,7 @@ import pytest
 from lxml import etree
 
 from ibpipeline.flex.parse import parse_statement
-from tests.fixture_files import corpus_files
+from tests.fixture_files import corpus_files, corpus_params
 
 NULLS = ("", "-", "--", "N/A", "MULTI")
 FILES = corpus_files()
@@ -30,7 +30,7 @@ def rows_by_account(path: Path, tag: str) -> list[tuple[str, etree._Element]]:
     return out
 
 
-@pytest.fixture(scope="module", params=FILES, ids=[p.name for p in FILES])
+@pytest.fixture(scope="module", params=corpus_params())
 def case(request):
     return request.param, parse_statement(request.param)
 

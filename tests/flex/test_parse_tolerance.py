@@ -45,7 +45,12 @@ def test_a_non_integer_conid_of_a_real_statement_is_null_with_its_raw_text():
         message="is not an integer",
     )
     assert by_table["cash_transactions"].count == 10 == len(list(filter(None, raws)))
-    assert result.warning_count == 14
+    # 14 values + the AccountInformation element IBKR's export put outside the FlexStatement
+    assert result.warning_count == 15
+    assert result.warnings[-1] == (
+        "element AccountInformation outside FlexStatement not imported: 1 row(s), kept in the "
+        "raw file"
+    )
     assert result.warnings[0] == (
         "trades.conid: 4 value(s) not converted, kept as null with the raw text in "
         "extra['conid'] (is not an integer; e.g. 'XXXXXCAD', 'XXXXXUSD')"
@@ -380,3 +385,53 @@ def test_statement_accounts_lists_row_accounts_and_refuses_unsafe_ones():
     assert statement_accounts(xml) == ("U1234567", "U1234567F")
     with pytest.raises(InvalidAccountIdError, match=r"'U1/2'"):
         statement_accounts(trades_xml(trade(accountId="U1/2")))
+
+
+def test_every_skipped_element_kind_with_rows_is_a_statement_warning():
+    """Sections, row elements and elements outside a FlexStatement the parser does not model
+    are never dropped silently: each kind that holds rows is one statement-level warning with
+    its row count (the rows stay in the raw file); empty sections say nothing."""
+    body = (
+        '<FxPositions>\n<FxPosition accountId="U1234567" fxCurrency="USD" quantity="5" />\n'
+        '<FxPosition accountId="U1234567" fxCurrency="EUR" quantity="7" />\n</FxPositions>\n'
+        "<ComplexPositions />\n"
+        '<NetStockPositionSummary accountId="U1234567" netShares="3" />\n'
+        "<Trades>\n" + trade() + '\n<Frobnication accountId="U1234567" />\n</Trades>'
+    )
+    xml = flex(statement(body), count=1).replace(
+        b"<FlexStatements", b'<AccountInformation accountId="X" currency="EUR" />\n<FlexStatements'
+    )
+    result = parse_statement(xml)
+    assert result["trades"].num_rows == 1
+    assert dict(result.skipped_rows) == {
+        "FxPositions": 2,
+        "NetStockPositionSummary": 1,
+        "Trades/Frobnication": 1,
+        "AccountInformation": 1,
+    }
+    assert set(result.warnings) == {
+        "element AccountInformation outside FlexStatement not imported: 1 row(s), kept in the "
+        "raw file",
+        "section FxPositions not imported: 2 row(s), kept in the raw file",
+        "section NetStockPositionSummary not imported: 1 row(s), kept in the raw file",
+        "Frobnication rows of section Trades not imported: 1 row(s), kept in the raw file",
+    }
+    assert result.warning_count == 4 and result.skipped["ComplexPositions"] == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "opensteuerauszug__vtandchill_2025.xml",
+            {"NetStockPositionSummary": 1, "FxPositions": 2},
+        ),
+        ("pp_file17_one_day_many_sections.xml", {"ChangeInPositionValues": 2}),
+    ],
+)
+def test_real_statements_warn_about_the_sections_they_carry_but_are_not_imported(name, expected):
+    result = parse_statement(corpus_file(name))
+    assert dict(result.skipped_rows) == expected
+    for section, rows in expected.items():
+        line = f"section {section} not imported: {rows} row(s), kept in the raw file"
+        assert line in result.warnings

@@ -5,6 +5,7 @@ are null, never 0, where a USD rate is missing; commissions of real statements e
 from __future__ import annotations
 
 import json
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import duckdb
 import pytest
 
 from . import oddities as odd
-from .normalized import PUBLIC_FLEX, dbt_build, write_parsed
+from .normalized import PUBLIC_FLEX, dbt_build, write_parsed, write_rows
 
 pytestmark = pytest.mark.slow
 
@@ -257,3 +258,92 @@ def test_dagster_reports_the_warnings_as_warn_checks_and_the_run_succeeds(
         expected
     )
     assert {e.severity for e in failed.values()} == {dg.AssetCheckSeverity.WARN}
+
+
+RATES_ACCOUNT, USD_BASED = "U7100001", "U7100002"  # bases CHF and USD
+R1, R2, R3 = date(2024, 4, 1), date(2024, 4, 2), date(2024, 4, 3)
+CHF_PER_USD_CONVERSION = Decimal("0.9")  # the CHF account's ConversionRate USD -> CHF on R1
+CHF_PER_USD_ROWS = Decimal("0.8")  # fxRateToBase of its USD position, every day
+USD_PER_CHF_SHARED = Decimal("1.12")  # the USD account's ConversionRate CHF -> USD on R3
+
+
+@pytest.fixture(scope="module")
+def rates_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CHF account holding a USD position on R1..R3, whose USD rate has two sources with
+    different values: on R1 its own ConversionRate USD -> CHF and the position's fxRateToBase;
+    on R2 only the fxRateToBase; on R3 the fxRateToBase and a USD-based account's ConversionRate
+    CHF -> USD."""
+    data_dir = tmp_path_factory.mktemp("rates")
+    nav, stock = Decimal(1000), Decimal(800)
+    write_rows(
+        data_dir,
+        "nav_daily",
+        [
+            {"account_id": RATES_ACCOUNT, "date": d, "base_currency": "CHF",
+             "cash_base": nav - stock, "stock_base": stock, "total_base": nav}
+            for d in (R1, R2, R3)
+        ] + [
+            {"account_id": USD_BASED, "date": R3, "base_currency": "USD", "cash_base": nav,
+             "total_base": nav}
+        ],
+    )  # fmt: skip
+    write_rows(
+        data_dir,
+        "positions_daily",
+        [
+            {"account_id": RATES_ACCOUNT, "date": d, "level_of_detail": "SUMMARY", "conid": 1,
+             "symbol": "SPY", "asset_category": "STK", "currency": "USD", "quantity": Decimal(2),
+             "mark_price": Decimal(500), "position_value": Decimal(1000),
+             "fx_rate_to_base": CHF_PER_USD_ROWS, "value_base": stock, "source": "OpenPositions"}
+            for d in (R1, R2, R3)
+        ],
+    )  # fmt: skip
+    write_rows(
+        data_dir,
+        "fx_rates",
+        [
+            {"account_id": RATES_ACCOUNT, "date": R1, "from_currency": "USD",
+             "to_currency": "CHF", "rate": CHF_PER_USD_CONVERSION},
+            {"account_id": USD_BASED, "date": R3, "from_currency": "CHF",
+             "to_currency": "USD", "rate": USD_PER_CHF_SHARED},
+        ],
+    )  # fmt: skip
+    dbt_build(data_dir, "--select", "+daily_nav")
+    return data_dir
+
+
+def test_household_usd_rate_takes_conversion_rates_before_rows_fx_rate_to_base(
+    rates_built: Path,
+) -> None:
+    def usd_per(chf_per_usd: Decimal) -> Decimal:  # reciprocal_rate: decimal(38, 14)
+        return Decimal(1 / float(chf_per_usd)).quantize(Decimal("1e-14"))
+
+    got = {
+        (a, d): (rate, source, nav)
+        for a, d, rate, source, nav in rows(
+            rates_built,
+            "select account_id, date, usd_per_base, usd_rate_source, nav from daily_nav",
+        )
+    }
+    nav = Decimal(1000)
+    assert usd_per(CHF_PER_USD_CONVERSION) == Decimal("1.11111111111111")
+    assert got[RATES_ACCOUNT, R1] == (usd_per(CHF_PER_USD_CONVERSION), "ConversionRates", nav)
+    assert got[RATES_ACCOUNT, R2] == (usd_per(CHF_PER_USD_ROWS), "fxRateToBase", nav)
+    assert got[RATES_ACCOUNT, R3] == (USD_PER_CHF_SHARED, "ConversionRates", nav)
+    # the household converts with the rate that won
+    assert got["ALL", R1][2] == Decimal("1111.1111111111")
+    assert got["ALL", R2][2] == Decimal("1250")
+    assert got["ALL", R3][2] == nav * USD_PER_CHF_SHARED + nav
+    fx = {
+        (d, source): rate
+        for d, source, rate in rows(
+            rates_built,
+            "select date, rate_source, rate_to_base from int_fx_to_base "
+            f"where account_id = '{RATES_ACCOUNT}' and currency = 'USD'",
+        )
+    }
+    assert fx == {
+        (R1, "ConversionRates"): CHF_PER_USD_CONVERSION,
+        (R2, "fxRateToBase"): CHF_PER_USD_ROWS,
+        (R3, "fxRateToBase"): CHF_PER_USD_ROWS,
+    }

@@ -100,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         help="serve the Flex statements from this process (default: a separate process, so the "
         "peak memory printed is the run's alone)",
     )
+    parser.add_argument(
+        "--event-log",
+        choices=("batched", "dagster"),
+        default="batched",
+        help="the Dagster event log: the project's (dagster.yaml: a range run's materializations "
+        "stored in one transaction per output) or Dagster's own SQLite class (default: batched)",
+    )
     args = parser.parse_args(argv)
 
     import dagster as dg
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from ibpipeline.automation.jobs import flex_daily_job
     from ibpipeline.dbt import dbt_resource
     from ibpipeline.flex.ratelimit import RateLimit
+    from ibpipeline.instance_storage import enable_event_batches, event_log_storage_config
     from ibpipeline.resources import DataDirResource, FlexResource
     from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
     from ibpipeline.storage import parquet
@@ -137,7 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         simulator = contextlib.nullcontext()
     sim_process = None
-    with simulator as sim, dg.instance_for_test(temp_dir=str(tmp / "home")) as instance:
+    overrides = {}
+    if args.event_log == "batched":  # the project's dagster.yaml
+        overrides["event_log_storage"] = event_log_storage_config(tmp / "home" / "history" / "runs")
+        enable_event_batches()
+    else:  # Dagster's own SQLite event log, one event at a time
+        os.environ["DAGSTER_EVENT_BATCH_SIZE"] = "0"
+    instance_cm = dg.instance_for_test(temp_dir=str(tmp / "home"), overrides=overrides)
+    with simulator as sim, instance_cm as instance:
         if sim is None:
             sim_process, base_url = start_simulator(token, args.accounts, start, args.seed)
         else:

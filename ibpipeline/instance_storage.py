@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
@@ -85,3 +86,13 @@ def enable_event_batches() -> None:
     """Make Dagster hand the per-partition events of an output to ``store_event_batch`` in this
     process and the step processes it starts (Dagster reads the variable at each event)."""
     os.environ.setdefault(EVENT_BATCH_SIZE_ENV, str(EVENT_BATCH_SIZE))
+
+
+def event_log_storage_config(base_dir: Path) -> dict:
+    """The ``event_log_storage`` block of an instance config using this class under ``base_dir``
+    (what ``dagster.yaml`` sets; e.g. ``dg.instance_for_test(overrides=...)``)."""
+    return {
+        "module": __name__,
+        "class": BatchingSqliteEventLogStorage.__name__,
+        "config": {"base_dir": str(base_dir)},
+    }

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from ibpipeline.flex.ratelimit import RateLimit
+from ibpipeline.instance_storage import event_log_storage_config
 from ibpipeline.sim.flex_server import FlexSimulator
 from tests.fixture_files import PUBLIC_FLEX_DIR
 
@@ -105,11 +106,7 @@ def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
     """A SQLite-backed Dagster instance on disk (pools work, its files can be grepped), with the
     project's event log (``dagster.yaml``: a range run's materializations stored in batches)."""
     dagster_home.mkdir()
-    event_log = {
-        "module": "ibpipeline.instance_storage",
-        "class": "BatchingSqliteEventLogStorage",
-        "config": {"base_dir": str(dagster_home / "history" / "runs")},
-    }
+    event_log = event_log_storage_config(dagster_home / "history" / "runs")
     with dg.instance_for_test(
         temp_dir=str(dagster_home), overrides={"event_log_storage": event_log}
     ) as inst:

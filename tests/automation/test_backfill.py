@@ -5,7 +5,12 @@ import dagster as dg
 import pytest
 
 import ibpipeline.assets.normalized as normalized
-from ibpipeline.automation.backfill import check_range, last_backfill_day, run_backfill
+from ibpipeline.automation.backfill import (
+    check_range,
+    last_backfill_day,
+    one_planned_event_per_asset,
+    run_backfill,
+)
 from ibpipeline.automation.jobs import FLEX_INGEST_SELECTION
 from ibpipeline.automation.ranges import range_tags
 from ibpipeline.storage import parquet, rawstore
@@ -39,11 +44,12 @@ def test_400_day_backfill_is_one_run_two_requests_each_statement_parsed_once(
 ):
     """What a UI or CLI backfill of flex_daily_job over 400 days runs: one range run (here up to
     the normalized tables, as ``backfill --no-marts``; the marts of a range are tested apart)."""
-    result = defs.resolve_job_def("flex_daily_job").execute_in_process(
-        instance=instance,
-        tags=range_tags(START.isoformat(), END.isoformat()),
-        asset_selection=list(FLEX_INGEST_SELECTION.resolve(defs.resolve_asset_graph())),
-    )
+    with one_planned_event_per_asset():  # as the CLI creates its range run
+        result = defs.resolve_job_def("flex_daily_job").execute_in_process(
+            instance=instance,
+            tags=range_tags(START.isoformat(), END.isoformat()),
+            asset_selection=list(FLEX_INGEST_SELECTION.resolve(defs.resolve_asset_graph())),
+        )
     assert result.success
     sends = [r for r in sim.requests if r.endpoint == "SendRequest"]
     assert [(r.fd, r.td) for r in sends] == [("20240102", "20241231"), ("20250101", "20250204")]

@@ -28,7 +28,7 @@ from dagster_dbt.errors import DagsterDbtCliRuntimeError
 from ibpipeline import settings
 from ibpipeline.assets.checks import nav_breaks, open_marts, read_nav_days
 from ibpipeline.assets.marts import DAILY_SELECT, landing_tables, stream_retrying_conflicts
-from ibpipeline.assets.postgres import PostgresWarehouseResource, mart_names, postgres_marts
+from ibpipeline.assets.postgres import PostgresWarehouseResource, postgres_marts
 from ibpipeline.flex.parse import parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions
 from ibpipeline.resources import DataDirResource
@@ -201,27 +201,6 @@ def test_lake_settings_and_the_catalog_password_is_never_shown(
     monkeypatch.setenv(settings.WAREHOUSE_ENV, "sqlite")
     with pytest.raises(ValueError, match="duckdb, ducklake"):
         settings.warehouse_kind()
-
-
-def test_dbt_on_the_lake_builds_the_same_marts_as_the_embedded_file(
-    tmp_path: Path, statement: dict[str, pa.Table], lake_env: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    embedded, lake = tmp_path / "embedded", tmp_path / "lake_root"
-    write_normalized(embedded, statement)
-    write_normalized(lake, statement)
-    dbt_build(lake)
-    assert any((lake / "lake").rglob("*.parquet")), "data files under <data_dir>/lake/"
-    assert not (lake / warehouse.WAREHOUSE_FILE).exists()
-    monkeypatch.setenv(settings.WAREHOUSE_ENV, "duckdb")
-    dbt_build(embedded)
-    names = mart_names()
-    expected = {name: mart_frame(embedded, name) for name in names}
-    monkeypatch.setenv(settings.WAREHOUSE_ENV, "ducklake")
-    for name in names:
-        got = mart_frame(lake, name)
-        assert len(got) == len(expected[name]), name
-        pd.testing.assert_frame_equal(got, expected[name], check_dtype=False, obj=name)
-    assert len(expected["daily_nav"]) > 20
 
 
 def test_two_processes_write_the_lake_at_once_and_both_land(

@@ -87,6 +87,36 @@ def start_simulator(token: str, accounts: int, start: date, seed: int):
     raise RuntimeError("the Flex simulator did not start")
 
 
+@contextlib.contextmanager
+def postgres_instance(home: Path):
+    """A Dagster instance configured by deploy/dagster.yaml (Postgres run, event log and schedule
+    storage) on a fresh database of the local server, dropped on exit."""
+    import dagster as dg
+    import psycopg2
+
+    admin = psycopg2.connect(dbname="postgres", host="127.0.0.1", port=5432, user="postgres")
+    admin.autocommit = True
+    name = f"ibp_bench_{secrets.token_hex(4)}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    env = {
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_DB": name,
+    }
+    os.environ.update(env)
+    shutil.copy(Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml", home)
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=100)
@@ -99,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve the Flex statements from this process (default: a separate process, so the "
         "peak memory printed is the run's alone)",
+    )
+    parser.add_argument(
+        "--instance",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the Dagster instance's storage: a throwaway SQLite folder (default, as dagster.yaml) "
+        "or a fresh database on the local PostgreSQL (127.0.0.1:5432, user postgres), configured "
+        "by deploy/dagster.yaml and dropped afterwards",
     )
     parser.add_argument(
         "--event-log",
@@ -151,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         enable_event_batches()
     else:  # Dagster's own SQLite event log, one event at a time
         os.environ["DAGSTER_EVENT_BATCH_SIZE"] = "0"
-    instance_cm = dg.instance_for_test(temp_dir=str(tmp / "home"), overrides=overrides)
+    if args.instance == "postgres":  # Dagster's PostgresEventLogStorage batches natively
+        if args.event_log == "batched":
+            enable_event_batches()
+        instance_cm = postgres_instance(tmp / "home")
+    else:
+        instance_cm = dg.instance_for_test(temp_dir=str(tmp / "home"), overrides=overrides)
     with simulator as sim, instance_cm as instance:
         if sim is None:
             sim_process, base_url = start_simulator(token, args.accounts, start, args.seed)
@@ -199,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         size = sum(p.stat().st_size for p in statements)
 
     windows = math.ceil(args.days / 365)
-    print(f"backfill {args.accounts} accounts x {args.days} days ({start}..{end}), one run")
+    print(
+        f"backfill {args.accounts} accounts x {args.days} days ({start}..{end}), one run, "
+        f"{args.instance} instance, event log {args.event_log}"
+    )
     target = TARGET_SECONDS
     if args.marts and args.accounts == 100 and args.days == 365:
         target = MARTS_BACKFILL_TARGET_S

@@ -185,16 +185,29 @@ def step_seconds(env: dict[str, str]) -> dict[str, float]:
                 os.environ[k] = v
 
 
-def run_job(env: dict[str, str], start: date, end: date) -> tuple[float, str]:
-    """``dagster job execute`` of ``flex_daily_job`` over the range (raw to marts and
-    tearsheets); returns (seconds, output tail)."""
+def ingest_selection() -> str:
+    """The ``--select`` of raw statements, normalized Flex tables and DuckDB views (what
+    ``ibpipeline backfill --no-marts`` runs), as comma-separated asset keys."""
+    from ibpipeline.assets import flex_assets
+
+    return ",".join(sorted(k.to_user_string() for a in flex_assets for k in a.keys))
+
+
+def run_job(env: dict[str, str], start: date, end: date, marts: bool = True) -> tuple[float, str]:
+    """One run over the range: ``dagster job execute`` of ``flex_daily_job`` (raw to marts and
+    tearsheets), or with ``marts=False`` ``dagster asset materialize`` of its ingestion assets
+    (raw, normalized, views); returns (seconds, output tail)."""
     from ibpipeline.automation.ranges import range_tags
 
-    tags = range_tags(start.isoformat(), end.isoformat())
-    args = ["-m", "ibpipeline.definitions", "-j", "flex_daily_job", "--tags", json.dumps(tags)]
+    if marts:
+        tags = range_tags(start.isoformat(), end.isoformat())
+        args = ["job", "execute", "-j", "flex_daily_job", "--tags", json.dumps(tags)]
+    else:
+        span = f"{start.isoformat()}...{end.isoformat()}"
+        args = ["asset", "materialize", "--select", ingest_selection(), "--partition-range", span]
     began = time.monotonic()
     done = subprocess.run(
-        [str(BIN / "dagster"), "job", "execute", *args],
+        [str(BIN / "dagster"), *args, "-m", "ibpipeline.definitions"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -217,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=date.fromisoformat, default=date(2024, 1, 2))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-single", action="store_true", help="no single-process run")
+    parser.add_argument(
+        "--no-marts",
+        action="store_true",
+        help="stop after the normalized tables and DuckDB views (raw, normalize, write steps)",
+    )
     args = parser.parse_args(argv)
 
     import psycopg2
@@ -289,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.2)
         sampler = PeakSampler({name: p.pid for name, p in workers.items()})
         sampler.start()
-        celery_s, _ = run_job(celery_env, start, end)
+        celery_s, _ = run_job(celery_env, start, end, not args.no_marts)
         peaks = sampler.stop()
         celery_steps = step_seconds(
             {
@@ -324,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings.DATA_DIR_ENV: str(tmp / "data_single"),
             }
             (tmp / "home_single").mkdir()
-            single_s, _ = run_job(single_env, start, end)
+            single_s, _ = run_job(single_env, start, end, not args.no_marts)
             expected = table_digests(tmp / "data_single")
             same = got == expected
             failures += [] if same else ["results differ from the single-process run"]

@@ -21,19 +21,26 @@ FLEX_QUERY_ID = "800969"
 
 
 LONGEST_FIRST = (
-    "tests/automation/test_ui_backfill.py",
-    "tests/test_cli.py",
     "tests/test_readme_commands.py",
+    "tests/storage/test_ducklake_writers.py",
+    "tests/automation/test_ui_backfill.py",
+    "tests/assets/test_marts_assets.py",
+    "tests/corpus/test_corpus_import.py",
+    "tests/assets/test_normalize_queries.py",
+    "tests/marts/test_marts_ibkr_data.py",
+    "tests/test_cli.py",
+    "tests/distributed/test_celery_workers.py",
+    "tests/automation/test_inbox.py",
+    "tests/automation/test_backfill_console.py",
     "tests/faults/test_fault_killed_cli_run.py",
     "tests/storage/test_ducklake.py",
-    "tests/distributed/test_celery_workers.py",
-    "tests/storage/test_ducklake_writers.py",
-    "tests/corpus/test_corpus_import.py",
+    "tests/marts/test_marts_synthetic.py",
+    "tests/test_readme_deploy_commands.py",
 )
-"""Files of the longest tests (CI --durations), longest first. ``--dist loadfile`` hands out whole
-files in collection order (see ``pytest_configure``): these go first, then every other file with a
-``slow`` test, then the rest, so that no worker starts a several-minute file near the end while
-the others are idle. A stale list only costs time."""
+"""The longest files (sum of their tests' --durations in a full -n 4 run), longest first.
+``--dist loadfile`` hands out whole files in collection order (see ``pytest_configure``): these go
+first, then every other file with a ``slow`` test, then the rest, so that no worker starts a
+several-minute file near the end while the others are idle. A stale list only costs time."""
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -20,11 +20,55 @@ FLEX_TOKEN = "731054826619374025548312"  # 24 digits like a real token; grep-abl
 FLEX_QUERY_ID = "800969"
 
 
+LONGEST_FIRST = (
+    "tests/test_readme_commands.py",
+    "tests/storage/test_ducklake_writers.py",
+    "tests/automation/test_ui_backfill.py",
+    "tests/assets/test_marts_assets.py",
+    "tests/corpus/test_corpus_import.py",
+    "tests/assets/test_normalize_queries.py",
+    "tests/marts/test_marts_ibkr_data.py",
+    "tests/test_cli.py",
+    "tests/distributed/test_celery_workers.py",
+    "tests/automation/test_inbox.py",
+    "tests/automation/test_backfill_console.py",
+    "tests/faults/test_fault_killed_cli_run.py",
+    "tests/storage/test_ducklake.py",
+    "tests/marts/test_marts_synthetic.py",
+    "tests/test_readme_deploy_commands.py",
+)
+"""The longest files (sum of their tests' --durations in a full -n 4 run), longest first.
+``--dist loadfile`` hands out whole files in collection order (see ``pytest_configure``): these go
+first, then every other file with a ``slow`` test, then the rest, so that no worker starts a
+several-minute file near the end while the others are idle. A stale list only costs time."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Build the dbt manifest before collection: the definitions load it at import time."""
+    """Build the dbt manifest before collection: the definitions load it at import time.
+
+    xdist's ``--dist loadfile`` queues files by their number of tests (``--loadscope-reorder``, its
+    default), which put the files of one or two slow tests last; the queue follows the order of
+    ``pytest_collection_modifyitems`` below instead."""
     from ibpipeline.dbt import ensure_manifest
 
     ensure_manifest()
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``LONGEST_FIRST``, then files with a ``slow`` test, then the rest (a stable sort: the
+    order within a file and within each group is unchanged)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    root = Path(__file__).resolve().parents[1]
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        if name in LONGEST_FIRST:
+            return (0, LONGEST_FIRST.index(name))
+        return (1, 0) if item.path in slow_files else (2, 0)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,8 @@ with nothing on this machine.
 ``PLAN`` names every block and what the test does with it: ``run`` (exit status 0, then a check),
 ``serve`` (start it, probe what it serves, stop it) or ``skip`` (with the reason). The few
 documented substitutions (``replace``) only shorten date ranges. A block added to either README
-fails ``test_every_readme_block_is_planned`` until it is planned here.
+fails ``test_every_readme_block_is_planned`` until it is planned here. deploy/README.md runs in
+``test_readme_deploy_commands.py`` (a file of its own: ``--dist loadfile`` gives it another worker).
 """
 
 from __future__ import annotations
@@ -461,8 +462,9 @@ def block_of(step: Step) -> str:
     return script
 
 
-@pytest.fixture
-def context() -> Iterator[Context]:
+@contextlib.contextmanager
+def readme_context() -> Iterator[Context]:
+    """A fresh copy of the working tree, a home folder and the private network namespace."""
     shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
     base = Path(tempfile.mkdtemp(dir=shm, prefix="ibpipeline-readme-"))
     project, home, deploy_home = base / "ibpipeline", base / "home", base / "dagster_home"
@@ -510,6 +512,12 @@ def context() -> Iterator[Context]:
     finally:
         ns.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def context() -> Iterator[Context]:
+    with readme_context() as ctx:
+        yield ctx
 
 
 def run_plan(ctx: Context, doc: str) -> None:
@@ -569,12 +577,6 @@ def run_plan(ctx: Context, doc: str) -> None:
 def test_readme_commands_work_verbatim(context: Context) -> None:
     """README.md: ~2.5 min on an idle 2-core machine (dbt runs twice: import, backfill)."""
     run_plan(context, "README.md")
-
-
-@pytest.mark.slow
-def test_deploy_readme_commands_work_verbatim(context: Context) -> None:
-    """deploy/README.md on a SQLite DAGSTER_HOME: ~1 min on an idle 2-core machine."""
-    run_plan(context, "deploy/README.md")
 
 
 def readme_text() -> str:

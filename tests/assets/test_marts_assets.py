@@ -250,6 +250,28 @@ def test_render_png() -> None:
     assert png.startswith(PNG_MAGIC) and len(png) > 5000
 
 
+def test_a_reused_sheet_draws_the_bytes_of_a_new_figure() -> None:
+    """render_png draws every account on one figure per thread: no trace of the previous
+    account (axis limits, title, drawdown area, NAV label, date ticks) may remain."""
+    from ibpipeline.reports.tearsheets import _Sheet
+
+    def series(account: str, currency: str, n: int, scale: float) -> AccountSeries:
+        days = [date(2023, 11, 20) + timedelta(days=i) for i in range(n)]
+        twr = [None, *(0.01 * ((i % 7) - 3) * scale for i in range(1, n))]
+        drawdown = [None, *(-0.02 * (i % 5) * scale for i in range(1, n))]
+        nav = [Decimal(1000 * scale + i) for i in range(n)]
+        return AccountSeries(account, currency, days, nav, [Decimal(0)] * n, twr, drawdown)
+
+    accounts = [
+        series("U1", "USD", 400, 1.0),
+        series("U2", "EUR", 1, 5.0),  # a single day after a long series
+        series("U3", "CHF", 30, 250.0),
+        series("U4", "USD", 400, 0.5),
+    ]
+    for account in accounts:  # the thread's sheet, as the pool and the step use it
+        assert render_png(account, 0.07) == _Sheet().png(account, 0.07), account.account_id
+
+
 # -- end to end through Dagster -------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from ibpipeline.assets.raw import days_in, raw_flex_statement
 from ibpipeline.flex.parse import ParsedFlex, parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions, unpriced_warnings
 from ibpipeline.flex.queries import FlexQuery
+from ibpipeline.memory import release_memory
 from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import parquet, rawstore
@@ -243,6 +244,20 @@ def _accounts(table: pa.Table) -> set[str]:
     return set(pc.unique(table["account_id"]).to_pylist()) if table.num_rows else set()
 
 
+def parse_stored(data_dir: Path, sha256: str) -> ParsedFlex:
+    """Parse the stored statement ``sha256`` from its file, read in chunks (its bytes are never
+    all in memory) and hashed as read. Raises RawStoreError (as ``rawstore.read_statement``) when
+    it is missing or its bytes do not hash to ``sha256``, also when they do not parse."""
+    path = rawstore.stored_statement(data_dir, sha256)
+    try:
+        flex = parse_statement(path)
+    except Exception as exc:
+        rawstore.verify_statement(data_dir, sha256)  # a corrupt file is the store's error
+        raise exc from None
+    rawstore.verify_statement(data_dir, sha256, digest=flex.source_sha256)
+    return flex
+
+
 def _parse_statements(
     data_dir: Path,
     manifests: Mapping[date, rawstore.DayManifest],
@@ -252,25 +267,33 @@ def _parse_statements(
     problems: list[TableWarning] | None,
 ) -> tuple[dict[str, dict[str, dict[date, pa.Table]]], dict[str, pa.Schema]]:
     """``sha256 -> table -> day -> rows`` of the run's days for each of ``statements`` (each
-    parsed once, only its rows of the days whose manifest lists it kept), and each table's schema."""
+    parsed once, only its rows of the days whose manifest lists it kept), and each table's schema.
+
+    Memory: one statement's parsed tables at a time, each dropped once split into its days (the
+    split is one reordered copy of it, sliced per day), beside the rows kept so far."""
     by_day: dict[str, dict[str, dict[date, pa.Table]]] = {}
     schemas: dict[str, pa.Schema] = {}
     for sha256 in statements:
-        parsed = (preparsed or {}).get(sha256)
-        if parsed is None:
-            flex = parse_statement(rawstore.read_statement(data_dir, sha256), source_sha256=sha256)
+        if preparsed is not None and sha256 in preparsed:
+            parsed = dict(preparsed[sha256])
+        else:
+            flex = parse_stored(data_dir, sha256)
             parsed = parsed_tables(flex)
             if problems is not None:
                 problems.extend(statement_problems(flex, parsed["positions_daily"]))
+            del flex  # its other tables (OpenPositions, PriorPeriodPositions, ...) go now
         wanted = {
             (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
         }
         by_day[sha256] = {}
         for name in tables:
-            schemas.setdefault(name, parsed[name].schema)
+            table = parsed.pop(name)
+            schemas.setdefault(name, table.schema)
             by_day[sha256][name] = {
-                day: part for (day,), part in split_by(parsed[name], ("date",), wanted).items()
+                day: part for (day,), part in split_by(table, ("date",), wanted).items()
             }
+            del table
+        del parsed
     return by_day, schemas
 
 
@@ -339,6 +362,10 @@ def normalize_days(
                 table = schemas[name].empty_table()
             parquet.write_day(name, day, table, data_dir=data_dir)
             stats[name].add(table, day)
+        for parts in by_day.values():  # written: free this table's rows
+            parts.pop(name, None)
+    del by_day
+    release_memory()  # the next steps of this process start from a lower resident set
     return stats
 
 
@@ -451,6 +478,10 @@ def normalize_query(
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
                 w.write_table(table)
             staged[name][day] = table.num_rows
+        for parts in by_day.values():  # staged: free this table's rows
+            parts.pop(name, None)
+    del by_day
+    release_memory()
     return QueryRows(query, str(stage_dir), tuple(mine), staged, schemas, tuple(problems))
 
 

@@ -155,13 +155,14 @@ class _Window:
 
 
 class _AccountInputs:
-    """The input tables of reconstruction grouped by account, kept as Arrow: each table's
-    ``account_id``, ``date`` and :data:`_COLUMNS` (those it has) in account order (row order
-    inside an account preserved), so one account's rows at a time become Python dicts
-    (:meth:`rows`) instead of every account's at once."""
+    """The input tables of reconstruction grouped by account without copying them: each
+    table's ``account_id``, ``date`` and :data:`_COLUMNS` (those it has), with its row numbers in
+    account order (row order inside an account preserved), so one account's rows at a time are
+    taken and become Python dicts (:meth:`rows`) instead of every account's at once."""
 
     def __init__(self, parsed: ParsedFlex) -> None:
         self.tables: dict[str, pa.Table] = {}
+        self.order: dict[str, pa.Array] = {}
         self.spans: dict[str, dict[str | None, tuple[int, int]]] = {}
         for name in _INPUT_TABLES:
             table = parsed.tables.get(name)
@@ -173,12 +174,12 @@ class _AccountInputs:
                 pa.table({"a": table["account_id"], "i": pa.array(range(table.num_rows))}),
                 sort_keys=[("a", "ascending"), ("i", "ascending")],
             )
-            table = table.take(order)
             spans, offset = {}, 0
-            for item in pc.value_counts(table["account_id"]).to_pylist():  # first-seen order
+            counts = pc.value_counts(table["account_id"].take(order))  # in first-seen order
+            for item in counts.to_pylist():
                 spans[item["values"]] = (offset, item["counts"])
                 offset += item["counts"]
-            self.tables[name], self.spans[name] = table, spans
+            self.tables[name], self.order[name], self.spans[name] = table, order, spans
         positions = self.tables.get("open_positions")
         self.snapshot = positions is not None and positions["conid"].null_count < len(positions)
         """Whether the statement has any OpenPositions row (of any account)."""
@@ -188,7 +189,8 @@ class _AccountInputs:
         out: dict[str, list[Row]] = {}
         for name in _INPUT_TABLES:
             span = self.spans.get(name, {}).get(account_id)
-            out[name] = self.tables[name].slice(*span).to_pylist() if span else []
+            rows = self.order[name].slice(*span) if span else None
+            out[name] = self.tables[name].take(rows).to_pylist() if rows is not None else []
         return out
 
 
@@ -436,9 +438,10 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
     position has no FX rate on a report date, or a statement's OpenPositions span several report
     dates.
 
-    Memory: the input tables stay Arrow; one account's input and output rows are Python objects
-    at a time (converted to Arrow before the next account), so the Python-object peak is bounded
-    by the largest account, not by the statement.
+    Memory: the input tables stay Arrow (not copied: only their row order per account is
+    computed); one account's input and output rows are Python objects at a time (converted to
+    Arrow before the next account, the result is one chunk per account), so the Python-object
+    peak is bounded by the largest account, not by the statement.
     """
     inputs = _AccountInputs(parsed)
     statements: dict[str, list[StatementInfo]] = defaultdict(list)
@@ -461,7 +464,7 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
         pieces.append(pa.Table.from_pylist(out, schema=POSITIONS_DAILY))
     if not pieces:
         return POSITIONS_DAILY.empty_table()
-    return pa.concat_tables(pieces).combine_chunks()
+    return pa.concat_tables(pieces)
 
 
 def unpriced_warnings(positions: pa.Table) -> list[tuple[str, int]]:

@@ -9,7 +9,8 @@ Usage::
 Starts the real Flex simulator on loopback over a simulated world, then runs exactly what
 ``ibpipeline backfill --no-marts`` runs (``ibpipeline.automation.backfill.run_backfill``) in a
 throwaway SQLite Dagster instance: ONE ``flex_daily_job`` range run (raw statements, normalized
-tables, DuckDB views). Prints the wall time and each step's time, the Flex requests the simulator
+tables, DuckDB views). Prints the wall time, each step's time and resident memory (RSS at its start, its peak
+sampled every 0.2 s, at its end), the Flex requests the simulator
 logged, how many statements were parsed and how many files were written. Exits 1 when a target
 is missed: wall time <= 300 s (default size, without marts), one SendRequest per <= 365-day
 window, each statement parsed once.
@@ -36,6 +37,51 @@ QUERY_ID = "900042"
 MARTS_BACKFILL_TARGET_S = 90.0  # 100 x 365, raw to marts and tearsheets, one run
 DAILY_RUN_TARGET_S = 10.0  # 100 accounts, one day, raw to marts and tearsheets
 PEAK_RSS_TARGET_MIB = 1536.0  # the run's process, the simulator excluded
+
+
+class RssSampler:
+    """Samples this process's resident set size (``VmRSS`` of ``/proc/self/status``, MiB) every
+    ``interval`` seconds in a daemon thread, with the wall-clock time of each sample, so each
+    Dagster step's peak can be read off its start/end times (``peak_between``)."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        import threading
+
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    @staticmethod
+    def rss_mib() -> float:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024  # kB
+        return float("nan")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self.rss_mib()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, when: float) -> float:
+        """RSS of the last sample taken at or before ``when`` (MiB)."""
+        before = [rss for t, rss in self.samples if t <= when]
+        return before[-1] if before else (self.samples[0][1] if self.samples else float("nan"))
+
+    def peak_between(self, start: float, end: float) -> float:
+        """Highest RSS sampled from ``start`` to ``end`` (epoch seconds), MiB."""
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside, default=self.at(end))
 
 
 def _free_port() -> int:
@@ -219,13 +265,20 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         began = time.perf_counter()
-        result = run_backfill(defs, instance, start, end, marts=args.marts)
+        with RssSampler() as rss:
+            result = run_backfill(defs, instance, start, end, marts=args.marts)
         wall = time.perf_counter() - began
         if sim_process is not None:
             sim_process.terminate()
             sim_process.wait()
         steps = [
-            (s.step_key, s.end_time - s.start_time)
+            (
+                s.step_key,
+                s.end_time - s.start_time,
+                rss.at(s.start_time),
+                rss.peak_between(s.start_time, s.end_time),
+                rss.at(s.end_time),
+            )
             for s in instance.get_run_step_stats(result.run_id)
         ]
         records = instance.get_records_for_run(result.run_id, limit=10_000_000).records
@@ -253,8 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         target = DAILY_RUN_TARGET_S
     verdict = "PASS" if wall <= target else "FAIL"
     print(f"  wall time              {wall:8.1f} s   (target <= {target:.0f} s: {verdict})")
-    for key, seconds in steps:
-        print(f"    step {key:<28s} {seconds:8.1f} s")
+    print(f"    {'step':<33s} {'time':>8s}   RSS MiB: {'start':>6s} {'peak':>6s} {'end':>6s}")
+    for key, seconds, rss_start, rss_peak, rss_end in steps:
+        print(
+            f"    step {key:<28s} {seconds:8.1f} s {'':9s}{rss_start:6.0f} {rss_peak:6.0f} "
+            f"{rss_end:6.0f}"
+        )
     print(f"  materializations       {materializations:8d}     (asset x day, each a Dagster event)")
     print(f"  Flex statements        {sends:8d}     (expected {windows}: one per <= 365 days)")
     print(f"  Flex XML               {size / 1e6:8.0f} MB")

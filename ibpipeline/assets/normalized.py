@@ -28,6 +28,7 @@ from ibpipeline.assets.raw import days_in, raw_flex_statement
 from ibpipeline.flex.parse import ParsedFlex, parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions, unpriced_warnings
 from ibpipeline.flex.queries import FlexQuery
+from ibpipeline.memory import release_memory
 from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import parquet, rawstore
@@ -81,6 +82,27 @@ def manifests_for(data_dir: Path, days: Iterable[date]) -> dict[date, rawstore.D
     return found
 
 
+def _groups(
+    table: pa.Table, columns: Sequence[str], wanted: Collection[tuple]
+) -> tuple[pa.Array, list[tuple[tuple, int, int]]]:
+    """Row numbers of ``table`` ordered by the values of ``columns`` (row order kept inside equal
+    values), and each ``wanted`` group as ``(key, start, length)`` in that order."""
+    keys = {f"k{i}": table[c] for i, c in enumerate(columns)}
+    order = pc.sort_indices(
+        pa.table({**keys, "i": pa.array(range(table.num_rows))}),
+        sort_keys=[(k, "ascending") for k in (*keys, "i")],
+    )
+    values = list(zip(*(table[c].take(order).to_pylist() for c in columns), strict=True))
+    out = []
+    start = 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            if values[start] in wanted:
+                out.append((values[start], start, i - start))
+            start = i
+    return order, out
+
+
 def split_by(
     table: pa.Table, columns: Sequence[str], wanted: Collection[tuple]
 ) -> dict[tuple, pa.Table]:
@@ -88,21 +110,32 @@ def split_by(
     only the ``wanted`` groups. Row order inside a group is preserved."""
     if table.num_rows == 0 or not wanted:
         return {}
-    keys = {f"k{i}": table[c] for i, c in enumerate(columns)}
-    order = pc.sort_indices(
-        pa.table({**keys, "i": pa.array(range(table.num_rows))}),
-        sort_keys=[(k, "ascending") for k in (*keys, "i")],
-    )
+    order, groups = _groups(table, columns, wanted)
     ordered = table.take(order)
-    values = list(zip(*(ordered[c].to_pylist() for c in columns), strict=True))
-    out: dict[tuple, pa.Table] = {}
-    start = 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[start]:
-            if values[start] in wanted:
-                out[values[start]] = ordered.slice(start, i - start)
-            start = i
-    return out
+    return {key: ordered.slice(start, n) for key, start, n in groups}
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Some rows of ``table``: its row numbers ``rows`` (ascending), taken only when needed
+    (``take``), so the groups of a table cost their row numbers, not a copy of the table."""
+
+    table: pa.Table
+    rows: pa.Array
+
+    def take(self) -> pa.Table:
+        return self.table.take(self.rows)
+
+
+def split_rows(
+    table: pa.Table, columns: Sequence[str], wanted: Collection[tuple]
+) -> dict[tuple, Rows]:
+    """``split_by`` without copying: each wanted group's rows as :class:`Rows` of ``table``
+    (``Rows.take()`` is that group of ``split_by``)."""
+    if table.num_rows == 0 or not wanted:
+        return {}
+    order, groups = _groups(table, columns, wanted)
+    return {key: Rows(table, order.slice(start, n)) for key, start, n in groups}
 
 
 def parsed_tables(parsed: ParsedFlex) -> dict[str, pa.Table]:
@@ -202,7 +235,8 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
 
 @dataclass
 class DayStats:
-    """What one run wrote for one table and day: rows, rows per account, a preview."""
+    """What one run wrote for one table and day: rows, rows per account, a preview (a copy of
+    the first :data:`PREVIEW_ROWS` rows)."""
 
     rows: int = 0
     rows_by_account: dict[str, int] = field(default_factory=dict)
@@ -232,7 +266,8 @@ class TableStats:
                 account, n = item["values"], item["counts"]
                 self.rows_by_account[account] = self.rows_by_account.get(account, 0) + n
                 mine.rows_by_account[account] = n
-            mine.preview = table.slice(0, PREVIEW_ROWS)
+            # a copy of the first rows: a slice would keep the whole day's rows alive
+            mine.preview = table.take(pa.array(range(min(PREVIEW_ROWS, table.num_rows))))
             if self.preview is None:
                 self.preview = mine.preview
         if day is not None:
@@ -243,6 +278,20 @@ def _accounts(table: pa.Table) -> set[str]:
     return set(pc.unique(table["account_id"]).to_pylist()) if table.num_rows else set()
 
 
+def parse_stored(data_dir: Path, sha256: str) -> ParsedFlex:
+    """Parse the stored statement ``sha256`` from its file, read in chunks (its bytes are never
+    all in memory) and hashed as read. Raises RawStoreError (as ``rawstore.read_statement``) when
+    it is missing or its bytes do not hash to ``sha256``, also when they do not parse."""
+    path = rawstore.stored_statement(data_dir, sha256)
+    try:
+        flex = parse_statement(path)
+    except Exception as exc:
+        rawstore.verify_statement(data_dir, sha256)  # a corrupt file is the store's error
+        raise exc from None
+    rawstore.verify_statement(data_dir, sha256, digest=flex.source_sha256)
+    return flex
+
+
 def _parse_statements(
     data_dir: Path,
     manifests: Mapping[date, rawstore.DayManifest],
@@ -250,27 +299,35 @@ def _parse_statements(
     tables: Sequence[str],
     preparsed: Mapping[str, Mapping[str, pa.Table]] | None,
     problems: list[TableWarning] | None,
-) -> tuple[dict[str, dict[str, dict[date, pa.Table]]], dict[str, pa.Schema]]:
+) -> tuple[dict[str, dict[str, dict[date, Rows]]], dict[str, pa.Schema]]:
     """``sha256 -> table -> day -> rows`` of the run's days for each of ``statements`` (each
-    parsed once, only its rows of the days whose manifest lists it kept), and each table's schema."""
-    by_day: dict[str, dict[str, dict[date, pa.Table]]] = {}
+    parsed once, only its rows of the days whose manifest lists it kept), and each table's schema.
+
+    The rows are :class:`Rows` of the parsed tables (row numbers, no copy: a day's rows are
+    taken when written). Memory: the statements' normalized tables (of the other parsed tables,
+    such as OpenPositions, one statement's at a time)."""
+    by_day: dict[str, dict[str, dict[date, Rows]]] = {}
     schemas: dict[str, pa.Schema] = {}
     for sha256 in statements:
-        parsed = (preparsed or {}).get(sha256)
-        if parsed is None:
-            flex = parse_statement(rawstore.read_statement(data_dir, sha256), source_sha256=sha256)
+        if preparsed is not None and sha256 in preparsed:
+            parsed = dict(preparsed[sha256])
+        else:
+            flex = parse_stored(data_dir, sha256)
             parsed = parsed_tables(flex)
             if problems is not None:
                 problems.extend(statement_problems(flex, parsed["positions_daily"]))
+            del flex  # its other tables (OpenPositions, PriorPeriodPositions, ...) go now
         wanted = {
             (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
         }
         by_day[sha256] = {}
         for name in tables:
-            schemas.setdefault(name, parsed[name].schema)
+            table = parsed[name]
+            schemas.setdefault(name, table.schema)
             by_day[sha256][name] = {
-                day: part for (day,), part in split_by(parsed[name], ("date",), wanted).items()
+                day: part for (day,), part in split_rows(table, ("date",), wanted).items()
             }
+        del parsed, table  # the tables not selected go now
     return by_day, schemas
 
 
@@ -278,7 +335,7 @@ def _day_rows(
     name: str,
     day: date,
     manifest: rawstore.DayManifest,
-    by_day: Mapping[str, Mapping[str, Mapping[date, pa.Table]]],
+    by_day: Mapping[str, Mapping[str, Mapping[date, Rows]]],
 ) -> pa.Table | None:
     """The ``name`` rows of ``day`` that the statements of ``by_day`` supply (per account, the
     supplier of ``manifest``), in the manifest's statement order; None when there are none.
@@ -288,8 +345,9 @@ def _day_rows(
     a whole-statement entry only leaves out an account its rows hold when another entry of the
     day claims that account (``Manifest.without``, ``DayManifest.yielding``).
     """
-    rows = {sha: by_day[sha][name].get(day) for sha in by_day}
-    present = {sha: _accounts(part) for sha, part in rows.items() if part is not None}
+    taken = {sha: by_day[sha][name].get(day) for sha in by_day}
+    rows = {sha: part.take() for sha, part in taken.items() if part is not None}
+    present = {sha: _accounts(part) for sha, part in rows.items()}
     supplier = manifest.suppliers(name, present)
     pieces = []
     for sha in dict.fromkeys(m.sha256 for m in manifest.statements):
@@ -339,6 +397,10 @@ def normalize_days(
                 table = schemas[name].empty_table()
             parquet.write_day(name, day, table, data_dir=data_dir)
             stats[name].add(table, day)
+        for parts in by_day.values():  # written: free this table's rows
+            parts.pop(name, None)
+    del by_day
+    release_memory()  # the next steps of this process start from a lower resident set
     return stats
 
 
@@ -451,6 +513,10 @@ def normalize_query(
             with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
                 w.write_table(table)
             staged[name][day] = table.num_rows
+        for parts in by_day.values():  # staged: free this table's rows
+            parts.pop(name, None)
+    del by_day
+    release_memory()
     return QueryRows(query, str(stage_dir), tuple(mine), staged, schemas, tuple(problems))
 
 

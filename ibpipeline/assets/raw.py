@@ -23,6 +23,7 @@ from ibpipeline.flex.ingest import (
     store_window,
 )
 from ibpipeline.flex.queries import DEFAULT_QUERY_NAME, FlexQuery, overlapping_accounts
+from ibpipeline.memory import release_memory
 from ibpipeline.partitions import daily, register_accounts
 from ibpipeline.resources import FlexResource
 
@@ -74,6 +75,8 @@ def _fetch_op(query: FlexQuery, several: bool) -> dg.OpDefinition:
                     f"accounts {list(found)}, new accounts {new_accounts}"
                 )
                 stored.append(item)
+                del result  # the statement's bytes (hundreds of MB for a year of many accounts)
+        release_memory()
         return QueryFetch(query.name, flex.query_id, tuple(stored))
 
     return fetch

@@ -53,9 +53,9 @@ STATEMENT_ROOT = "FlexQueryResponse"
 ENVELOPE_ROOT = "FlexStatementResponse"
 
 _log = logging.getLogger(__name__)
-_XML_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True
-)
+_XML_OPTIONS = {"resolve_entities": False, "no_network": True, "load_dtd": False, "huge_tree": True}
+_XML_PARSER = etree.XMLParser(**_XML_OPTIONS)
+_FEED_BYTES = 1 << 20
 
 
 class _RedactTokenParam(logging.Filter):
@@ -138,6 +138,9 @@ def parse_response(body: bytes, http_status: int = 200, content_type: str = "") 
             "output format is CSV or TEXT returns that format; set the query's format to XML"
         )
     try:
+        if _root_tag(body) == STATEMENT_ROOT:
+            _check_well_formed(body)  # a statement can be GBs: never build its tree
+            return body
         root = etree.fromstring(body, _XML_PARSER)
     except etree.XMLSyntaxError as exc:
         raise FlexTruncatedResponse(
@@ -151,6 +154,53 @@ def parse_response(body: bytes, http_status: int = 200, content_type: str = "") 
         f"unexpected XML root element <{root.tag}> (HTTP {http_status}); expected "
         f"{STATEMENT_ROOT} or {ENVELOPE_ROOT}"
     )
+
+
+class _RootFound(Exception):
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+
+class _RootTarget:
+    """lxml parser target stopping the parse at the first (root) element."""
+
+    def start(self, tag: str, attrib: dict) -> None:
+        raise _RootFound(tag)
+
+    def close(self) -> None:
+        return None
+
+
+class _SyntaxOnly:
+    """lxml parser target with no element callbacks: the document is tokenized and checked for
+    well-formedness, no element, attribute dict or tree is made."""
+
+    def close(self) -> None:
+        return None
+
+
+def _feed(parser: etree.XMLParser, body: bytes) -> None:
+    view = memoryview(body)
+    for i in range(0, len(view), _FEED_BYTES):
+        parser.feed(bytes(view[i : i + _FEED_BYTES]))
+    parser.close()
+
+
+def _root_tag(body: bytes) -> str | None:
+    """The root element's tag (as ``etree.fromstring(body).tag`` spells it), reading only up to
+    it; None when the document has no element. Raises ``etree.XMLSyntaxError`` for a syntax
+    error before the root element."""
+    try:
+        _feed(etree.XMLParser(target=_RootTarget(), **_XML_OPTIONS), body)
+    except _RootFound as found:
+        return found.tag
+    return None
+
+
+def _check_well_formed(body: bytes) -> None:
+    """Raise ``etree.XMLSyntaxError`` (same message as ``fromstring``) unless ``body`` is
+    well-formed XML, in bounded memory: fed in 1 MiB chunks to a target without callbacks."""
+    _feed(etree.XMLParser(target=_SyntaxOnly(), **_XML_OPTIONS), body)
 
 
 def _envelope(root: etree._Element) -> Envelope:

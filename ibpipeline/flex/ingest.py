@@ -17,6 +17,8 @@ from ibpipeline.flex.schema import NULL_TOKENS
 from ibpipeline.partitions import validate_account_id
 from ibpipeline.storage import rawstore
 
+_FEED_BYTES = 1 << 20
+
 
 def days_in(fd: date, td: date) -> Iterator[date]:
     """Every calendar day from ``fd`` to ``td`` inclusive."""
@@ -46,13 +48,16 @@ def statement_accounts(content: bytes) -> tuple[str, ...]:
     row's ``accountId`` (so sub-accounts such as ``U1234567F`` inside a ``U1234567`` statement are
     accounts of the statement too; ``-`` on SUMMARY rows is not an id).
 
-    Streams the document (no tree). Raises InvalidAccountIdError on an unsafe id
-    (:func:`ibpipeline.partitions.validate_account_id`).
+    Streams the document (no tree), fed in 1 MiB chunks: libxml2 refuses a single buffer of
+    about 1 GB even with ``huge_tree`` ("Buffer size limit exceeded"). Raises
+    InvalidAccountIdError on an unsafe id (:func:`ibpipeline.partitions.validate_account_id`).
     """
     parser = etree.XMLParser(
         target=_AccountIds(), huge_tree=True, resolve_entities=False, no_network=True
     )
-    parser.feed(content)
+    view = memoryview(content)
+    for i in range(0, len(view), _FEED_BYTES):
+        parser.feed(bytes(view[i : i + _FEED_BYTES]))
     return tuple(sorted(validate_account_id(a) for a in parser.close()))
 
 

@@ -57,6 +57,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ibpipeline.flex.errors import FlexError
 from ibpipeline.flex.parse import ParsedFlex, StatementInfo
@@ -153,16 +154,44 @@ class _Window:
         self.instruments.setdefault(conid, {k: row.get(k) for k in _INSTRUMENT_FIELDS})
 
 
-def _rows_by_account(table: pa.Table | None, columns: Iterable[str]) -> dict[str, list[Row]]:
-    """``table``'s ``account_id``, ``date`` and ``columns`` (those it has) as dicts per account
-    (none for a table the parser does not produce)."""
-    wanted = dict.fromkeys(("account_id", "date", *columns))
-    out: dict[str, list[Row]] = defaultdict(list)
-    if table is None:
+class _AccountInputs:
+    """The input tables of reconstruction grouped by account without copying them: each
+    table's ``account_id``, ``date`` and :data:`_COLUMNS` (those it has), with its row numbers in
+    account order (row order inside an account preserved), so one account's rows at a time are
+    taken and become Python dicts (:meth:`rows`) instead of every account's at once."""
+
+    def __init__(self, parsed: ParsedFlex) -> None:
+        self.tables: dict[str, pa.Table] = {}
+        self.order: dict[str, pa.Array] = {}
+        self.spans: dict[str, dict[str | None, tuple[int, int]]] = {}
+        for name in _INPUT_TABLES:
+            table = parsed.tables.get(name)
+            if table is None or table.num_rows == 0:
+                continue
+            wanted = dict.fromkeys(("account_id", "date", *_COLUMNS[name]))
+            table = table.select([c for c in wanted if c in table.column_names])
+            order = pc.sort_indices(
+                pa.table({"a": table["account_id"], "i": pa.array(range(table.num_rows))}),
+                sort_keys=[("a", "ascending"), ("i", "ascending")],
+            )
+            spans, offset = {}, 0
+            counts = pc.value_counts(table["account_id"].take(order))  # in first-seen order
+            for item in counts.to_pylist():
+                spans[item["values"]] = (offset, item["counts"])
+                offset += item["counts"]
+            self.tables[name], self.order[name], self.spans[name] = table, order, spans
+        positions = self.tables.get("open_positions")
+        self.snapshot = positions is not None and positions["conid"].null_count < len(positions)
+        """Whether the statement has any OpenPositions row (of any account)."""
+
+    def rows(self, account_id: str) -> dict[str, list[Row]]:
+        """``account_id``'s rows of every input table as dicts (an empty list for none)."""
+        out: dict[str, list[Row]] = {}
+        for name in _INPUT_TABLES:
+            span = self.spans.get(name, {}).get(account_id)
+            rows = self.order[name].slice(*span) if span else None
+            out[name] = self.tables[name].take(rows).to_pylist() if rows is not None else []
         return out
-    for row in table.select([c for c in wanted if c in table.column_names]).to_pylist():
-        out[row["account_id"]].append(row)
-    return out
 
 
 def _window(info: StatementInfo, rows: Mapping[str, list[Row]]) -> _Window:
@@ -377,13 +406,6 @@ def _sort_key(row: Row) -> tuple:
     )
 
 
-def _input_rows(parsed: ParsedFlex) -> dict[str, dict[str, list[Row]]]:
-    """The columns reconstruction reads of every input table, per account."""
-    return {
-        name: _rows_by_account(parsed.tables.get(name), _COLUMNS[name]) for name in _INPUT_TABLES
-    }
-
-
 def rebuilt_quantities(
     parsed: ParsedFlex, account_id: str, days: Iterable[date]
 ) -> dict[date, dict[int, Decimal]]:
@@ -391,17 +413,14 @@ def rebuilt_quantities(
     inside a statement window, not only report dates), from the statement of the account with the
     latest toDate whose window holds the day and which has an OpenPositions snapshot; days no
     such statement covers are left out. Used by the tests and to explain a break."""
-    rows = _input_rows(parsed)
-    snapshot = any(
-        r["conid"] is not None for account in rows["open_positions"].values() for r in account
-    )
-    by_table = {name: rows[name].get(account_id, []) for name in _INPUT_TABLES}
+    inputs = _AccountInputs(parsed)
+    by_table = inputs.rows(account_id)
     out: dict[date, dict[int, Decimal]] = {}
     wanted = set(days)
     infos = [s for s in parsed.statements if s.account_id == account_id]
     for info in sorted(infos, key=lambda s: (s.to_date, s.from_date), reverse=True):
         w = _window(info, by_table)
-        if not w.anchor_dates and not snapshot:
+        if not w.anchor_dates and not inputs.snapshot:
             continue
         inside = {d for d in wanted if info.from_date <= d <= info.to_date and d not in out}
         out.update(daily_quantities(_end_quantities(w), _anchor(w), w.deltas, inside))
@@ -415,26 +434,37 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
     rows (see the module doc).
 
     Rows of days without a price get ``source = "unpriced"`` (see the module doc; reported by
-    :func:`unpriced_warnings`, not logged). Raises PositionReconstructionError when a priced position has no FX rate on a report
-    date, or a statement's OpenPositions span several report dates.
+    :func:`unpriced_warnings`, not logged). Raises PositionReconstructionError when a priced
+    position has no FX rate on a report date, or a statement's OpenPositions span several report
+    dates.
+
+    Memory: the input tables stay Arrow (not copied: only their row order per account is
+    computed); one account's input and output rows are Python objects at a time (converted to
+    Arrow before the next account, the result is one chunk per account), so the Python-object
+    peak is bounded by the largest account, not by the statement.
     """
-    rows = _input_rows(parsed)
-    snapshot = any(
-        r["conid"] is not None for account in rows["open_positions"].values() for r in account
-    )
-    done: dict[str, set[date]] = defaultdict(set)
-    out: list[Row] = []
+    inputs = _AccountInputs(parsed)
+    statements: dict[str, list[StatementInfo]] = defaultdict(list)
     for info in sorted(parsed.statements, key=lambda s: (s.to_date, s.from_date), reverse=True):
-        by_table = {name: rows[name].get(info.account_id, []) for name in _INPUT_TABLES}
-        statement_rows, days = _statement_rows(
-            _window(info, by_table), done[info.account_id], snapshot
-        )
-        done[info.account_id].update(days)
-        out.extend(statement_rows)
-    for row in out:
-        row["statement_sha256"] = parsed.source_sha256
-    out.sort(key=_sort_key)
-    return pa.Table.from_pylist(out, schema=POSITIONS_DAILY)
+        statements[info.account_id].append(info)
+    pieces = []
+    for account_id in sorted(statements):  # the rows' first sort key: one account at a time
+        by_table = inputs.rows(account_id)
+        done: set[date] = set()
+        out: list[Row] = []
+        for info in statements[account_id]:
+            statement_rows, days = _statement_rows(_window(info, by_table), done, inputs.snapshot)
+            done.update(days)
+            out.extend(statement_rows)
+        if not out:
+            continue
+        for row in out:
+            row["statement_sha256"] = parsed.source_sha256
+        out.sort(key=_sort_key)
+        pieces.append(pa.Table.from_pylist(out, schema=POSITIONS_DAILY))
+    if not pieces:
+        return POSITIONS_DAILY.empty_table()
+    return pa.concat_tables(pieces)
 
 
 def unpriced_warnings(positions: pa.Table) -> list[tuple[str, int]]:

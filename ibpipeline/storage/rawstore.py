@@ -331,6 +331,31 @@ def read_statement(data_dir: Path, sha256: str) -> bytes:
     return content
 
 
+def stored_statement(data_dir: Path, sha256: str) -> Path:
+    """The path of the stored statement ``sha256`` (not verified: see ``verify_statement``).
+
+    Raises RawStoreError when it is missing (as ``read_statement``)."""
+    path = statement_path(data_dir, sha256)
+    if not path.is_file():
+        raise RawStoreError(f"statement {sha256} is not in the raw store ({path})")
+    return path
+
+
+def verify_statement(data_dir: Path, sha256: str, digest: str | None = None) -> None:
+    """Raise RawStoreError (as ``read_statement``) unless the stored bytes of ``sha256`` hash to
+    it: ``digest`` is their hash when the caller computed it while reading them (a streaming
+    parse), else the file is hashed here in 1 MiB chunks (never all bytes in memory)."""
+    path = stored_statement(data_dir, sha256)
+    if digest is None:
+        hasher = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                hasher.update(chunk)
+        digest = hasher.hexdigest()
+    if digest != sha256:
+        raise RawStoreError(f"statement file {path} is corrupt: content hash differs from its name")
+
+
 @contextlib.contextmanager
 def manifest_lock(data_dir: Path) -> Iterator[None]:
     """Hold the exclusive lock of the manifests (``manifests.lock``, ``fcntl.flock``) while every

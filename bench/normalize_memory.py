@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/normalize_memory.py                          # 100 accounts x 120, 365 days
     .venv/bin/python bench/normalize_memory.py --accounts 100 --days 30 --days 365
-    .venv/bin/python bench/normalize_memory.py --work /tmp/nm --keep     # keep the stores and output
+    .venv/bin/python bench/normalize_memory.py --work /tmp/nm            # where the stores and output go (kept)
     .venv/bin/python bench/normalize_memory.py --compare /tmp/a/data /tmp/b/data
 
 For each size renders one simulated statement (``render_statement(World(seed=7))``, the bytes

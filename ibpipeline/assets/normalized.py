@@ -14,6 +14,7 @@ then ``write_tables`` writes the same day files from them and materializes the a
 import contextlib
 import shutil
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -115,27 +116,48 @@ def split_by(
     return {key: ordered.slice(start, n) for key, start, n in groups}
 
 
+class _Grouped:
+    """A table and the row order grouping it, reordered (one copy) when first used; the table
+    itself is let go then. The groups of one table share it."""
+
+    def __init__(self, table: pa.Table, order: pa.Array) -> None:
+        self._table: pa.Table | None = table
+        self._order: pa.Array | None = order
+        self._ordered: pa.Table | None = None
+
+    def slice(self, start: int, length: int) -> pa.Table:
+        if self._ordered is None:
+            self._ordered = self._table.take(self._order)
+            self._table = self._order = None
+        return self._ordered.slice(start, length)
+
+
 @dataclass(frozen=True)
 class Rows:
-    """Some rows of ``table``: its row numbers ``rows`` (ascending), taken only when needed
-    (``take``), so the groups of a table cost their row numbers, not a copy of the table."""
+    """One group of a table's rows (``split_rows``), taken when needed (``take``): the groups of
+    a table cost nothing until the first is taken, then share one reordered copy of the table
+    (a slice each), so a caller that takes one table's groups at a time and then drops them holds
+    one table's copy at a time. (Taking each group from the unordered table instead costs a
+    concatenation of a chunked table's columns per group: 6x slower on positions_daily.)"""
 
-    table: pa.Table
-    rows: pa.Array
+    grouped: _Grouped
+    start: int
+    length: int
 
     def take(self) -> pa.Table:
-        return self.table.take(self.rows)
+        return self.grouped.slice(self.start, self.length)
 
 
 def split_rows(
     table: pa.Table, columns: Sequence[str], wanted: Collection[tuple]
 ) -> dict[tuple, Rows]:
-    """``split_by`` without copying: each wanted group's rows as :class:`Rows` of ``table``
+    """``split_by`` deferred: each wanted group's rows as :class:`Rows` of ``table``
     (``Rows.take()`` is that group of ``split_by``)."""
     if table.num_rows == 0 or not wanted:
         return {}
     order, groups = _groups(table, columns, wanted)
-    return {key: Rows(table, order.slice(start, n)) for key, start, n in groups}
+    grouped = _Grouped(table, order)
+    return {key: Rows(grouped, start, n) for key, start, n in groups}
 
 
 def parsed_tables(parsed: ParsedFlex) -> dict[str, pa.Table]:
@@ -362,6 +384,50 @@ def _day_rows(
     return pa.concat_tables(pieces, promote_options="default") if pieces else None
 
 
+WRITE_THREADS = 4
+"""Day files encoded and written at once: Parquet encoding, file writes and fsync release the
+GIL, so a year's 7,300 files take about half the time on 2 cores."""
+
+
+class DayWriter:
+    """``parquet.write_day`` of many (table, day) files on ``WRITE_THREADS`` threads.
+
+    ``write`` queues a file (at most ``2 * WRITE_THREADS`` pending: the tables are views of
+    rows already in memory); ``wait`` returns when every queued file is written and raises the
+    first failure (each file is replaced atomically, so a failed one keeps its previous
+    content). Leaving the ``with`` block waits too."""
+
+    def __init__(self, data_dir: Path, threads: int = WRITE_THREADS) -> None:
+        self.data_dir = data_dir
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="write_day")
+        self.limit = 2 * threads
+        self.pending: list[Future] = []
+
+    def write(self, name: str, day: date, table: pa.Table) -> None:
+        if len(self.pending) >= self.limit:
+            self.pending.pop(0).result()
+        self.pending.append(
+            self.pool.submit(parquet.write_day, name, day, table, data_dir=self.data_dir)
+        )
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, []
+        errors = [f.exception() for f in pending]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    def __enter__(self) -> "DayWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            if exc_info[0] is None:
+                self.wait()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def normalize_days(
     data_dir: Path,
     days: Iterable[date],
@@ -388,17 +454,19 @@ def normalize_days(
     needed = sorted({m.sha256 for manifest in manifests.values() for m in manifest.statements})
     by_day, schemas = _parse_statements(data_dir, manifests, needed, tables, preparsed, problems)
     stats = {name: TableStats() for name in tables}
-    for name in tables:
-        for day, manifest in sorted(manifests.items()):
-            if changed is not None and name not in changed.get(day, ()):
-                continue
-            table = _day_rows(name, day, manifest, by_day)
-            if table is None:
-                table = schemas[name].empty_table()
-            parquet.write_day(name, day, table, data_dir=data_dir)
-            stats[name].add(table, day)
-        for parts in by_day.values():  # written: free this table's rows
-            parts.pop(name, None)
+    with DayWriter(data_dir) as writer:
+        for name in tables:
+            for day, manifest in sorted(manifests.items()):
+                if changed is not None and name not in changed.get(day, ()):
+                    continue
+                table = _day_rows(name, day, manifest, by_day)
+                if table is None:
+                    table = schemas[name].empty_table()
+                writer.write(name, day, table)
+                stats[name].add(table, day)
+            writer.wait()
+            for parts in by_day.values():  # written: free this table's rows
+                parts.pop(name, None)
     del by_day
     release_memory()  # the next steps of this process start from a lower resident set
     return stats
@@ -528,9 +596,10 @@ def _read_staged(path: Path) -> pa.Table:
 def write_query_rows(
     data_dir: Path, days: Iterable[date], tables: Iterable[str], parts: Sequence[QueryRows]
 ) -> dict[str, TableStats]:
-    """Replace every (table, day) file with the rows the query steps staged (one table and day in
-    memory at a time), in the layout of the single step (``parquet.write_day``: one file per
-    table and day, every account, atomic), then delete the staged rows. Nothing is written unless
+    """Replace every (table, day) file with the rows the query steps staged (a few (table, day)
+    files in memory at a time: ``DayWriter``), in the layout of the single step
+    (``parquet.write_day``: one file per table and day, every account, atomic), then delete the
+    staged rows. Nothing is written unless
     every query's step succeeded, so a failing query never takes another query's rows away."""
     stats = {name: TableStats() for name in tables}
     for p in parts:  # before writing anything: a retry of this step alone after the staged
@@ -544,20 +613,23 @@ def write_query_rows(
                 f"{len(gone)} staged file(s) of query {p.query} are gone (e.g. {gone[0]}): "
                 "materialize the range again"
             )
-    for name in stats:
-        schema = next((p.schemas[name] for p in parts if name in p.schemas), None)
-        for day in sorted(set(days)):
-            pieces = [
-                _read_staged(p.path(name, day)) for p in parts if p.staged.get(name, {}).get(day)
-            ]
-            if pieces:
-                table = pa.concat_tables(pieces, promote_options="default")
-            elif schema is not None:
-                table = schema.empty_table()
-            else:
-                continue
-            parquet.write_day(name, day, table, data_dir=data_dir)
-            stats[name].add(table, day)
+    with DayWriter(data_dir) as writer:
+        for name in stats:
+            schema = next((p.schemas[name] for p in parts if name in p.schemas), None)
+            for day in sorted(set(days)):
+                pieces = [
+                    _read_staged(p.path(name, day))
+                    for p in parts
+                    if p.staged.get(name, {}).get(day)
+                ]
+                if pieces:
+                    table = pa.concat_tables(pieces, promote_options="default")
+                elif schema is not None:
+                    table = schema.empty_table()
+                else:
+                    continue
+                writer.write(name, day, table)
+                stats[name].add(table, day)
     for p in parts:
         shutil.rmtree(p.stage_dir, ignore_errors=True)
         with contextlib.suppress(OSError):  # the run's folder, once its last query's is gone

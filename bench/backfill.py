@@ -107,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the Dagster event log: the project's (dagster.yaml: a range run's materializations "
         "stored in one transaction per output) or Dagster's own SQLite class (default: batched)",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary folder (data, Dagster home) and print its path",
+    )
     args = parser.parse_args(argv)
 
     import dagster as dg
@@ -224,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     missed = sends != windows or len(parses) != windows
     if args.accounts == 100 and args.days in (1, 365):
         missed |= wall > target
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.keep:
+        print(f"  kept                   {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if missed else 0
 
 

@@ -1,11 +1,12 @@
 """The dbt marts (``dbt_project/``) as Dagster assets, in two ``@dbt_assets``.
 
-- ``daily_marts`` (partitioned by ``daily``, single-run backfills): the staging and intermediate
-  views and the incremental marts (daily_nav, daily_returns, drawdowns, allocation_daily,
+- ``daily_marts`` (partitioned by ``daily``, single-run backfills): the staging views, the
+  intermediate tables (whole history, built once per run for every mart that reads them) and the
+  incremental marts (daily_nav, daily_returns, drawdowns, allocation_daily,
   positions_history). A run over any date range hands dbt ``min_date``/``max_date`` = its
   partition time window (end exclusive) in ``$IBPIPELINE_DBT_MIN_DATE``/``$IBPIPELINE_DBT_MAX_DATE``
   (not as ``--vars``: dbt re-parses every model when its vars change), so the marts delete+insert
-  exactly those days. The views are here because the ``read_normalized`` macro fixes their
+  exactly those days. The staging views are here because the ``read_normalized`` macro fixes their
   columns when they are built: they must be re-created with every build over new normalized data.
 - ``summary_marts``: the full-history tables (performance_summary, drawdown_periods,
   pnl_by_symbol, trade_stats), rebuilt whole by every run. They carry the same ``daily``

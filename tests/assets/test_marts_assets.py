@@ -140,6 +140,23 @@ def test_the_saved_parse_is_kept_per_profile_environment(tmp_path: Path) -> None
     assert [p.name for p in cached.parent.iterdir()] == ["x.msgpack"]
 
 
+def test_the_dbt_resource_starts_dbt_once_per_call() -> None:
+    """No ``dbt --version`` process and no in-process adapter: the private dagster-dbt methods the
+    project's resource overrides still exist under these names."""
+    from importlib.metadata import version
+
+    from dagster_dbt import DbtCliResource
+
+    from ibpipeline.dbt import ProjectDbtCliResource
+
+    for name in ("_cli_version", "_initialize_dbt_core_adapter"):
+        assert name in vars(DbtCliResource)
+    resource = dbt_resource()
+    assert isinstance(resource, ProjectDbtCliResource)
+    assert str(resource._cli_version) == version("dbt-core")
+    assert resource._initialize_dbt_core_adapter(["build"]) is None
+
+
 def test_manifest_is_stale_when_missing_or_older_than_a_model(tmp_path: Path) -> None:
     (tmp_path / "models").mkdir()
     (tmp_path / "dbt_project.yml").write_text("name: p\nprofile: p\n")

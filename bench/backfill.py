@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/backfill.py                         # 100 accounts x 365 days
     .venv/bin/python bench/backfill.py --accounts 10 --days 90
     .venv/bin/python bench/backfill.py --accounts 10 --days 90 --marts   # + dbt marts
+    .venv/bin/python bench/backfill.py --days 1 --marts --keep   # keep the data folder to profile
 
 Starts the real Flex simulator on loopback over a simulated world, then runs exactly what
 ``ibpipeline backfill --no-marts`` runs (``ibpipeline.automation.backfill.run_backfill``) in a

@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/backfill.py                         # 100 accounts x 365 days
     .venv/bin/python bench/backfill.py --accounts 10 --days 90
     .venv/bin/python bench/backfill.py --accounts 10 --days 90 --marts   # + dbt marts
+    .venv/bin/python bench/backfill.py --days 1 --marts --keep   # keep the data folder to profile
 
 Starts the real Flex simulator on loopback over a simulated world, then runs exactly what
 ``ibpipeline backfill --no-marts`` runs (``ibpipeline.automation.backfill.run_backfill``) in a
@@ -191,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the Dagster event log: the project's (dagster.yaml: a range run's materializations "
         "stored in one transaction per output) or Dagster's own SQLite class (default: batched)",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary folder (data, Dagster home) and print its path",
+    )
     args = parser.parse_args(argv)
 
     import dagster as dg
@@ -327,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     missed = sends != windows or len(parses) != windows
     if args.accounts == 100 and args.days in (1, 365):
         missed |= wall > target
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.keep:
+        print(f"  kept                   {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if missed else 0
 
 

@@ -1,11 +1,13 @@
 """The dbt marts (``dbt_project/``) as Dagster assets, in two ``@dbt_assets``.
 
-- ``daily_marts`` (partitioned by ``daily``, single-run backfills): the staging and intermediate
-  views and the incremental marts (daily_nav, daily_returns, drawdowns, allocation_daily,
-  positions_history). A run over any date range passes ``min_date``/``max_date`` = its partition
-  time window (end exclusive), so the marts delete+insert exactly those days. The views are here
-  because the ``read_normalized`` macro fixes their columns when they are built: they must be
-  re-created with every build over new normalized data.
+- ``daily_marts`` (partitioned by ``daily``, single-run backfills): the staging views, the
+  intermediate tables (whole history, built once per run for every mart that reads them) and the
+  incremental marts (daily_nav, daily_returns, drawdowns, allocation_daily,
+  positions_history). A run over any date range hands dbt ``min_date``/``max_date`` = its
+  partition time window (end exclusive) in ``$IBPIPELINE_DBT_MIN_DATE``/``$IBPIPELINE_DBT_MAX_DATE``
+  (not as ``--vars``: dbt re-parses every model when its vars change), so the marts delete+insert
+  exactly those days. The staging views are here because the ``read_normalized`` macro fixes their
+  columns when they are built: they must be re-created with every build over new normalized data.
 - ``summary_marts``: the full-history tables (performance_summary, drawdown_periods,
   pnl_by_symbol, trade_stats), rebuilt whole by every run. They carry the same ``daily``
   partitions and single-run policy as everything else in ``flex_daily_job`` only so that a UI
@@ -21,17 +23,21 @@ conflicts with another run is run again (``RetryRequested``). A step that finds 
 by another process (an analyst's read-only connection), in its landing load or in dbt, is run
 again after 5, 10, 20, 40, 60 and 60 s (``retry_when_locked``), then fails naming the lock. dbt
 sources are the normalized assets (same daily partitions, day D reads day D), so lineage reaches
-the raw Flex statements. dbt tests become asset checks. Each asset's column table in the UI is its
-model's columns in ``dbt_project/models/*/schema.yml`` (description, unit, type): the default
-translator puts the manifest's columns into the spec's ``dagster/column_schema``, and the
-materializations carry no column schema of their own that would replace it (no
-``fetch_column_metadata``).
+the raw Flex statements. dbt tests become asset checks. Each dbt invocation starts from the saved
+parse of its profile (``partial_parse_cache``), so dbt re-parses only the files that changed.
+Each asset's column table in the UI is its model's columns in ``dbt_project/models/*/schema.yml``
+(description, unit, type): the default translator puts the manifest's columns into the spec's
+``dagster/column_schema``, and the materializations carry no column schema of their own that
+would replace it (no ``fetch_column_metadata``).
 """
 
+import hashlib
 import json
 import os
+import shutil
+import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
@@ -42,6 +48,7 @@ import duckdb
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
+from ibpipeline import settings
 from ibpipeline.dbt import dbt_project
 from ibpipeline.partitions import daily
 from ibpipeline.process import children_die_with_this_process
@@ -100,15 +107,25 @@ def window_vars(
     return {"min_date": low, "max_date": high}
 
 
+WINDOW_ENV = {"min_date": "IBPIPELINE_DBT_MIN_DATE", "max_date": "IBPIPELINE_DBT_MAX_DATE"}
+"""Environment variables handing dbt the window of ``window_vars`` (``macros/date_window.sql``):
+dbt vars on the command line would make dbt re-parse the whole project on every run."""
+
+
+def window_env(dbt_vars: Mapping[str, str]) -> dict[str, str]:
+    """``window_vars`` as the environment variables the dbt macro ``date_bound`` reads."""
+    return {WINDOW_ENV[name]: value for name, value in dbt_vars.items()}
+
+
 @contextmanager
-def data_dir_env(data_dir: Path) -> Iterator[None]:
+def data_dir_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> Iterator[None]:
     """Set ``$IBPIPELINE_DATA_DIR`` to ``data_dir`` (and the DuckLake's data path when the lake is
-    configured) while starting dbt, then restore them.
+    configured), plus ``extra``, while starting dbt, then restore them.
 
     dbt's profile and sources read these variables, and ``DbtCliResource`` hands the subprocess a
     copy of this process's environment when it starts it (it has no ``env`` parameter).
     """
-    values = warehouse.dbt_env(data_dir)
+    values = {**warehouse.dbt_env(data_dir), **(extra or {})}
     previous = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -119,6 +136,64 @@ def data_dir_env(data_dir: Path) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+PARTIAL_PARSE_CACHE = "partial_parse"
+"""Folder of the project's target folder keeping one ``partial_parse.msgpack`` per profile."""
+_PROFILE_ENV = (
+    "DBT_TARGET",
+    "IBPIPELINE_WAREHOUSE",
+    settings.DATA_DIR_ENV,
+    "IBPIPELINE_DUCKLAKE_CATALOG",
+    "IBPIPELINE_DUCKLAKE_DATA_PATH",
+)
+"""The environment variables ``profiles.yml`` reads: they decide the profile's connection."""
+
+
+def partial_parse_cache() -> Path:
+    """Where the saved parse of dbt for the current profile environment is kept.
+
+    dbt re-parses all models when the profile's connection differs from the one its
+    ``partial_parse.msgpack`` was written with (the DuckDB ``path`` under
+    ``$IBPIPELINE_DATA_DIR``): the copy of ``target/partial_parse.msgpack`` that dagster-dbt puts
+    in each invocation's folder (written by ``dbt parse`` with another data folder) is thrown
+    away. One file per profile environment (a hash of ``_PROFILE_ENV``'s values) lets the next
+    run on the same warehouse re-parse only what changed. dbt checks every file against the saved
+    parse itself, so a stale or foreign file costs a full parse, never a wrong result.
+    """
+    key = json.dumps([os.environ.get(name) for name in _PROFILE_ENV])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return (
+        dbt_project.project_dir
+        / dbt_project.target_path
+        / PARTIAL_PARSE_CACHE
+        / f"{digest}.msgpack"
+    )
+
+
+def invocation_target(context: dg.AssetExecutionContext) -> tuple[Path, Path]:
+    """A new target folder for one dbt invocation (as dagster-dbt names them), holding the cached
+    parse of this profile when there is one, and that cache's path (``partial_parse_cache``:
+    call it while the dbt environment is set)."""
+    name = f"{context.op_execution_context.op.name}-{context.run.run_id[:7]}-{uuid.uuid4().hex[:7]}"
+    target = dbt_project.project_dir / dbt_project.target_path / name
+    target.mkdir(parents=True, exist_ok=True)
+    cached = partial_parse_cache()
+    with suppress(OSError):  # no cached parse yet: dagster-dbt copies the project's
+        shutil.copyfile(cached, target / PARTIAL_PARSE_FILE)
+    return target, cached
+
+
+def keep_partial_parse(target: Path, cached: Path) -> None:
+    """Save the parse dbt wrote in ``target`` as ``cached`` (atomically: a concurrent reader sees
+    the old or the new file)."""
+    written = target / PARTIAL_PARSE_FILE
+    with suppress(OSError):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{uuid.uuid4().hex[:7]}")
+        shutil.copyfile(written, partial)
+        os.replace(partial, cached)
 
 
 def retry_when_locked(
@@ -206,9 +281,11 @@ def daily_marts(
             raise
         retry_when_locked(context, lock, root)
     context.log.info(f"loaded {sum(loaded.values())} rows of {len(loaded)} tables into landing")
-    with data_dir_env(root), children_die_with_this_process():
-        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
+    with data_dir_env(root, window_env(dbt_vars)), children_die_with_this_process():
+        target, cache = invocation_target(context)
+        invocation = dbt.cli(["build"], context=context, target_path=target)
     yield from stream_retrying_conflicts(context, invocation, root)
+    keep_partial_parse(target, cache)
 
 
 @dbt_assets(
@@ -228,8 +305,10 @@ def summary_marts(
     """``dbt build`` of the full-history summary tables (whatever the run's partitions)."""
     root = data_dir.root()
     with data_dir_env(root), children_die_with_this_process():
-        invocation = dbt.cli(["build"], context=context)
+        target, cache = invocation_target(context)
+        invocation = dbt.cli(["build"], context=context, target_path=target)
     yield from stream_retrying_conflicts(context, invocation, root)
+    keep_partial_parse(target, cache)
 
 
 dbt_mart_assets = [daily_marts, summary_marts]

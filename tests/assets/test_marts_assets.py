@@ -37,9 +37,13 @@ from ibpipeline.assets.checks import (
 from ibpipeline.assets.marts import (
     DAILY_SELECT,
     MARTS_GROUP,
+    PARTIAL_PARSE_FILE,
     daily_marts,
     data_dir_env,
+    keep_partial_parse,
+    partial_parse_cache,
     summary_marts,
+    window_env,
     window_vars,
 )
 from ibpipeline.assets.tearsheets import tearsheets
@@ -108,6 +112,49 @@ def test_data_dir_env_is_set_while_starting_dbt_and_restored(
     with pytest.raises(RuntimeError), data_dir_env(tmp_path):
         raise RuntimeError("dbt failed to start")
     assert settings.DATA_DIR_ENV not in os.environ
+
+
+def test_the_window_reaches_dbt_as_environment_variables(tmp_path: Path) -> None:
+    """Not as --vars: dbt throws its saved parse away whenever the command line's vars change."""
+    dbt_vars = {"min_date": "2024-03-01", "max_date": "2024-04-01"}
+    env = window_env(dbt_vars)
+    assert env == {"IBPIPELINE_DBT_MIN_DATE": "2024-03-01", "IBPIPELINE_DBT_MAX_DATE": "2024-04-01"}
+    with data_dir_env(tmp_path, env):
+        assert os.environ["IBPIPELINE_DBT_MAX_DATE"] == "2024-04-01"
+    assert "IBPIPELINE_DBT_MAX_DATE" not in os.environ
+
+
+def test_the_saved_parse_is_kept_per_profile_environment(tmp_path: Path) -> None:
+    with data_dir_env(tmp_path / "a"):
+        first, again = partial_parse_cache(), partial_parse_cache()
+    with data_dir_env(tmp_path / "b"):
+        other = partial_parse_cache()
+    assert first == again != other
+    target, cached = tmp_path / "target", tmp_path / "cache" / "x.msgpack"
+    target.mkdir()
+    keep_partial_parse(target, cached)  # dbt wrote no parse (it failed early): nothing kept
+    assert not cached.exists()
+    (target / PARTIAL_PARSE_FILE).write_bytes(b"parse")
+    keep_partial_parse(target, cached)
+    assert cached.read_bytes() == b"parse"
+    assert [p.name for p in cached.parent.iterdir()] == ["x.msgpack"]
+
+
+def test_the_dbt_resource_starts_dbt_once_per_call() -> None:
+    """No ``dbt --version`` process and no in-process adapter: the private dagster-dbt methods the
+    project's resource overrides still exist under these names."""
+    from importlib.metadata import version
+
+    from dagster_dbt import DbtCliResource
+
+    from ibpipeline.dbt import ProjectDbtCliResource
+
+    for name in ("_cli_version", "_initialize_dbt_core_adapter"):
+        assert name in vars(DbtCliResource)
+    resource = dbt_resource()
+    assert isinstance(resource, ProjectDbtCliResource)
+    assert str(resource._cli_version) == version("dbt-core")
+    assert resource._initialize_dbt_core_adapter(["build"]) is None
 
 
 def test_manifest_is_stale_when_missing_or_older_than_a_model(tmp_path: Path) -> None:

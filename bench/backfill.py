@@ -172,6 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--marts", action="store_true", help="also build the dbt marts")
     parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        help="first run the HISTORY days before --start (untimed, same data folder), so the timed "
+        "run is an incremental one, as a scheduled daily run is (e.g. --start 2024-03-01 --days 1 "
+        "--history 30: dbt's saved parse, the marts and tearsheets of earlier days exist)",
+    )
+    parser.add_argument(
         "--sim-in-process",
         action="store_true",
         help="serve the Flex statements from this process (default: a separate process, so the "
@@ -218,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     from ibpipeline.world import World
 
     start = args.start
+    first_day = start - timedelta(days=args.history)  # the simulated world's inception
     end = start + timedelta(days=args.days - 1)
     token = "".join(secrets.choice("0123456789") for _ in range(24))
     os.environ[settings.FLEX_TOKEN_ENV] = token
@@ -228,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ibp-bench-"))
     (tmp / "home").mkdir()
     if args.sim_in_process:
-        world = World(seed=args.seed, n_accounts=args.accounts, inception=start)
+        world = World(seed=args.seed, n_accounts=args.accounts, inception=first_day)
         simulator = FlexSimulator(
             world_statement_source(world), token, {QUERY_ID}, rate_limits=(RateLimit(1000, 1.0),)
         )
@@ -249,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         instance_cm = dg.instance_for_test(temp_dir=str(tmp / "home"), overrides=overrides)
     with simulator as sim, instance_cm as instance:
         if sim is None:
-            sim_process, base_url = start_simulator(token, args.accounts, start, args.seed)
+            sim_process, base_url = start_simulator(token, args.accounts, first_day, args.seed)
         else:
             base_url = sim.base_url
         data_dir = tmp / "data"
@@ -270,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                 "dbt": dbt_resource(),
             },
         )
+        if args.history:
+            run_backfill(defs, instance, first_day, start - timedelta(days=1), marts=args.marts)
+            parses.clear()
+        history_statements = len(list((data_dir / "raw").rglob("*.xml")))
+        sends_before = sim.count("SendRequest") if sim is not None else 0
         began = time.perf_counter()
         with RssSampler() as rss:
             result = run_backfill(defs, instance, start, end, marts=args.marts)
@@ -295,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             and r.event_log_entry.dagster_event.event_type_value == "ASSET_MATERIALIZATION"
         )
         statements = sorted((data_dir / "raw").rglob("*.xml"))
-        sends = sim.count("SendRequest") if sim is not None else len(statements)
+        sends = (
+            sim.count("SendRequest") - sends_before
+            if sim is not None
+            else len(statements) - history_statements
+        )
         files = len(parquet.list_partitions("nav_daily", data_dir=data_dir))
         nav_rows = parquet.read_table("nav_daily", data_dir=data_dir).num_rows
         size = sum(p.stat().st_size for p in statements)
@@ -304,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"backfill {args.accounts} accounts x {args.days} days ({start}..{end}), one run, "
         f"{args.instance} instance, event log {args.event_log}"
+        + (f", after {args.history} days of history ({first_day}..)" if args.history else "")
     )
     target = TARGET_SECONDS
     if args.marts and args.accounts == 100 and args.days == 365:

@@ -24,6 +24,10 @@ CELERY_APP_CONFIG: dict[str, Any] = {
     "task_acks_late": True,
     # One task at a time per worker process: a long dbt step never holds a second step back.
     "worker_prefetch_multiplier": 1,
+    # Each step in a new pool process, forked from the worker (which imported the project:
+    # `-I ibpipeline.forkserver_preload`): a step's memory goes back to the OS when it ends, so a
+    # worker's footprint is its largest step's, not the heap left fragmented by all steps before.
+    "worker_max_tasks_per_child": 1,
     "broker_connection_retry_on_startup": True,
 }
 """Celery settings shared by the executor (the submitting side) and the workers."""

@@ -73,22 +73,35 @@ def _tree_rss_mib(pid: int) -> float:
 
 
 class PeakSampler(threading.Thread):
-    """Samples the process trees of ``pids`` (name -> pid) until stopped; ``peaks`` in MiB."""
+    """Samples the process trees of ``pids`` (name -> pid) every 0.2 s until stopped; ``peaks``
+    in MiB, and the samples, to tell which step made a peak (``peaks_between``)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         super().__init__(daemon=True)
         self.pids, self.peaks = pids, dict.fromkeys(pids, 0.0)
+        self.samples: list[tuple[float, dict[str, float]]] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.wait(0.2):
-            for name, pid in self.pids.items():
-                self.peaks[name] = max(self.peaks[name], _tree_rss_mib(pid))
+            sample = {name: _tree_rss_mib(pid) for name, pid in self.pids.items()}
+            self.samples.append((time.time(), sample))
+            for name, rss in sample.items():
+                self.peaks[name] = max(self.peaks[name], rss)
 
     def stop(self) -> dict[str, float]:
         self._halt.set()
         self.join()
         return self.peaks
+
+    def peaks_between(self, start: float, end: float) -> dict[str, float]:
+        """Each tree's peak between two wall-clock times (epoch seconds)."""
+        out = dict.fromkeys(self.pids, 0.0)
+        for at, sample in self.samples:
+            if start <= at <= end:
+                for name, rss in sample.items():
+                    out[name] = max(out[name], rss)
+        return out
 
 
 def start_simulator(accounts: int, queries: int, start: date, seed: int, tokens: list[str]):
@@ -156,8 +169,9 @@ def table_digests(data_dir: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def step_seconds(env: dict[str, str]) -> dict[str, float]:
-    """Step key -> seconds of the instance's only run (STEP_START to its end)."""
+def step_windows(env: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """Step key -> (start, end) epoch seconds in the instance's only run (STEP_START to its
+    end)."""
     import dagster as dg
 
     saved = {k: os.environ.get(k) for k in env}
@@ -173,8 +187,9 @@ def step_seconds(env: dict[str, str]) -> dict[str, float]:
                 if event.event_type_value == "STEP_START":
                     starts[event.step_key] = entry.timestamp
                 elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-                    out[event.step_key] = entry.timestamp - starts.get(
-                        event.step_key, entry.timestamp
+                    out[event.step_key] = (
+                        starts.get(event.step_key, entry.timestamp),
+                        entry.timestamp,
                     )
             return out
     finally:
@@ -309,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.start()
         celery_s, _ = run_job(celery_env, start, end, not args.no_marts)
         peaks = sampler.stop()
-        celery_steps = step_seconds(
+        celery_windows = step_windows(
             {
                 "DAGSTER_HOME": str(home),
                 **{k: v for k, v in celery_env.items() if k.startswith("DAGSTER_PG")},
@@ -329,9 +344,20 @@ def main(argv: list[str] | None = None) -> int:
         failures += [] if ok else [f"requests per query {per_query}"]
         print(f"  Flex requests per query: {per_query} (target {windows} each: "
               f"{'PASS' if ok else 'FAIL'})")  # fmt: skip
+        celery_steps = {k: end - begin for k, (begin, end) in celery_windows.items()}
         print("  longest steps: " + ", ".join(
             f"{k} {v:.1f} s" for k, v in sorted(celery_steps.items(), key=lambda kv: -kv[1])[:6]
         ))  # fmt: skip
+        # each worker runs one step at a time: the tree that peaked in a step's window ran it
+        # (or ran a step overlapping it)
+        by_peak = sorted(
+            ((k, sampler.peaks_between(*w)) for k, w in celery_windows.items()),
+            key=lambda kv: -max(kv[1].values(), default=0.0),
+        )
+        print("  worker peaks in the windows of the steps (MiB):")
+        for key, step_peaks in by_peak[:8]:
+            listed = ", ".join(f"{n} {v:.0f}" for n, v in step_peaks.items())
+            print(f"    {key:<40s} {listed}")
         got = table_digests(tmp / "data_celery")
         print("  rows: " + ", ".join(f"{k} {v[0]}" for k, v in got.items() if v[0]))
         if not args.skip_single:

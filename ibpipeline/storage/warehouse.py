@@ -474,8 +474,10 @@ def _is_concurrent_ddl(message: str) -> bool:
     ``<name>__dbt_backup``) meeting the same swap by another build at the same moment."""
     text = message.lower()
     return "transaction conflict" in text or (
-        "another entry with this name already exists" in text
-        and ("__dbt_backup" in text or "__dbt_tmp" in text)
+        # views: 'Could not rename view "x" to "x__dbt_backup": another entry with this name
+        # already exists'; tables: 'Cannot rename table x to x__dbt_backup, since
+        # x__dbt_backup already exists'
+        "already exists" in text and ("__dbt_backup" in text or "__dbt_tmp" in text)
     )
 
 

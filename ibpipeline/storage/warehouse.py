@@ -491,7 +491,7 @@ def dbt_conflicts(run_results: dict) -> list[str]:
 
 
 DBT_LOCK_RETRY_DELAYS_S: tuple[float, ...] = (5, 10, 20, 40, 60, 60)
-"""Waits before running a dbt step (``daily_marts``, ``summary_marts``) again after it found the
+"""Waits before running the dbt step (``dbt_marts``) again after it found the
 warehouse file locked by another process (an analyst's read-only connection): about 3 minutes
 in all, as ``LOCK_RETRY_DELAYS_S``, then the step fails naming the lock."""
 _DBT_LOCK_RE = re.compile(

@@ -35,14 +35,13 @@ from ibpipeline.assets.checks import (
     stale_accounts,
 )
 from ibpipeline.assets.marts import (
-    DAILY_SELECT,
     MARTS_GROUP,
     PARTIAL_PARSE_FILE,
-    daily_marts,
     data_dir_env,
+    dbt_mart_assets,
+    dbt_marts,
     keep_partial_parse,
     partial_parse_cache,
-    summary_marts,
     window_env,
     window_vars,
 )
@@ -176,36 +175,43 @@ def test_manifest_is_stale_when_missing_or_older_than_a_model(tmp_path: Path) ->
     assert manifest_is_stale(project)
 
 
-def test_daily_marts_are_partitioned_pooled_and_single_run() -> None:
-    assert daily_marts.partitions_def is daily
-    assert daily_marts.backfill_policy == dg.BackfillPolicy.single_run()
-    assert daily_marts.op.pool == "duckdb_writer"
-    keys = keys_of(daily_marts)
-    assert keys >= DAILY_MARTS
+def test_one_dbt_asset_holds_every_model_partitioned_pooled_and_single_run() -> None:
+    assert dbt_mart_assets == [dbt_marts]
+    assert dbt_marts.partitions_def is daily
+    assert dbt_marts.backfill_policy == dg.BackfillPolicy.single_run()
+    assert dbt_marts.op.pool == "duckdb_writer"
+    # like every asset of flex_daily_job, so a UI backfill of a range is one run
+    assert tearsheets.partitions_def == dbt_marts.partitions_def
+    assert tearsheets.backfill_policy == dg.BackfillPolicy.single_run()
+    keys = keys_of(dbt_marts)
+    models = {p.stem for p in (PROJECT_DIR / "models").rglob("*.sql")}
+    assert keys - {t for t in NORMALIZED_TABLES} == models  # sources are the normalized assets
+    assert MART_NAMES == DAILY_MARTS | SUMMARY_MARTS <= keys
     staging = {k for k in keys if k.startswith("stg_")}
     # a staging model reads one normalized table (stg_closed_lots: the CLOSED_LOT rows of trades);
     # tables no mart reads yet (securities, statement_of_funds, ...) have none
     assert staging - {"stg_closed_lots"} <= {f"stg_{t}" for t in NORMALIZED_TABLES}
     core = ("account_info", "nav_daily", "change_in_nav", "cash_balances", "positions_daily")
     assert {f"stg_{t}" for t in (*core, "trades", "cash_transactions", "fx_rates")} <= staging
-    assert not keys & SUMMARY_MARTS
 
 
-def test_summary_marts_share_the_daily_single_run_partitions_and_are_pooled() -> None:
-    # like every asset of flex_daily_job, so a UI backfill of a range is one run
-    assert summary_marts.partitions_def == daily_marts.partitions_def
-    assert summary_marts.backfill_policy == dg.BackfillPolicy.single_run()
-    assert tearsheets.partitions_def == daily_marts.partitions_def
-    assert tearsheets.backfill_policy == dg.BackfillPolicy.single_run()
-    assert summary_marts.op.pool == "duckdb_writer"
-    assert keys_of(summary_marts) == SUMMARY_MARTS
-    assert DAILY_MARTS | SUMMARY_MARTS == MART_NAMES
-    assert "config.materialized:incremental" in DAILY_SELECT
+def test_only_the_incremental_marts_read_the_run_window() -> None:
+    """The summary tables are rebuilt whole by every run (a one-day run must not cut them to a
+    day); the daily marts delete+insert the window's days."""
+    windowed = {
+        p.stem
+        for p in (PROJECT_DIR / "models").rglob("*.sql")
+        if any(m in p.read_text() for m in ("in_date_window", "date_bound", "is_incremental"))
+    }
+    assert windowed == DAILY_MARTS
+    for name in DAILY_MARTS:
+        sql = (PROJECT_DIR / "models" / "marts" / f"{name}.sql").read_text()
+        assert "materialized='incremental'" in sql.replace('"', "'").replace(" ", ""), name
 
 
 def test_sources_are_the_normalized_assets_mapped_day_to_day() -> None:
     for table in NORMALIZED_TABLES:
-        spec = daily_marts.specs_by_key.get(dg.AssetKey(f"stg_{table}"))
+        spec = dbt_marts.specs_by_key.get(dg.AssetKey(f"stg_{table}"))
         if spec is None:  # no mart reads this table yet
             continue
         (dep,) = [d for d in spec.deps if d.asset_key == dg.AssetKey(table)]
@@ -215,7 +221,7 @@ def test_sources_are_the_normalized_assets_mapped_day_to_day() -> None:
         "data_dir": DataDirResource(path="unused"),
         "dbt": dbt_resource(),
     }
-    defs = dg.Definitions(assets=[*flex_assets, daily_marts, summary_marts], resources=resources)
+    defs = dg.Definitions(assets=[*flex_assets, dbt_marts], resources=resources)
     graph = defs.resolve_asset_graph()
     upstream = dg.AssetSelection.assets("daily_nav").upstream().resolve(graph)
     assert dg.AssetKey("raw_flex_statement") in upstream
@@ -225,12 +231,11 @@ def test_sources_are_the_normalized_assets_mapped_day_to_day() -> None:
 
 
 def test_marts_group_pool_and_uniqueness_checks() -> None:
-    for assets_def in (daily_marts, summary_marts):
-        assert set(assets_def.group_names_by_key.values()) == {MARTS_GROUP}
+    assert set(dbt_marts.group_names_by_key.values()) == {MARTS_GROUP}
     assert tearsheets.group_names_by_key[tearsheets.key] == MARTS_GROUP
     assert tearsheets.op.pool == "duckdb_writer"
     assert all(check.op.pool == "duckdb_writer" for check in mart_checks)
-    check_names = {key.name for a in (daily_marts, summary_marts) for key in a.check_keys}
+    check_names = {key.name for key in dbt_marts.check_keys}
     for mart in MART_NAMES - NO_NATURAL_KEY:
         assert any(n.startswith(f"unique_combination_{mart}_") for n in check_names), mart
 
@@ -373,7 +378,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):
             accounts = list(instance.get_dynamic_partitions("account"))
             assert sorted(accounts) == sorted(a.account_id for a in world.accounts)
             marts = dg.materialize(
-                [daily_marts, summary_marts, tearsheets, *mart_checks],
+                [dbt_marts, tearsheets, *mart_checks],
                 instance=instance,
                 resources=resources,
                 tags=range_tags(start.isoformat(), end.isoformat()),
@@ -393,8 +398,7 @@ def test_range_run_builds_marts_and_every_check_passes(pipeline: Pipeline) -> No
     assert result.success
     evaluations = result.get_asset_check_evaluations()
     expected = {
-        *daily_marts.check_keys,
-        *summary_marts.check_keys,
+        *dbt_marts.check_keys,
         *(key for check in mart_checks for key in check.check_keys),
     }
     assert {e.asset_check_key for e in evaluations} == expected
@@ -485,7 +489,7 @@ def test_overlapping_duckdb_writers_are_serialized_by_the_pool(pipeline: Pipelin
         )
 
     dbt_thread = threading.Thread(
-        target=run, args=("dbt", [daily_marts]), kwargs={"partition_key": pipeline.end.isoformat()}
+        target=run, args=("dbt", [dbt_marts]), kwargs={"partition_key": pipeline.end.isoformat()}
     )
     dbt_thread.start()
     deadline = time.monotonic() + 120

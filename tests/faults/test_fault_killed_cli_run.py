@@ -139,7 +139,7 @@ def test_runs_of_dead_processes_of_this_host_are_failed_and_free_their_slots(ins
 
     gone = dead_pid()
     dead = started_run(tags(gone))
-    assert storage.claim_concurrency_slot(POOL, dead, "daily_marts").is_claimed
+    assert storage.claim_concurrency_slot(POOL, dead, "dbt_marts").is_claimed
     me = os.getpid()
     reused = started_run(tags(me, start="1"))  # this pid, but not the process started then
     live = started_run(run_owner.owner_tags)
@@ -164,7 +164,7 @@ def test_runs_of_dead_processes_of_this_host_are_failed_and_free_their_slots(ins
     assert f"pid {gone} on {host}" in event.dagster_event.message
     info = storage.get_concurrency_info(POOL)
     assert info.claimed_slots == [] and info.active_slot_count == 0
-    assert storage.claim_concurrency_slot(POOL, live, "daily_marts").is_claimed
+    assert storage.claim_concurrency_slot(POOL, live, "dbt_marts").is_claimed
     assert run_owner.fail_runs_of_dead_processes(instance) == []
 
 
@@ -268,7 +268,7 @@ def test_backfill_killed_mid_dbt_does_not_block_the_next_backfill(tmp_path, flex
     )
     try:
         first_run = wait_until(
-            lambda: running(first) and claimed(home).get("daily_marts"),
+            lambda: running(first) and claimed(home).get("dbt_marts"),
             300,
             "the backfill's dbt step to take the slot",
         )
@@ -286,7 +286,7 @@ def test_backfill_killed_mid_dbt_does_not_block_the_next_backfill(tmp_path, flex
     wait_until(lambda: not any(alive(p) for p in dbt), 30, "dbt to die with its run process")
     # the fault: the killed run is left STARTED, holding its slot
     assert get_run(home, first_run).status == dg.DagsterRunStatus.STARTED
-    assert claimed(home) == {"daily_marts": first_run}
+    assert claimed(home) == {"dbt_marts": first_run}
 
     started = time.monotonic()
     second = subprocess.run(

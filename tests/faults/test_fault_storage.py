@@ -169,13 +169,13 @@ def test_dbt_step_retries_while_a_reader_holds_the_warehouse_then_succeeds(
 ):
     """The analyst's read-only connection is open when the run starts and closes once the marts
     step has been put up for retry: the step runs again and the run succeeds."""
-    from ibpipeline.assets.marts import daily_marts
+    from ibpipeline.assets.marts import dbt_marts
 
     monkeypatch.setattr(warehouse, "DBT_LOCK_RETRY_DELAYS_S", (2, 2, 2, 2, 2))
     proc = reader(warehouse.warehouse_path(imported))
     results: list[dg.ExecuteInProcessResult] = []
     run = threading.Thread(
-        target=lambda: results.append(materialize_marts([daily_marts], instance, imported)),
+        target=lambda: results.append(materialize_marts([dbt_marts], instance, imported)),
         daemon=True,
     )
     run.start()
@@ -191,13 +191,13 @@ def test_dbt_step_retries_while_a_reader_holds_the_warehouse_then_succeeds(
     (result,) = results
     assert result.success
     retried = step_events(
-        instance, result.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY, "daily_marts"
+        instance, result.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY, "dbt_marts"
     )
     assert retried
     warnings = [
         e.message
         for e in instance.all_logs(result.run_id)
-        if e.step_key == "daily_marts" and "is locked by another process" in e.message
+        if e.step_key == "dbt_marts" and "is locked by another process" in e.message
     ]
     assert warnings and LOCK in warnings[0] and f"(PID {proc.pid})" in warnings[0]
     with duckdb.connect(str(warehouse.warehouse_path(imported)), read_only=True) as con:
@@ -209,16 +209,34 @@ def test_dbt_step_retries_while_a_reader_holds_the_warehouse_then_succeeds(
 def test_dbt_step_fails_naming_the_lock_when_the_reader_stays(
     imported, instance, reader, monkeypatch
 ):
-    """dbt itself meets the lock (summary_marts has no landing load): retried, then the step
-    fails with the file and the holder's PID."""
-    from ibpipeline.assets.marts import summary_marts
+    """dbt itself meets the lock: the analyst connects after the step's landing load and before
+    dbt starts. The step is retried (its landing load then meets the lock), then fails with the
+    file and the holder's PID."""
+    from ibpipeline.assets.marts import dbt_marts
 
     monkeypatch.setattr(warehouse, "DBT_LOCK_RETRY_DELAYS_S", (0.5,))
     path = warehouse.warehouse_path(imported)
-    proc = reader(path)
-    result = materialize_marts([summary_marts], instance, imported)
+    procs: list[subprocess.Popen] = []
+    load_landing = warehouse.load_landing
+
+    def load_then_connect(*args, **kwargs):
+        loaded = load_landing(*args, **kwargs)  # the real load, then the analyst connects
+        if not procs:
+            procs.append(reader(path))
+        return loaded
+
+    monkeypatch.setattr(warehouse, "load_landing", load_then_connect)
+    result = materialize_marts([dbt_marts], instance, imported)
     assert not result.success
-    step = "summary_marts"
+    (proc,) = procs
+    step = "dbt_marts"
+    first_warning = next(
+        e.message
+        for e in instance.all_logs(result.run_id)
+        if e.step_key == step and "is locked by another process" in e.message
+    )
+    # the reader connected after the first landing load: attempt 1's lock was met by dbt
+    assert "attempt 1 of 2" in first_warning and f"(PID {proc.pid})" in first_warning
     assert len(step_events(instance, result.run_id, dg.DagsterEventType.STEP_START, step)) == 1
     assert len(step_events(instance, result.run_id, dg.DagsterEventType.STEP_RESTARTED, step)) == 1
     failure = result.failure_data_for_node(step).error

@@ -63,7 +63,7 @@ def write_rows(data_dir: Path, table: str, rows: list[dict]) -> None:
 
 
 def dbt_build(data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    """Load every normalized table into the warehouse's landing tables, as ``daily_marts`` does,
+    """Load every normalized table into the warehouse's landing tables, as ``dbt_marts`` does,
     then ``dbt build`` on ``data_dir`` (the DuckLake when ``IBPIPELINE_WAREHOUSE=ducklake``);
     raises with dbt's output when it fails."""
     warehouse.load_landing(data_dir, landing_tables())

@@ -230,7 +230,7 @@ def test_dagster_reports_the_warnings_as_warn_checks_and_the_run_succeeds(
 ) -> None:
     import dagster as dg
 
-    from ibpipeline.assets.marts import daily_marts, summary_marts
+    from ibpipeline.assets.marts import dbt_marts
     from ibpipeline.automation.ranges import range_tags
     from ibpipeline.dbt import dbt_resource
     from ibpipeline.resources import DataDirResource
@@ -240,7 +240,7 @@ def test_dagster_reports_the_warnings_as_warn_checks_and_the_run_succeeds(
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         result = dg.materialize(
-            [daily_marts, summary_marts],
+            [dbt_marts],
             instance=instance,
             resources={"data_dir": DataDirResource(path=str(data_dir)), "dbt": dbt_resource()},
             tags=range_tags(odd.D0.isoformat(), odd.D3.isoformat()),

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
 
-from ibpipeline.assets.marts import DAILY_SELECT, landing_tables, stream_retrying_conflicts
+from ibpipeline.assets.marts import landing_tables, stream_retrying_conflicts
 from ibpipeline.storage import warehouse
 from ibpipeline.storage.parquet import table_glob
 from tests.marts.normalized import DBT, PROJECT, dbt_build
@@ -33,11 +33,14 @@ psycopg2 = pytest.importorskip("psycopg2")
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+DAILY_SELECT = "path:models/staging path:models/intermediate config.materialized:incremental"
+"""The models a date window changes (views, intermediate tables, incremental marts): what two
+runs of disjoint windows race on here (``dbt_marts`` builds the summary tables too)."""
 
 
 def run_window(data_dir: Path, start: date, end: date) -> int:
     """Load ``start <= date < end`` into landing and build those days' marts, as one
-    ``daily_marts`` step does, again while dbt fails only on commit conflicts; return how many
+    ``dbt_marts`` step does, again while dbt fails only on commit conflicts; return how many
     times it ran again."""
     warehouse.load_landing(data_dir, landing_tables(), (start, end))
     dbt_vars = json.dumps({"min_date": start.isoformat(), "max_date": end.isoformat()})

@@ -8,7 +8,8 @@ drawdown below; the title carries TWR, XIRR and the maximum drawdown. Files go t
 
 Only sheets whose data changed are drawn again: each account's series has a digest, kept in
 ``<data_dir>/tearsheets/digests.json``, and an account whose digest and PNG are unchanged is
-skipped. Many sheets are drawn in a process pool (one process per core).
+skipped. Many sheets are drawn by this process and a process pool (one process per further core)
+together, and written by a thread while the drawing goes on (``render_many``).
 """
 
 import base64
@@ -18,13 +19,16 @@ import json
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 from matplotlib import dates as mdates
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ibpipeline.storage import atomic_write_bytes
@@ -33,8 +37,13 @@ TEARSHEET_DIR = "tearsheets"
 DIGEST_FILE = "digests.json"
 RENDER_VERSION = "2"
 """Part of every digest: bump it when the drawing changes, so every sheet is drawn again."""
+MEMO_SIZE = 1024
+"""Date ranges (tick sets) a sheet's date locator (formatter) remembers before starting over."""
 POOL_MIN_SHEETS = 8
 """Below this many sheets to draw, drawing in this process beats starting a pool."""
+CHUNK_SHEETS = 4
+"""Sheets per task of the pool: small enough for this process and the pool to share the work
+evenly, large enough that a task's pickling and round trip are a few per cent of it."""
 _SERIES_SQL = """
 select n.account_id, n.currency, n.date, n.nav, n.external_flow, r.cumulative_twr, d.drawdown
 from daily_nav as n
@@ -123,12 +132,52 @@ def series_digest(series: AccountSeries, money_weighted: float | None) -> str:
     return digest.hexdigest()
 
 
+class _DateLocator(mdates.AutoDateLocator):
+    """``AutoDateLocator`` remembering the ticks of each view interval: the shared x axis asks
+    for them six times a sheet, and most sheets span the same days."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._memo: dict[tuple[float, float], tuple[np.ndarray, int]] = {}
+
+    def __call__(self) -> np.ndarray:
+        vmin, vmax = self.axis.get_view_interval()
+        key = (float(vmin), float(vmax))
+        if (hit := self._memo.get(key)) is None:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            hit = self._memo[key] = (np.array(super().__call__()), self._freq)
+        ticks, self._freq = hit
+        return ticks.copy()
+
+
+class _DateFormatter(mdates.ConciseDateFormatter):
+    """``ConciseDateFormatter`` remembering the labels (and offset) of each set of ticks."""
+
+    def __init__(self, locator: mdates.DateLocator) -> None:
+        super().__init__(locator)
+        self._memo: dict[tuple[float, ...], tuple[list[str], str]] = {}
+
+    def format_ticks(self, values: Sequence[float]) -> list[str]:
+        key = tuple(float(v) for v in values)
+        if (hit := self._memo.get(key)) is None:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            hit = self._memo[key] = (super().format_ticks(values), self._offset_string)
+        labels, self._offset_string = hit
+        return list(labels)
+
+
 class _Sheet:
     """A tearsheet figure drawn again for each account: creating the figure, its three axes and
-    their ticks is a third of a sheet's time, so each process keeps one (``render_png``)."""
+    their ticks is a third of a sheet's time, so each process keeps one (``render_png``). Its own
+    Agg canvas keeps one renderer, so text sizes measured for one sheet serve the next (savefig on
+    a canvas-less figure makes a new canvas and renderer each time), and the date ticks of a
+    range are located and formatted once."""
 
     def __init__(self) -> None:
         fig = self.fig = Figure(figsize=(8, 4.8), dpi=80)
+        FigureCanvasAgg(fig)
         fig.subplots_adjust(left=0.1, right=0.88, top=0.92, bottom=0.08, hspace=0.08)
         self.top, self.bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
         (self.growth,) = self.top.plot([], [], color="tab:blue", label="growth of 100 (TWR)")
@@ -136,9 +185,9 @@ class _Sheet:
         self.nav_axis = self.top.twinx()
         (self.nav,) = self.nav_axis.plot([], [], color="tab:gray", lw=0.8)
         self.bottom.set_ylabel("drawdown %")
-        locator = mdates.AutoDateLocator()
+        locator = _DateLocator()
         self.bottom.xaxis.set_major_locator(locator)
-        self.bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        self.bottom.xaxis.set_major_formatter(_DateFormatter(locator))
         self.drawdown = None
 
     def png(self, series: AccountSeries, money_weighted: float | None) -> bytes:
@@ -180,22 +229,81 @@ def render_png(series: AccountSeries, money_weighted: float | None) -> bytes:
     return sheet.png(series, money_weighted)
 
 
-def _render_job(job: tuple[AccountSeries, float | None]) -> bytes:
-    return render_png(*job)
+def _start_worker() -> None:
+    """Pool initializer: the figure is built while this process waits for its first task."""
+    _sheets.sheet = _Sheet()
 
 
-def render_many(jobs: list[tuple[AccountSeries, float | None]]) -> list[bytes]:
-    """``render_png`` of every job, in a process pool when there are many and several cores.
+def _render_chunk(jobs: list[tuple[AccountSeries, float | None]]) -> list[bytes]:
+    return [render_png(*job) for job in jobs]
 
-    Never from a daemonic process (a step on a Celery prefork worker, ``IBPIPELINE_EXECUTOR=celery``):
-    multiprocessing refuses it children, so the sheets are drawn here one after the other."""
-    workers = min(os.cpu_count() or 1, len(jobs))
-    if workers < 2 or len(jobs) < POOL_MIN_SHEETS or multiprocessing.current_process().daemon:
-        return [render_png(*job) for job in jobs]
+
+def render_many(
+    jobs: list[tuple[AccountSeries, float | None]],
+    on_png: Callable[[int, bytes], object] | None = None,
+) -> list[bytes]:
+    """``render_png`` of every job; ``on_png(index, png)`` is called as each one is done (from
+    this thread or the pool's result thread).
+
+    Many jobs on several cores: a spawned pool of ``cores - 1`` processes takes chunks from the
+    front while this process (matplotlib already imported) draws chunks from the back, taking each
+    one the pool has not started, so the pool's start-up (a fresh interpreter importing
+    matplotlib) overlaps drawing instead of delaying it. Never a pool in a daemonic process (a
+    step on a Celery prefork worker, ``IBPIPELINE_EXECUTOR=celery``): multiprocessing refuses it
+    children, so the sheets are drawn here one after the other."""
+    results: list[bytes | None] = [None] * len(jobs)
+
+    def done(index: int, png: bytes) -> None:
+        results[index] = png
+        if on_png is not None:
+            on_png(index, png)
+
+    cores = os.cpu_count() or 1
+    if cores < 2 or len(jobs) < POOL_MIN_SHEETS or multiprocessing.current_process().daemon:
+        for i, job in enumerate(jobs):
+            done(i, render_png(*job))
+        return results  # type: ignore[return-value]
+    starts = range(0, len(jobs), CHUNK_SHEETS)
     # spawn: the caller may be a multi-threaded Dagster process, where fork is unsafe
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+    pool = ProcessPoolExecutor(
+        max_workers=min(cores - 1, len(starts)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+    )
+    try:
+        futures = [pool.submit(_render_chunk, jobs[s : s + CHUNK_SHEETS]) for s in starts]
+        handled = [
+            _on_chunk(future, start, done) for start, future in zip(starts, futures, strict=True)
+        ]
+        for start, future in zip(reversed(starts), reversed(futures), strict=True):
+            if future.cancel():  # not started by the pool: this process draws it
+                for i, job in enumerate(jobs[start : start + CHUNK_SHEETS], start):
+                    done(i, render_png(*job))
+        for future, chunk_handled in zip(futures, handled, strict=True):
+            if not future.cancelled():
+                future.result()  # raises a worker's error
+                chunk_handled.wait()  # its callback has handed every PNG to done()
+    finally:
+        # every chunk is done or cancelled: no need to wait for the idle processes to exit
+        pool.shutdown(wait=False, cancel_futures=True)
+    return results  # type: ignore[return-value]
+
+
+def _on_chunk(future: Future, start: int, done: Callable[[int, bytes], None]) -> threading.Event:
+    """Hand the PNGs of a pool's chunk (its first job: ``start``) to ``done`` as soon as it is
+    drawn (in the pool's result thread); the event is set when that is over."""
+    handled = threading.Event()
+
+    def callback(future: Future) -> None:
+        try:
+            if not future.cancelled() and future.exception() is None:
+                for i, png in enumerate(future.result(), start):
+                    done(i, png)
+        finally:
+            handled.set()
+
+    future.add_done_callback(callback)
+    return handled
 
 
 def read_digests(data_dir: Path) -> dict[str, str]:
@@ -221,10 +329,18 @@ def draw_changed(
             pngs[series.account_id] = path.read_bytes()
         else:
             stale.append(series)
-    for series, png in zip(
-        stale, render_many([(s, weighted[s.account_id]) for s in stale]), strict=True
-    ):
-        atomic_write_bytes(tearsheet_path(data_dir, series.account_id), png)
+    # a thread writes (and fsyncs) each sheet as soon as it is drawn, while the drawing goes on
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tearsheet-writer") as writer:
+        writes: list[Future] = []
+
+        def write(index: int, png: bytes) -> None:
+            path = tearsheet_path(data_dir, stale[index].account_id)
+            writes.append(writer.submit(atomic_write_bytes, path, png))
+
+        drawn = render_many([(s, weighted[s.account_id]) for s in stale], on_png=write)
+        for future in writes:
+            future.result()
+    for series, png in zip(stale, drawn, strict=True):
         pngs[series.account_id] = png
     atomic_write_bytes(
         Path(data_dir) / TEARSHEET_DIR / DIGEST_FILE,

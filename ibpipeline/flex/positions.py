@@ -54,7 +54,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from itertools import repeat
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -95,6 +96,11 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """Columns read from each input table besides ``account_id`` and ``date`` (the others are never
 looked at; converting only these to Python keeps reconstruction time and memory down)."""
+_CHANGE_READ: dict[str, tuple[str, ...]] = {
+    name: (*columns, "close_price", "fx_rate_to_base") for name, columns in CHANGE_COLUMNS.items()
+}
+"""Columns of the position-change tables converted to Python row by row (their instrument
+columns are read only for the first row of each conid)."""
 SOURCE_OPEN_POSITIONS = "OpenPositions"
 SOURCE_RECONSTRUCTED = "reconstructed"
 SOURCE_UNPRICED = "unpriced"
@@ -107,10 +113,16 @@ class PositionReconstructionError(FlexError, ValueError):
 
 
 def _exact(value: Decimal) -> Decimal:
-    """``value`` at the storage scale: unchanged unless it has more than 10 decimal places."""
-    if value.as_tuple().exponent >= -10:  # type: ignore[operator]
-        return value
-    return value.quantize(_SCALE, context=_CONTEXT)
+    """``value`` at the storage scale: rounded half-even at the 10th decimal place (exact when it
+    has at most 10; the Decimal may then gain trailing zeros, the stored decimal128 is the same).
+    A value too long for 38 digits at scale 10 and with at most 10 places is returned unchanged
+    (the Arrow conversion rejects it, as before)."""
+    try:
+        return value.quantize(_SCALE, context=_CONTEXT)
+    except InvalidOperation:
+        if value.as_tuple().exponent >= -10:  # type: ignore[operator]
+            return value
+        raise
 
 
 def position_value(quantity: Decimal, price: Decimal, asset_category: str | None,
@@ -131,7 +143,11 @@ def value_in_base(value: Decimal | None, fx_rate: Decimal, asset_category: str |
 
 @dataclass
 class _Window:
-    """One statement's rows (its account, dates in [from_date, to_date]), indexed for lookups."""
+    """One statement's rows (its account, dates in [from_date, to_date]), indexed for lookups.
+
+    ``prior``: (date, conid) -> (price, fx_rate_to_base) of the PriorPeriodPositions row.
+    ``instruments``: conid -> the :data:`_INSTRUMENT_FIELDS` values of the first row seen for it
+    (OpenPositions, then PriorPeriodPositions, then the position changes, in row order)."""
 
     info: StatementInfo
     nav_dates: set[date] = field(default_factory=set)
@@ -140,25 +156,23 @@ class _Window:
     lots: dict[int, list[Row]] = field(default_factory=lambda: defaultdict(list))
     anchor_dates: set[date] = field(default_factory=set)
     deltas: dict[date, dict[int, Decimal]] = field(default_factory=lambda: defaultdict(dict))
-    prior: dict[tuple[date, int], Row] = field(default_factory=dict)
+    prior: dict[tuple[date, int], tuple[Decimal | None, Decimal | None]] = field(
+        default_factory=dict
+    )
     traded: dict[tuple[date, int], Row] = field(default_factory=dict)
     fx: dict[tuple[date, str], Decimal] = field(default_factory=dict)
-    instruments: dict[int, Row] = field(default_factory=dict)
+    instruments: dict[int, tuple] = field(default_factory=dict)
 
     def add_delta(self, day: date, conid: int, quantity: Decimal) -> None:
         changes = self.deltas[day]
         changes[conid] = changes.get(conid, ZERO) + quantity
-
-    def describe(self, conid: int, row: Row) -> None:
-        """Remember the instrument columns of the first row seen for ``conid``."""
-        self.instruments.setdefault(conid, {k: row.get(k) for k in _INSTRUMENT_FIELDS})
 
 
 class _AccountInputs:
     """The input tables of reconstruction grouped by account without copying them: each
     table's ``account_id``, ``date`` and :data:`_COLUMNS` (those it has), with its row numbers in
     account order (row order inside an account preserved), so one account's rows at a time are
-    taken and become Python dicts (:meth:`rows`) instead of every account's at once."""
+    taken (:meth:`tables`) and converted to Python instead of every account's at once."""
 
     def __init__(self, parsed: ParsedFlex) -> None:
         self.tables: dict[str, pa.Table] = {}
@@ -184,49 +198,119 @@ class _AccountInputs:
         self.snapshot = positions is not None and positions["conid"].null_count < len(positions)
         """Whether the statement has any OpenPositions row (of any account)."""
 
-    def rows(self, account_id: str) -> dict[str, list[Row]]:
-        """``account_id``'s rows of every input table as dicts (an empty list for none)."""
-        out: dict[str, list[Row]] = {}
+    def account(self, account_id: str) -> dict[str, pa.Table]:
+        """``account_id``'s rows of every input table that has some, in row order: a zero-copy
+        slice when they are contiguous (a statement prints each account's rows together), else
+        taken."""
+        out: dict[str, pa.Table] = {}
         for name in _INPUT_TABLES:
             span = self.spans.get(name, {}).get(account_id)
-            rows = self.order[name].slice(*span) if span else None
-            out[name] = self.tables[name].take(rows).to_pylist() if rows is not None else []
+            if not span:
+                continue
+            rows = self.order[name].slice(*span)
+            first, last = rows[0].as_py(), rows[-1].as_py()
+            table = self.tables[name]
+            out[name] = (
+                table.slice(first, span[1]) if last - first == span[1] - 1 else table.take(rows)
+            )
         return out
 
 
-def _window(info: StatementInfo, rows: Mapping[str, list[Row]]) -> _Window:
-    """Index the rows of ``info``'s account dated inside its window."""
+_EPOCH = date(1970, 1, 1).toordinal()
+
+
+def _pylist(column: pa.ChunkedArray) -> list:
+    """``column`` as a Python list; a date32 column through its day numbers, one ``date`` per
+    distinct day (Arrow builds a ``date`` per value, several times slower)."""
+    if column.type != pa.date32():
+        return column.to_pylist()
+    days = column.cast(pa.int32()).to_pylist()
+    dates = {n: None if n is None else date.fromordinal(n + _EPOCH) for n in set(days)}
+    return list(map(dates.__getitem__, days))
+
+
+def _columns(table: pa.Table, names: Iterable[str]) -> list[list]:
+    """``table``'s columns ``names`` as Python lists (all None for a column it lacks)."""
+    present = set(table.column_names)
+    return [_pylist(table[n]) if n in present else [None] * len(table) for n in names]
+
+
+def _row_dicts(table: pa.Table, names: Iterable[str], lo: date, hi: date) -> list[Row]:
+    """``table``'s rows dated in [lo, hi] as dicts of its columns ``names`` (those it has) and
+    :data:`_ROW`, the row number in ``table``."""
+    names = [n for n in dict.fromkeys(("date", *names)) if n in table.column_names]
+    keys = (*names, _ROW)
+    values = zip(*_columns(table, names), range(len(table)), strict=True)
+    return [row for row in map(dict, map(zip, repeat(keys), values)) if lo <= row["date"] <= hi]
+
+
+_ROW = "_row"
+"""Key of a change row's row number in its account's table (to read its instrument later)."""
+
+
+def _window(info: StatementInfo, tables: Mapping[str, pa.Table]) -> _Window:
+    """Index the rows of ``info``'s account (``tables``: its rows per input table) dated inside
+    its window."""
     w = _Window(info)
+    lo, hi = info.from_date, info.to_date
 
-    def inside(name: str) -> Iterable[Row]:
-        return (r for r in rows.get(name, ()) if info.from_date <= r["date"] <= info.to_date)
+    def dates(name: str) -> set[date]:
+        table = tables.get(name)
+        if table is None:
+            return set()
+        return {d for d in pc.unique(table["date"]).to_pylist() if lo <= d <= hi}
 
-    w.nav_dates = {r["date"] for r in inside("nav_daily")}
+    w.nav_dates = dates("nav_daily")
     for name in _DATE_SOURCES:
-        w.other_dates |= {r["date"] for r in inside(name) if r["date"].weekday() < 5}
-    for r in inside("open_positions"):
-        if r["conid"] is None:
-            continue
-        w.anchor_dates.add(r["date"])
-        if r["level_of_detail"] == "LOT":
-            w.lots[r["conid"]].append(r)
-        else:
-            w.summary[r["conid"]] = r
-        w.describe(r["conid"], r)
-    for r in inside("prior_period_positions"):
-        if r["conid"] is not None:
-            w.prior[(r["date"], r["conid"])] = r
-            w.describe(r["conid"], r)
-    for change in position_changes({name: inside(name) for name in CHANGE_COLUMNS}):
+        w.other_dates |= {d for d in dates(name) if d.weekday() < 5}
+    pending: dict[int, tuple[str, int]] = {}  # conid -> (table, row) of its first row
+    if "open_positions" in tables:
+        for r in tables["open_positions"].to_pylist():
+            if not lo <= r["date"] <= hi or r["conid"] is None:
+                continue
+            w.anchor_dates.add(r["date"])
+            if r["level_of_detail"] == "LOT":
+                w.lots[r["conid"]].append(r)
+            else:
+                w.summary[r["conid"]] = r
+            if r["conid"] not in w.instruments:
+                w.instruments[r["conid"]] = tuple(r.get(k) for k in _INSTRUMENT_FIELDS)
+    if "prior_period_positions" in tables:
+        cols = _columns(
+            tables["prior_period_positions"], ("date", "conid", "price", "fx_rate_to_base")
+        )
+        for i, (day, conid, price, fx) in enumerate(zip(*cols, strict=True)):
+            if not lo <= day <= hi or conid is None:
+                continue
+            w.prior[(day, conid)] = (price, fx)
+            if conid not in w.instruments and conid not in pending:
+                pending[conid] = ("prior_period_positions", i)
+    rows = {
+        name: _row_dicts(tables[name], _CHANGE_READ[name], lo, hi) if name in tables else []
+        for name in CHANGE_COLUMNS
+    }
+    for change in position_changes(rows):
         r = change.row
         w.add_delta(change.date, change.conid, change.quantity)
         if change.source == "trades" and r.get("close_price") is not None:
             w.traded.setdefault((change.date, change.conid), r)
-        w.describe(change.conid, r)
-    for r in inside("fx_rates"):
-        to_ccy = r["to_currency"]
-        if r["rate"] is not None and (info.base_currency is None or to_ccy == info.base_currency):
-            w.fx[(r["date"], r["from_currency"])] = r["rate"]
+        if change.conid not in w.instruments and change.conid not in pending:
+            pending[change.conid] = (change.source, r[_ROW])  # type: ignore[assignment]
+    by_table: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for conid, (name, i) in pending.items():
+        by_table[name].append((conid, i))
+    for name, wanted in by_table.items():
+        taken = tables[name].take([i for _, i in wanted])
+        for (conid, _), values in zip(
+            wanted, zip(*_columns(taken, _INSTRUMENT_FIELDS), strict=True), strict=True
+        ):
+            w.instruments[conid] = values
+    if "fx_rates" in tables:
+        base = info.base_currency
+        cols = _columns(tables["fx_rates"], ("date", "from_currency", "to_currency", "rate"))
+        for day, from_ccy, to_ccy, rate in zip(*cols, strict=True):
+            if lo <= day <= hi and rate is not None and (base is None or to_ccy == base):
+                w.fx[(day, from_ccy)] = rate
     return w
 
 
@@ -287,11 +371,13 @@ def daily_quantities(
 
 
 def _fx_rate(
-    w: _Window, day: date, currency: str | None, source: Row | None, conid: int
+    w: _Window, day: date, currency: str | None, source_rate: Decimal | None, conid: int
 ) -> Decimal:
-    rate = w.fx.get((day, currency))
-    if rate is None and source is not None:
-        rate = source.get("fx_rate_to_base")
+    """The day's ConversionRate ``currency -> base``, else ``source_rate`` (the row's
+    fxRateToBase), else 1 for the base currency."""
+    rate = w.fx.get((day, currency))  # type: ignore[arg-type]
+    if rate is None:
+        rate = source_rate
     if rate is None and currency is not None and currency == w.info.base_currency:
         rate = ONE
     if rate is None:
@@ -302,54 +388,44 @@ def _fx_rate(
     return rate
 
 
-def _reconstructed_row(w: _Window, anchor: date, day: date, conid: int, qty: Decimal) -> Row:
+_CATEGORY_AT, _CURRENCY_AT, _MULTIPLIER_AT = (
+    _INSTRUMENT_FIELDS.index(n) for n in ("asset_category", "currency", "multiplier")
+)
+_OUT_FIELDS: tuple[str, ...] = tuple(n for n in POSITIONS_DAILY.names
+                                     if n not in ("account_id", "statement_sha256"))  # fmt: skip
+"""The columns of an output row tuple (:data:`POSITIONS_DAILY` but the per-account constants)."""
+OutRow = tuple
+"""One output row: the values of :data:`_OUT_FIELDS` in that order."""
+
+
+def _reconstructed_row(w: _Window, anchor: date, day: date, conid: int, qty: Decimal) -> OutRow:
     """A SUMMARY row priced at the close of ``day`` (see the module doc for the price order)."""
     prior, traded = w.prior.get((day, conid)), w.traded.get((day, conid))
-    source: Row | None = None
+    source_rate: Decimal | None = None
     price = None
-    if prior is not None and prior["price"] is not None:
-        source, price = prior, prior["price"]
+    if prior is not None and prior[0] is not None:
+        price, source_rate = prior
     elif traded is not None:
-        source, price = traded, traded["close_price"]
+        price, source_rate = traded["close_price"], traded.get("fx_rate_to_base")
     elif day == anchor and conid in w.lots:  # printed as LOT rows only
         source = w.lots[conid][0]
-        price = source["mark_price"]
+        price, source_rate = source["mark_price"], source.get("fx_rate_to_base")
     inst = w.instruments[conid]
-    category = inst["asset_category"]
-    lots = w.lots.get(conid, ()) if day == anchor else ()
+    currency = inst[_CURRENCY_AT]
+    cost = pnl = None
+    if day == anchor and conid in w.lots:
+        lots = w.lots[conid]
+        cost, pnl = _lot_sum(lots, "cost_basis_money"), _lot_sum(lots, "unrealized_pnl")
     if price is None:
-        return {
-            **inst,
-            "date": day,
-            "conid": conid,
-            "level_of_detail": "SUMMARY",
-            "lot_open_at": None,
-            "quantity": qty,
-            "mark_price": None,
-            "position_value": None,
-            "fx_rate_to_base": w.fx.get((day, inst["currency"])),
-            "value_base": None,
-            "cost_basis_money": _lot_sum(lots, "cost_basis_money"),
-            "unrealized_pnl": _lot_sum(lots, "unrealized_pnl"),
-            "source": SOURCE_UNPRICED,
-        }
-    value = position_value(qty, price, category, inst["multiplier"])
-    fx = _fx_rate(w, day, inst["currency"], source, conid)
-    return {
-        **inst,
-        "date": day,
-        "conid": conid,
-        "level_of_detail": "SUMMARY",
-        "lot_open_at": None,
-        "quantity": qty,
-        "mark_price": price,
-        "position_value": value,
-        "fx_rate_to_base": fx,
-        "value_base": value_in_base(value, fx, category),
-        "cost_basis_money": _lot_sum(lots, "cost_basis_money"),
-        "unrealized_pnl": _lot_sum(lots, "unrealized_pnl"),
-        "source": SOURCE_OPEN_POSITIONS if day == anchor else SOURCE_RECONSTRUCTED,
-    }
+        fx = w.fx.get((day, currency))  # type: ignore[arg-type]
+        return (day, conid, "SUMMARY", None, *inst, qty, None, None, fx, None, cost, pnl,
+                SOURCE_UNPRICED)  # fmt: skip
+    category = inst[_CATEGORY_AT]
+    value = position_value(qty, price, category, inst[_MULTIPLIER_AT])
+    fx = _fx_rate(w, day, currency, source_rate, conid)
+    source = SOURCE_OPEN_POSITIONS if day == anchor else SOURCE_RECONSTRUCTED
+    return (day, conid, "SUMMARY", None, *inst, qty, price, value, fx,
+            value_in_base(value, fx, category), cost, pnl, source)  # fmt: skip
 
 
 def _lot_sum(lots: Iterable[Row], name: str) -> Decimal | None:
@@ -360,50 +436,56 @@ def _lot_sum(lots: Iterable[Row], name: str) -> Decimal | None:
     return sum(values, ZERO)
 
 
-def _printed_row(w: _Window, row: Row) -> Row:
+def _printed_row(w: _Window, row: Row) -> OutRow:
     """An OpenPositions row as printed, with value_base and the day's ConversionRate."""
-    fx = _fx_rate(w, row["date"], row["currency"], row, row["conid"])
-    out = {name: row.get(name) for name in POSITIONS_DAILY.names}
+    fx = _fx_rate(w, row["date"], row["currency"], row.get("fx_rate_to_base"), row["conid"])
+    out = {name: row.get(name) for name in _OUT_FIELDS}
     out["fx_rate_to_base"] = fx
     out["value_base"] = value_in_base(row["position_value"], fx, row["asset_category"])
     out["source"] = SOURCE_OPEN_POSITIONS
-    return out
+    return tuple(out.values())
+
+
+_CONID, _LEVEL, _LOT_AT = (
+    _OUT_FIELDS.index(n) for n in ("conid", "level_of_detail", "lot_open_at")
+)
+
+
+def _day_sort_key(row: OutRow) -> tuple:
+    """Order of one day's rows: conid, SUMMARY before LOT rows, lots by open time."""
+    lot_at = row[_LOT_AT]
+    return (row[_CONID], row[_LEVEL] != "SUMMARY", lot_at is not None, lot_at or datetime.min)
 
 
 def _statement_rows(
     w: _Window, skip: set[date], query_has_open_positions: bool
-) -> tuple[list[Row], list[date]]:
-    """Rows of one statement (report dates in ``skip`` left out) and its report dates; none
-    without an OpenPositions snapshot (see the module doc)."""
+) -> list[tuple[date, list[OutRow]]]:
+    """Rows of one statement per report date (dates in ``skip`` left out), each day's rows in
+    output order (:func:`_day_sort_key`); none without an OpenPositions snapshot (see the module
+    doc)."""
     if not w.anchor_dates and not query_has_open_positions:
-        return [], []
+        return []
     anchor = _anchor(w)
     days = [d for d in report_dates(w, anchor) if d not in skip]
     quantities = daily_quantities(_end_quantities(w), anchor, w.deltas, days)
-    out: list[Row] = []
+    out: list[tuple[date, list[OutRow]]] = []
     for day in days:
-        for conid, qty in quantities[day].items():
-            if day == anchor and conid in w.summary:
-                out.append(_printed_row(w, w.summary[conid]))
+        held = quantities[day]
+        if day != anchor:
+            out.append(
+                (day, [_reconstructed_row(w, anchor, day, c, held[c]) for c in sorted(held)])
+            )
+            continue
+        rows: list[OutRow] = []
+        for conid, qty in held.items():
+            if conid in w.summary:
+                rows.append(_printed_row(w, w.summary[conid]))
             else:
-                out.append(_reconstructed_row(w, anchor, day, conid, qty))
-            if day == anchor:
-                out.extend(_printed_row(w, lot) for lot in w.lots.get(conid, ()))
-    for row in out:
-        row["account_id"] = w.info.account_id
-    return out, days
-
-
-def _sort_key(row: Row) -> tuple:
-    lot_at = row["lot_open_at"]
-    return (
-        row["account_id"],
-        row["date"],
-        row["conid"],
-        row["level_of_detail"] != "SUMMARY",
-        lot_at is not None,
-        lot_at or datetime.min,
-    )
+                rows.append(_reconstructed_row(w, anchor, day, conid, qty))
+            rows.extend(_printed_row(w, lot) for lot in w.lots.get(conid, ()))
+        rows.sort(key=_day_sort_key)
+        out.append((day, rows))
+    return out
 
 
 def rebuilt_quantities(
@@ -414,17 +496,29 @@ def rebuilt_quantities(
     latest toDate whose window holds the day and which has an OpenPositions snapshot; days no
     such statement covers are left out. Used by the tests and to explain a break."""
     inputs = _AccountInputs(parsed)
-    by_table = inputs.rows(account_id)
+    tables = inputs.account(account_id)
     out: dict[date, dict[int, Decimal]] = {}
     wanted = set(days)
     infos = [s for s in parsed.statements if s.account_id == account_id]
     for info in sorted(infos, key=lambda s: (s.to_date, s.from_date), reverse=True):
-        w = _window(info, by_table)
+        w = _window(info, tables)
         if not w.anchor_dates and not inputs.snapshot:
             continue
         inside = {d for d in wanted if info.from_date <= d <= info.to_date and d not in out}
         out.update(daily_quantities(_end_quantities(w), _anchor(w), w.deltas, inside))
     return dict(sorted(out.items()))
+
+
+def _account_table(account_id: str, rows: list[OutRow], sha256: str) -> pa.Table:
+    """``rows`` of one account as a :data:`POSITIONS_DAILY` table (one chunk per column)."""
+    columns = list(zip(*rows, strict=True))
+    arrays = [pa.array([account_id] * len(rows), POSITIONS_DAILY.field("account_id").type)]
+    arrays += [
+        pa.array(values, POSITIONS_DAILY.field(name).type)
+        for name, values in zip(_OUT_FIELDS, columns, strict=True)
+    ]
+    arrays.append(pa.array([sha256] * len(rows), POSITIONS_DAILY.field("statement_sha256").type))
+    return pa.Table.from_arrays(arrays, schema=POSITIONS_DAILY)
 
 
 def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
@@ -439,9 +533,10 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
     dates.
 
     Memory: the input tables stay Arrow (not copied: only their row order per account is
-    computed); one account's input and output rows are Python objects at a time (converted to
-    Arrow before the next account, the result is one chunk per account), so the Python-object
-    peak is bounded by the largest account, not by the statement.
+    computed); one account's input and output rows are Python objects at a time (only the columns
+    needed; output rows are tuples, converted to Arrow column by column before the next account,
+    the result is one chunk per account), so the Python-object peak is bounded by the largest
+    account, not by the statement.
     """
     inputs = _AccountInputs(parsed)
     statements: dict[str, list[StatementInfo]] = defaultdict(list)
@@ -449,19 +544,17 @@ def reconstruct_daily_positions(parsed: ParsedFlex) -> pa.Table:
         statements[info.account_id].append(info)
     pieces = []
     for account_id in sorted(statements):  # the rows' first sort key: one account at a time
-        by_table = inputs.rows(account_id)
+        tables = inputs.account(account_id)
         done: set[date] = set()
-        out: list[Row] = []
+        by_day: list[tuple[date, list[OutRow]]] = []
         for info in statements[account_id]:
-            statement_rows, days = _statement_rows(_window(info, by_table), done, inputs.snapshot)
-            done.update(days)
-            out.extend(statement_rows)
-        if not out:
-            continue
-        for row in out:
-            row["statement_sha256"] = parsed.source_sha256
-        out.sort(key=_sort_key)
-        pieces.append(pa.Table.from_pylist(out, schema=POSITIONS_DAILY))
+            statement_days = _statement_rows(_window(info, tables), done, inputs.snapshot)
+            done.update(day for day, _ in statement_days)
+            by_day.extend(statement_days)
+        by_day.sort(key=lambda item: item[0])  # each day comes from one statement
+        out = [row for _, rows in by_day for row in rows]
+        if out:
+            pieces.append(_account_table(account_id, out, parsed.source_sha256))
     if not pieces:
         return POSITIONS_DAILY.empty_table()
     return pa.concat_tables(pieces)

@@ -25,6 +25,9 @@ from packaging import version
 
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 DBT_EXECUTABLE = str(Path(sys.prefix) / "bin" / "dbt")
+FAST_EXIT_DBT = Path(sys.prefix) / "bin" / "ibpipeline-dbt"
+"""dbt without the interpreter's teardown (``ibpipeline.dbt_main``): what the assets run, when
+this venv has it (``make install`` puts it there; an older install falls back to ``dbt``)."""
 _SOURCE_SUFFIXES = (".sql", ".yml", ".yaml")
 
 dbt_project = DbtProject(project_dir=PROJECT_DIR, profiles_dir=PROJECT_DIR)
@@ -55,9 +58,10 @@ class ProjectDbtCliResource(DbtCliResource):
 
 
 def dbt_resource() -> DbtCliResource:
-    """The project's dbt resource (``ProjectDbtCliResource``) using this venv's ``dbt`` (no PATH
-    lookup)."""
-    return ProjectDbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
+    """The project's dbt resource (``ProjectDbtCliResource``) running this venv's
+    ``ibpipeline-dbt`` (else its ``dbt``; no PATH lookup)."""
+    executable = str(FAST_EXIT_DBT) if FAST_EXIT_DBT.is_file() else DBT_EXECUTABLE
+    return ProjectDbtCliResource(project_dir=dbt_project, dbt_executable=executable)
 
 
 def manifest_is_stale(project: DbtProject = dbt_project) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -154,6 +155,42 @@ def test_the_dbt_resource_starts_dbt_once_per_call() -> None:
     assert isinstance(resource, ProjectDbtCliResource)
     assert str(resource._cli_version) == version("dbt-core")
     assert resource._initialize_dbt_core_adapter(["build"]) is None
+
+
+def test_fast_exit_dbt_keeps_dbts_output_files_and_exit_status(tmp_path: Path) -> None:
+    """``ibpipeline-dbt`` (what the resource runs) is dbt leaving by ``os._exit``: same exit status
+    (0, a failed parse's, a usage error's 2), same artifacts, no leaked-semaphore warning."""
+    import subprocess
+
+    from ibpipeline.dbt import DBT_EXECUTABLE, FAST_EXIT_DBT
+
+    assert dbt_resource().dbt_executable == str(FAST_EXIT_DBT)
+
+    def run(executable: str, *args: str, cwd: Path = PROJECT_DIR) -> tuple[int, str]:
+        done = subprocess.run(
+            [executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "dbt_project.yml").write_text("name: [unclosed\n")
+    outcomes = []
+    for executable in (DBT_EXECUTABLE, str(FAST_EXIT_DBT)):
+        target = tmp_path / Path(executable).name
+        code, output = run(
+            executable, "parse", "--project-dir", str(PROJECT_DIR),
+            "--profiles-dir", str(PROJECT_DIR), "--target-path", str(target),
+            "--log-path", str(target),
+        )  # fmt: skip
+        assert code == 0, output
+        assert "leaked semaphore" not in output
+        nodes = json.loads((target / "manifest.json").read_text())["nodes"]
+        assert "model.ibpipeline.daily_nav" in nodes
+        failed_parse = run(executable, "parse", "--project-dir", str(broken), cwd=broken)[0]
+        outcomes.append((len(nodes), failed_parse, run(executable, "no-such-command")[0]))
+    (plain, fast) = outcomes
+    assert fast == plain and fast[1] != 0 and fast[2] == 2
 
 
 def test_manifest_is_stale_when_missing_or_older_than_a_model(tmp_path: Path) -> None:

@@ -16,14 +16,21 @@ so every query of the instance answers the same. Postgres storage already batche
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import groupby
 from pathlib import Path
 
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
 
 BATCHED_TYPES = frozenset(
     {
@@ -35,10 +42,15 @@ BATCHED_TYPES = frozenset(
 """Event types stored in one transaction; any other batch goes event by event, as in Dagster."""
 
 
+ENGINES_KEPT = 16
+"""SQLAlchemy engines (one per shard: the index and the latest runs' files) kept for reuse."""
+
+
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     """``SqliteEventLogStorage`` whose ``store_event_batch`` writes a batch of materializations,
     observations or planned materializations (one type, one run) in one transaction per shard
-    instead of two new engines and two commits each."""
+    instead of two new engines and two commits each, and which keeps the engine of each recent
+    shard instead of creating one for every connection (``_connect``)."""
 
     @classmethod
     def from_config_value(
@@ -46,34 +58,90 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     ) -> BatchingSqliteEventLogStorage:
         return cls(inst_data=inst_data, **config_value)
 
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        """Dagster's ``_connect`` (one transaction on the shard's file, under ``_db_lock``) with the
+        shard's engine kept: creating and disposing an engine for each of the ~600 events of a
+        daily run (each one ~5 ms: the dialect's first-connect queries) was ~3 s of it
+        (bench/README.md, session 8). The engines pool nothing (``NullPool``, as Dagster's), so a
+        kept engine holds no file open and no lock between transactions."""
+        with self._db_lock:
+            engines: OrderedDict[str, Engine] = self.__dict__.setdefault("_engines", OrderedDict())
+            engine = engines.get(shard)
+            if engine is None:
+                engine = create_engine(
+                    self.conn_string_for_shard(shard),
+                    poolclass=NullPool,
+                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+                )
+                if shard not in self._initialized_dbs:
+                    self._initdb(engine)
+                    self._initialized_dbs.add(shard)
+                engines[shard] = engine
+                while len(engines) > ENGINES_KEPT:
+                    engines.popitem(last=False)[1].dispose()
+            else:
+                engines.move_to_end(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """Store ``events`` (one run's) group by group of consecutive events of one type: planned
+        or stored asset events and planned checks in one transaction per shard, any other type
+        (and a batch spanning runs) event by event, as Dagster does."""
         events = [e for e in events if e.is_dagster_event]
-        types = {e.get_dagster_event().event_type for e in events}
-        if len(events) < 2 or len(types) != 1 or not types <= BATCHED_TYPES:
+        if len(events) < 2 or len({e.run_id for e in events}) != 1:
             super().store_event_batch(events)
             return
-        run_ids = {e.run_id for e in events}
-        if len(run_ids) != 1:
-            super().store_event_batch(events)
-            return
-        (run_id,) = run_ids
+        for event_type, grouped in groupby(events, key=lambda e: e.get_dagster_event().event_type):
+            group = list(grouped)
+            if len(group) > 1 and event_type in BATCHED_TYPES:
+                self._store_asset_events(group)
+            elif len(group) > 1 and event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
+                self._store_planned_checks(group)
+            else:
+                super().store_event_batch(group)
+
+    def _insert_events(self, events: Sequence[EventLogEntry]) -> Callable[[Connection], list[int]]:
+        """Insert ``events`` in the run's shard (one transaction); return the function inserting
+        them through a connection of the index shard and returning their ids, in order. (Two
+        steps: ``_connect`` holds a non-reentrant lock, so the shards' transactions cannot nest.)"""
         rows = [self._event_to_row(event) for event in events]
-        with self.run_connection(run_id) as conn:
-            conn.execute(SqlEventLogStorageTable.insert(), rows)
-        with self.index_transaction() as conn:
+        with self.run_connection(events[0].run_id) as run_conn:
+            run_conn.execute(SqlEventLogStorageTable.insert(), rows)
+
+        def insert_in_index(conn: Connection) -> list[int]:
             inserted = conn.execute(
                 SqlEventLogStorageTable.insert().returning(
                     SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
                 ),
                 rows,
             )
-            event_ids = [row[0] for row in inserted]
+            return [row[0] for row in inserted]
+
+        return insert_in_index
+
+    def _store_asset_events(self, events: Sequence[EventLogEntry]) -> None:
+        """What ``store_event`` writes for each asset event: the event in both shards, its tags,
+        the asset's latest-event row."""
+        insert_in_index = self._insert_events(events)
+        with self.index_transaction() as conn:
+            event_ids = insert_in_index(conn)
             self._store_asset_event_tags(conn, events, event_ids)
             latest = {}  # asset key -> its last event of the batch (the asset row keeps only it)
             for event, event_id in zip(events, event_ids, strict=True):
                 latest[event.get_dagster_event().asset_key] = (event, event_id)
             for event, event_id in latest.values():
                 self._store_asset_event(conn, event, event_id)
+
+    def _store_planned_checks(self, events: Sequence[EventLogEntry]) -> None:
+        """What ``store_event`` writes for each planned check (a run plans one per check at its
+        start: 104 in ``flex_daily_job``): the event in both shards, then its execution row."""
+        insert_in_index = self._insert_events(events)
+        with self.index_transaction() as conn:
+            event_ids = insert_in_index(conn)
+        for event, event_id in zip(events, event_ids, strict=True):
+            self.store_asset_check_event(event, event_id)
 
 
 EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"

@@ -180,3 +180,80 @@ def test_a_batch_size_already_set_wins(monkeypatch, value):
     monkeypatch.setenv(EVENT_BATCH_SIZE_ENV, value)
     enable_event_batches()
     assert os.environ[EVENT_BATCH_SIZE_ENV] == value
+
+
+def planned_checks(run_id: str, n: int) -> list[EventLogEntry]:
+    """The ASSET_CHECK_EVALUATION_PLANNED events a run stores at its start, one per check."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationPlanned,
+    )
+
+    return [
+        EventLogEntry(
+            error_info=None,
+            level=20,
+            user_message="",
+            run_id=run_id,
+            timestamp=time.time() + i * 1e-3,
+            dagster_event=DagsterEvent(
+                DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
+                "flex_daily_job",
+                event_specific_data=AssetCheckEvaluationPlanned(
+                    asset_key=ASSETS[i % 2], check_name=f"check_{i}"
+                ),
+            ),
+            job_name="flex_daily_job",
+        )
+        for i in range(n)
+    ]
+
+
+def test_a_runs_planned_materializations_and_checks_read_back_as_dagsters(tmp_path):
+    """A run's creation stores its planned materializations and planned checks as one batch of
+    two types; on more run files than the storage keeps engines for, every run reads back as
+    Dagster's own class stores the events one by one."""
+    from ibpipeline.instance_storage import ENGINES_KEPT
+
+    one_by_one = SqliteEventLogStorage(str(tmp_path / "dagster"))
+    batched = BatchingSqliteEventLogStorage(str(tmp_path / "ours"))
+    runs = [f"{i:036d}" for i in range(ENGINES_KEPT + 4)]
+    for run_id in runs:
+        batch = [*materializations(run_id, ASSETS[0], planned=True), *planned_checks(run_id, 6)]
+        for event in batch:
+            one_by_one.store_event(event)
+        batched.store_event_batch(batch)
+    checks = [dg.AssetCheckKey(ASSETS[i % 2], f"check_{i}") for i in range(6)]
+
+    def checks_of(storage: SqliteEventLogStorage) -> dict:
+        return {
+            key.to_user_string(): [
+                (r.run_id, r.status.value)
+                for r in storage.get_asset_check_execution_history(key, limit=100)
+            ]
+            for key in checks
+        }
+
+    expected = checks_of(one_by_one)
+    assert expected[checks[0].to_user_string()] == [(r, "PLANNED") for r in reversed(runs)]
+    assert checks_of(batched) == expected
+
+    def runs_of(storage: SqliteEventLogStorage) -> dict:
+        out: dict = {
+            run_id: [
+                (
+                    e.dagster_event.event_type_value,
+                    e.dagster_event.asset_key,
+                    e.dagster_event.partition,
+                )
+                for e in storage.get_logs_for_run(run_id)
+            ]
+            for run_id in runs
+        }
+        out["planned"] = [
+            storage.get_latest_planned_materialization_info(ASSETS[0], day).run_id for day in DAYS
+        ]
+        return out
+
+    expected = runs_of(one_by_one)
+    assert len(expected[runs[0]]) == len(DAYS) + 6 and expected["planned"] == [runs[-1]] * len(DAYS)
+    assert runs_of(batched) == expected

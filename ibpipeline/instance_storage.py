@@ -9,7 +9,9 @@ materializations of one output as a batch to ``store_event_batch`` when ``DAGSTE
 is set (``ibpipeline.definitions`` sets it); the SQLite class then still stores them one by one.
 This class stores the batch with one connection and one transaction per shard, writing the same
 rows as ``store_event`` (event rows in both shards, asset event tags, the asset's latest-event row)
-so every query of the instance answers the same. Postgres storage already batches
+so every query of the instance answers the same. It also keeps the SQLAlchemy engine of each
+recent shard (Dagster creates one per transaction) and stores a run's planned checks in one
+transaction. Postgres storage already batches
 (``dagster_postgres``), so production instances need nothing from here.
 """
 

@@ -76,14 +76,14 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                     poolclass=NullPool,
                     connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
                 )
-                if shard not in self._initialized_dbs:
-                    self._initdb(engine)
-                    self._initialized_dbs.add(shard)
                 engines[shard] = engine
                 while len(engines) > ENGINES_KEPT:
                     engines.popitem(last=False)[1].dispose()
             else:
                 engines.move_to_end(shard)
+            if shard not in self._initialized_dbs:  # a new shard, or after wipe() or migrations
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
 

@@ -257,3 +257,16 @@ def test_a_runs_planned_materializations_and_checks_read_back_as_dagsters(tmp_pa
     expected = runs_of(one_by_one)
     assert len(expected[runs[0]]) == len(DAYS) + 6 and expected["planned"] == [runs[-1]] * len(DAYS)
     assert runs_of(batched) == expected
+
+
+def test_a_wiped_storage_recreates_its_run_files(tmp_path):
+    """``wipe`` deletes the run files whose engines the storage keeps: the next event of a run
+    recreates its file and tables (Dagster's behaviour) instead of failing on a missing table."""
+    storage = BatchingSqliteEventLogStorage(str(tmp_path / "ours"))
+    run_id = "e" * 36
+    storage.store_event_batch(materializations(run_id, ASSETS[0]))
+    assert len(storage.get_logs_for_run(run_id)) == len(DAYS)
+    storage.wipe()
+    assert storage.get_logs_for_run(run_id) == []
+    storage.store_event_batch(materializations(run_id, ASSETS[1])[:3])
+    assert [e.dagster_event.partition for e in storage.get_logs_for_run(run_id)] == DAYS[:3]

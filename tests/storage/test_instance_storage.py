@@ -270,3 +270,13 @@ def test_a_wiped_storage_recreates_its_run_files(tmp_path):
     assert storage.get_logs_for_run(run_id) == []
     storage.store_event_batch(materializations(run_id, ASSETS[1])[:3])
     assert [e.dagster_event.partition for e in storage.get_logs_for_run(run_id)] == DAYS[:3]
+
+
+def test_the_overridden_private_method_still_exists_in_dagster():
+    """``_connect`` is Dagster's private method behind ``run_connection``/``index_connection``;
+    an upgrade that renames it would silently bring back an engine per transaction."""
+    import inspect
+
+    assert "_connect" in vars(SqliteEventLogStorage)
+    for name in ("run_connection", "index_connection"):
+        assert "self._connect(" in inspect.getsource(getattr(SqliteEventLogStorage, name))

@@ -17,9 +17,15 @@
   {{- value if value is not none else default -}}
 {%- endmacro %}
 
-{#- Rows of the daily marts rebuilt by this run: min_date <= date < max_date (date_bound). -#}
-{% macro in_date_window(column='date') -%}
-  {{ column }} >= cast('{{ date_bound("min_date", "1900-01-01") }}' as date) and {{ column }} < cast('{{ date_bound("max_date", "9999-12-31") }}' as date)
+{#-
+  Rows of the daily marts rebuilt by this run: min_date <= date < max_date (date_bound).
+  through_history_end=true drops the upper bound, for path-dependent marts (cumulative TWR,
+  drawdown from the running peak): a day's value depends on every earlier day, so a run over an
+  older range (a backfill after later days were built) rebuilds its days and every later one.
+-#}
+{% macro in_date_window(column='date', through_history_end=false) -%}
+  {{ column }} >= cast('{{ date_bound("min_date", "1900-01-01") }}' as date)
+  {%- if not through_history_end %} and {{ column }} < cast('{{ date_bound("max_date", "9999-12-31") }}' as date){% endif %}
 {%- endmacro %}
 
 {#- Annual risk-free rate de-annualized per period, as quantstats does. -#}

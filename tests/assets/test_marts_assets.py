@@ -580,9 +580,12 @@ def test_checks_fail_on_broken_marts(pipeline: Pipeline, tmp_path: Path) -> None
             f"update daily_nav set nav = nav + 1 where account_id = '{account}' and date = '{pipeline.end}'"
         )
         con.execute(f"delete from daily_nav where account_id = '{account}' and date = '{middle}'")
-        late = pipeline.accounts[1]  # its last day never arrived
+        # its last two business days never arrived: stale whichever of the UTC date (the
+        # fixture's "today") and New York's (the check's) is today
+        late = pipeline.accounts[1]
         con.execute(
-            f"delete from daily_nav where account_id = '{late}' and date = '{pipeline.end}'"
+            f"delete from daily_nav where account_id = '{late}' and date in (select date from "
+            f"daily_nav where account_id = '{late}' order by date desc limit 2)"
         )
     with dg.instance_for_test() as instance:
         result = dg.materialize(

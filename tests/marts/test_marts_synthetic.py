@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 import quantstats as qs
@@ -159,6 +160,31 @@ def test_incremental_window_rebuild_replaces_only_its_rows(built) -> None:
     )
     after = query(data_dir, "select * from daily_returns order by account_id, date")
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_an_older_window_rebuilds_the_later_days_of_path_dependent_marts(built) -> None:
+    """Cumulative TWR and drawdowns of a day depend on every earlier day: a backfill of an older
+    range run after later days were built (stale values there, made here by hand) rebuilds its
+    days and every later one, so both marts equal the full build again."""
+    data_dir, _ = built
+    tables = ("daily_returns", "drawdowns")
+    before = {t: query(data_dir, f"select * from {t} order by account_id, date") for t in tables}
+    with duckdb.connect(str(data_dir / "ibpipeline.duckdb")) as con:
+        con.execute(
+            "update daily_returns set cumulative_twr = cumulative_twr + 1 where date > '2024-06-03'"
+        )
+        con.execute("update drawdowns set drawdown = drawdown - 0.5 where date > '2024-06-03'")
+    dbt_build(
+        data_dir,
+        "--select",
+        " ".join(tables),
+        "--vars",
+        "{min_date: '2024-06-03', max_date: '2024-06-04'}",
+    )
+    for table in tables:
+        after = query(data_dir, f"select * from {table} order by account_id, date")
+        assert (after["date"] > pd.Timestamp("2024-06-04")).any()
+        pd.testing.assert_frame_equal(before[table], after)
 
 
 def test_sharpe_with_risk_free_rate_var(built) -> None:

@@ -3,4 +3,5 @@
 -- Daily TWR (start-of-day flow convention) and cumulative TWR since the first return, per
 -- account (base currency) and household `ALL` (USD). See int_returns for the formulas.
 select * from {{ ref('int_returns') }}
-where {{ in_date_window() }}
+-- path-dependent: days after the window change with it (macros/date_window.sql)
+where {{ in_date_window(through_history_end=true) }}

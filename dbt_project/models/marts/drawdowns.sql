@@ -4,4 +4,5 @@
 -- of wealth starting at 1.0 (capital before the first return), drawdown = wealth / peak - 1
 -- (<= 0), as quantstats.to_drawdown_series.
 select * from {{ ref('int_drawdowns') }}
-where {{ in_date_window() }}
+-- path-dependent: days after the window change with it (macros/date_window.sql)
+where {{ in_date_window(through_history_end=true) }}

@@ -47,19 +47,24 @@ def materializations(
                 event_specific_data=StepMaterializationData(mat),
                 step_key="normalized_flex",
             )
-        out.append(
-            EventLogEntry(
-                error_info=None,
-                level=20,
-                user_message="",
-                run_id=run_id,
-                timestamp=time.time() + i * 1e-3,
-                dagster_event=event,
-                step_key="normalized_flex",
-                job_name="flex_daily_job",
-            )
-        )
+        out.append(log_entry(run_id, i, event, step_key="normalized_flex"))
     return out
+
+
+def log_entry(
+    run_id: str, i: int, event: DagsterEvent, step_key: str | None = None
+) -> EventLogEntry:
+    """The ``i``-th event of a run (1 ms apart) as the instance hands it to the storage."""
+    return EventLogEntry(
+        error_info=None,
+        level=20,
+        user_message="",
+        run_id=run_id,
+        timestamp=time.time() + i * 1e-3,
+        dagster_event=event,
+        step_key=step_key,
+        job_name="flex_daily_job",
+    )
 
 
 def snapshot(storage: SqliteEventLogStorage, run_ids: list[str]) -> dict:
@@ -189,20 +194,16 @@ def planned_checks(run_id: str, n: int) -> list[EventLogEntry]:
     )
 
     return [
-        EventLogEntry(
-            error_info=None,
-            level=20,
-            user_message="",
-            run_id=run_id,
-            timestamp=time.time() + i * 1e-3,
-            dagster_event=DagsterEvent(
+        log_entry(
+            run_id,
+            i,
+            DagsterEvent(
                 DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED.value,
                 "flex_daily_job",
                 event_specific_data=AssetCheckEvaluationPlanned(
                     asset_key=ASSETS[i % 2], check_name=f"check_{i}"
                 ),
             ),
-            job_name="flex_daily_job",
         )
         for i in range(n)
     ]

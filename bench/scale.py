@@ -1,5 +1,6 @@
 """Scale benchmark (issue #13): N accounts x D days split into Q Flex queries, run by W Celery
-workers against a Postgres Dagster instance, and the same range in one process.
+workers against a Postgres Dagster instance and a DuckLake warehouse (catalog in Postgres), and
+the same range in one process (SQLite instance, the embedded DuckDB file).
 
 Usage::
 
@@ -169,6 +170,43 @@ def table_digests(data_dir: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
+def warehouse_digests(
+    data_dir: Path, lake_catalog: str | None = None
+) -> dict[str, tuple[int, int]]:
+    """(rows, order-independent hash) of every warehouse table and view (the DuckDB file, or the
+    DuckLake of ``lake_catalog``), without ``LINEAGE``; floating columns rounded to 9 decimals
+    (sums over rows in another order may differ in the last bits)."""
+    from ibpipeline.storage import warehouse
+
+    if lake_catalog is None:
+        import duckdb
+
+        con = duckdb.connect(str(data_dir / "ibpipeline.duckdb"), read_only=True)
+    else:
+        con = warehouse.connect_lake(warehouse.LakeConfig(lake_catalog, data_dir / "lake"), True)
+    out = {}
+    with con:
+        (catalog,) = con.execute("SELECT current_database()").fetchone()
+        columns: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for schema, table, column, kind in con.execute(
+            "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = ? AND table_schema NOT IN ('information_schema', 'pg_catalog') "
+            "ORDER BY table_schema, table_name, ordinal_position",
+            [catalog],
+        ).fetchall():
+            if column == LINEAGE:
+                continue
+            floating = kind in ("DOUBLE", "FLOAT", "REAL")
+            columns[(schema, table)].append(f'round("{column}", 9)' if floating else f'"{column}"')
+        for (schema, table), cols in sorted(columns.items()):
+            rows, digest = con.execute(
+                f"SELECT count(*), coalesce(sum(hash(t)), 0) FROM "
+                f'(SELECT {", ".join(cols)} FROM "{schema}"."{table}") t'
+            ).fetchone()
+            out[f"{schema}.{table}"] = (rows, int(digest))
+    return out
+
+
 def step_windows(env: dict[str, str]) -> dict[str, tuple[float, float]]:
     """Step key -> (start, end) epoch seconds in the instance's only run (STEP_START to its
     end)."""
@@ -246,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-single", action="store_true", help="no single-process run")
     parser.add_argument(
+        "--warehouse",
+        choices=("ducklake", "duckdb"),
+        default="ducklake",
+        help="warehouse of the Celery run (the single-process run uses the embedded DuckDB file)",
+    )
+    parser.add_argument(
         "--no-marts",
         action="store_true",
         help="stop after the normalized tables and DuckDB views (raw, normalize, write steps)",
@@ -263,8 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     db = f"ibp_bench_{secrets.token_hex(4)}"
     admin = psycopg2.connect(dbname="postgres", **PG)
     admin.autocommit = True
+    lake_db = f"{db}_lake" if args.warehouse == "ducklake" else None
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{db}"')
+        if lake_db:
+            cur.execute(f'CREATE DATABASE "{lake_db}"')
+    lake_catalog = (
+        f"dbname={lake_db} host={PG['host']} port={PG['port']} user={PG['user']}"
+        if lake_db
+        else None
+    )
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("add_user", vhost, password)
     _rabbitmqctl("set_permissions", "-p", vhost, vhost, ".*", ".*", ".*")
@@ -300,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             settings.CELERY_BACKEND_ENV: "rpc://",
             settings.DATA_DIR_ENV: str(tmp / "data_celery"),
         }
+        if lake_catalog:
+            celery_env[settings.WAREHOUSE_ENV] = "ducklake"
+            celery_env[settings.DUCKLAKE_CATALOG_ENV] = lake_catalog
         for i in range(1, args.workers + 1):
             log = (tmp / f"worker{i}.log").open("wb")
             workers[f"worker{i}"] = subprocess.Popen(
@@ -331,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(f"{args.accounts} accounts x {args.days} days, {args.queries} queries, "
-              f"{args.workers} Celery workers (Postgres instance)")  # fmt: skip
+              f"{args.workers} Celery workers (Postgres instance, warehouse {args.warehouse})")  # fmt: skip
         print(f"  celery run: {celery_s:.1f} s wall")
         for name, peak in peaks.items():
             ok = peak <= PEAK_TARGET_MIB
@@ -359,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
             listed = ", ".join(f"{n} {v:.0f}" for n, v in step_peaks.items())
             print(f"    {key:<40s} {listed}")
         got = table_digests(tmp / "data_celery")
+        got_marts = {} if args.no_marts else warehouse_digests(tmp / "data_celery", lake_catalog)
+        if got_marts:
+            print(f"  warehouse: {len(got_marts)} tables and views, "
+                  f"{sum(n for n, _ in got_marts.values()):,} rows")  # fmt: skip
         print("  rows: " + ", ".join(f"{k} {v[0]}" for k, v in got.items() if v[0]))
         if not args.skip_single:
             single_env = {
@@ -378,6 +437,16 @@ def main(argv: list[str] | None = None) -> int:
                 for k in expected:
                     if got.get(k) != expected[k]:
                         print(f"    {k}: celery {got.get(k)} vs single {expected[k]}")
+            if got_marts:
+                expected_marts = warehouse_digests(tmp / "data_single")
+                same = got_marts == expected_marts
+                failures += [] if same else ["warehouse differs from the single-process run"]
+                print(f"  identical warehouse tables ({args.warehouse} vs the DuckDB file): "
+                      f"{'PASS' if same else 'FAIL'}")  # fmt: skip
+                for k in sorted(set(expected_marts) | set(got_marts)):
+                    if got_marts.get(k) != expected_marts.get(k):
+                        print(f"    {k}: celery {got_marts.get(k)} vs single "
+                              f"{expected_marts.get(k)}")  # fmt: skip
     finally:
         for proc in workers.values():
             with contextlib.suppress(ProcessLookupError):
@@ -388,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["rabbitmqctl", "-q", "delete_user", vhost], capture_output=True)
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            if lake_db:
+                cur.execute(f'DROP DATABASE IF EXISTS "{lake_db}" WITH (FORCE)')
         admin.close()
         shutil.rmtree(tmp, ignore_errors=True)
     print("targets: " + ("PASS" if not failures else "FAIL: " + "; ".join(failures)))

@@ -72,6 +72,7 @@ from ibpipeline.flex.dates import (
     to_utc_timestamp_tolerant,
 )
 from ibpipeline.flex.errors import FlexError
+from ibpipeline.flex.scan import DECL_HEAD, HEAD, ChunkScan, IrregularXml
 from ibpipeline.flex.schema import (
     ACCOUNT_ID_SAFE,
     DECIMAL,
@@ -86,6 +87,8 @@ from ibpipeline.flex.schema import (
 from ibpipeline.storage import atomic_write_with
 
 CHUNK_BYTES = 1 << 20
+SCAN_CHUNK_BYTES = 32 << 20
+"""Bytes the vectorized scanner reads at a time (cut before a ``<``): bounds its working memory."""
 FLUSH_ROWS = 50_000
 _NULL_SET = pa.array(NULL_TOKENS, pa.string())
 _NULL_STR = pa.scalar(None, pa.string())
@@ -194,7 +197,7 @@ class ParsedFlex:
 class _Plan:
     """Rows of one tag with one attribute-name tuple, and where each column sits in them."""
 
-    __slots__ = ("rows", "pick", "positions", "defaults", "attributes", "extra")
+    __slots__ = ("rows", "pick", "positions", "defaults", "attributes", "extra", "kept")
 
     def __init__(self, keys: tuple, spec: TableSpec, known: frozenset, tag: str):
         by_name = {k: i for i, k in enumerate(keys)}
@@ -210,6 +213,7 @@ class _Plan:
         extra = [(k, i) for i, k in enumerate(keys) if k not in known]
         kept += [i for _, i in extra]
         slot = {i: j for j, i in enumerate(kept)}  # attribute index -> index in a kept row
+        self.kept = kept
         self.rows: list[tuple[str, ...]] = []  # only the kept attribute values of each row
         self.pick = itemgetter(*kept) if len(kept) > 1 else lambda v: tuple(v[i] for i in kept)
         self.positions = [slot.get(by_name.get(a, -1)) for a in self.attributes]
@@ -220,6 +224,17 @@ class _Plan:
             for c in spec.columns
         ]
         self.extra = tuple((k, slot[i]) for k, i in extra)  # unknown attributes: (name, slot)
+
+
+@dataclass
+class _ArrowRows:
+    """Scanned rows of one table: their plans, each row's plan and statement index (document
+    order), and per plan the kept attribute values (``_Plan.kept`` order) as Arrow strings."""
+
+    plans: list[_Plan]
+    plan_of_row: np.ndarray
+    statement: np.ndarray
+    columns: list[list[pa.Array]]
 
 
 class _Buffer:
@@ -235,6 +250,10 @@ class _Buffer:
         self.runs: list[tuple[_Plan, int]] = []  # (plan, its row count when it became current)
         self.last: _Plan | None = None
         self.marks: list[tuple[int, int]] = []  # (row number, statement index) where it starts
+        # rows found by the scanner: (row segments of the current chunk, statement index) until
+        # materialized as Arrow columns; a buffer holds scanned rows or parsed rows, never both
+        self.pending: list[tuple[np.ndarray, int | None]] = []
+        self.arrow: list[_ArrowRows] = []
         self.kind_columns = {
             k: [i for i, c in enumerate(spec.columns) if c.kind == k] for k in _KIND_ORDER
         }
@@ -271,11 +290,38 @@ class _Buffer:
         out.reverse()
         return out
 
+    def materialize(self, scan: ChunkScan) -> None:
+        """Turn the pending scanned rows into Arrow columns (before their chunk goes away)."""
+        if not self.pending:
+            return
+        rows = np.concatenate([r for r, _ in self.pending])
+        stmt = np.repeat(
+            np.asarray([-1 if i is None else i for _, i in self.pending], np.int64),
+            [len(r) for r, _ in self.pending],
+        )
+        self.pending = []
+        sig, names = scan.signatures(rows)
+        plan_ids: dict[int, int] = {}
+        plans: list[_Plan] = []
+        of_sig = np.empty(len(names), np.int64)
+        for k, (tag, keys) in enumerate(names):
+            plan = self.plans[tag].get(hash(keys)) or self.new_plan(tag, keys)
+            of_sig[k] = plan_ids.setdefault(id(plan), len(plans))
+            if of_sig[k] == len(plans):
+                plans.append(plan)
+        plan_of_row = of_sig[sig]
+        columns = []
+        for i, plan in enumerate(plans):
+            members = rows[plan_of_row == i]
+            columns.append([scan.values(members, k) for k in plan.kept])
+        self.arrow.append(_ArrowRows(plans, plan_of_row, stmt, columns))
+
     def clear(self, current_statement: int | None) -> None:
         for plans in self.plans.values():
             for plan in plans.values():
                 plan.rows = []
         self.runs, self.last = [], None
+        self.arrow = []
         self.marks = [] if current_statement is None else [(0, current_statement)]
 
     def statement_index(self, n: int) -> np.ndarray:
@@ -325,6 +371,7 @@ class _Target:
         self.query_type: str | None = None
         self.declared_count: int | None = None
         self.buffered = 0
+        self.scan: ChunkScan | None = None  # the chunk being fed by the scanner
 
     # -- lxml callbacks ------------------------------------------------------------------------
 
@@ -460,7 +507,8 @@ class _Target:
 
     def flush(self) -> None:
         """Convert every buffered row into Arrow tables with the batch's resolved date format."""
-        staged = _Staged([buf for buf in self.buffers.values() if buf.runs])
+        self.materialize()
+        staged = _Staged([buf for buf in self.buffers.values() if buf.runs or buf.arrow])
         fmt = self._resolve_format(staged)
         for index in self.batch:
             self._resolve_statement(index, fmt)
@@ -473,6 +521,12 @@ class _Target:
         self.buffered = 0
         self.batch = [current] if current is not None else []
         self.candidates = (fmt,) if current is not None else ()
+
+    def materialize(self) -> None:
+        """Turn every buffer's pending scanned rows into Arrow columns."""
+        if self.scan is not None:
+            for buf in self.buffers.values():
+                buf.materialize(self.scan)
 
     def _resolve_format(self, staged: _Staged) -> DateFormat:
         cands = self.candidates
@@ -553,7 +607,7 @@ class _Target:
             header.info = dataclasses.replace(info, from_date=lo, to_date=hi)
 
     def result(self, sha256: str) -> ParsedFlex:
-        if self.batch or any(buf.runs for buf in self.buffers.values()):
+        if self.batch or any(buf.runs or buf.pending or buf.arrow for buf in self.buffers.values()):
             self.flush()
         if self.declared_count is not None and self.declared_count != len(self.headers):
             self.warnings.append(
@@ -681,6 +735,42 @@ def _extra_column(plans: list[_Plan], n: int) -> pa.Array:
     return pa.array(maps, EXTRA_TYPE)
 
 
+def _scanned_extra(plans: list[_Plan], columns: list[list[pa.Array]], sizes: list[int]) -> pa.Array:
+    """``extra`` maps of scanned rows, plan after plan: the unknown non-empty attributes."""
+    if not any(plan.extra for plan in plans):
+        return _extra_column([], sum(sizes))
+    maps: list[list[tuple[str, str]]] = []
+    for plan, cols, size in zip(plans, columns, sizes, strict=True):
+        if not plan.extra:
+            maps.extend([] for _ in range(size))
+            continue
+        names = [k for k, _ in plan.extra]
+        values = [cols[i].to_pylist() for _, i in plan.extra]
+        maps.extend(
+            [(k, v) for k, v in zip(names, row, strict=True) if v]
+            for row in zip(*values, strict=True)
+        )
+    return pa.array(maps, EXTRA_TYPE)
+
+
+def _string_array(items: Iterable[Iterable | pa.Array]) -> pa.Array:
+    """One string array of ``items`` in order: Python value iterables (converted together) and
+    Arrow string arrays."""
+    parts: list[pa.Array] = []
+    python: list[Iterable] = []
+    for item in items:
+        if isinstance(item, pa.Array):
+            if python:
+                parts.append(pa.array(list(chain.from_iterable(python)), pa.string()))
+                python = []
+            parts.append(item)
+        else:
+            python.append(item)
+    if python or not parts:
+        parts.append(pa.array(list(chain.from_iterable(python)), pa.string()))
+    return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+
+
 def _document_order(plans: list[_Plan], segments: list) -> np.ndarray | None:
     """Permutation taking plan-after-plan rows to document order (None when they coincide)."""
     if len(plans) == 1:
@@ -713,9 +803,12 @@ class _Staged:
         self.layout: dict[str, list[tuple[int, str, int]]] = {k: [] for k in _KIND_ORDER}
         self.raw_extra: dict[str, list[tuple[int, str, str]]] = {}  # unconverted values
         self.plans: dict[str, tuple[list[int], list[_Plan]]] = {}  # first row of each plan
-        pieces: dict[str, list[Iterable]] = {k: [] for k in _KIND_ORDER}
+        pieces: dict[str, list[Iterable | pa.Array]] = {k: [] for k in _KIND_ORDER}
         for buf in buffers:
             name = buf.spec.name
+            if buf.arrow:
+                self._stage_scanned(buf, pieces)
+                continue
             segments = buf.segments()
             plans = list({id(p): p for p, _, _ in segments}.values())
             n = self.n[name] = sum(len(p.rows) for p in plans)
@@ -733,14 +826,69 @@ class _Staged:
                     self.layout[kind].append((i, name, n))
                     pieces[kind].extend(_column_pieces(buf, plans, zipped, i))
         sizes = {k: sum(n for _, _, n in self.layout[k]) for k in _KIND_ORDER}
-        flat = list(chain.from_iterable(chain.from_iterable(pieces[k] for k in _KIND_ORDER)))
-        values = pa.array(flat, pa.string())
+        values = _string_array(chain.from_iterable(pieces[k] for k in _KIND_ORDER))
         values = pc.if_else(pc.is_in(values, value_set=_NULL_SET), _NULL_STR, values)
         self.blocks: dict[str, pa.Array] = {}
         offset = 0
         for kind in _KIND_ORDER:
             self.blocks[kind] = values.slice(offset, sizes[kind])
             offset += sizes[kind]
+
+    def _stage_scanned(self, buf: _Buffer, pieces: dict[str, list[Iterable | pa.Array]]) -> None:
+        """Stage a buffer of scanned rows (Arrow columns), laid out like parsed rows."""
+        name = buf.spec.name
+        plans: list[_Plan] = []
+        index: dict[int, int] = {}
+        per_plan: list[list[list[pa.Array]]] = []  # plan -> kept slot -> parts
+        plan_of_row, statements = [], []
+        for part in buf.arrow:
+            remap = np.empty(len(part.plans), np.int64)
+            for j, plan in enumerate(part.plans):
+                i = index.setdefault(id(plan), len(plans))
+                if i == len(plans):
+                    plans.append(plan)
+                    per_plan.append([[] for _ in plan.kept])
+                remap[j] = i
+                for slot, values in enumerate(part.columns[j]):
+                    per_plan[i][slot].append(values)
+            plan_of_row.append(remap[part.plan_of_row])
+            statements.append(part.statement)
+        doc_plan = np.concatenate(plan_of_row)
+        n = self.n[name] = len(doc_plan)
+        columns = [
+            [pa.concat_arrays(parts) if len(parts) > 1 else parts[0] for parts in slots]
+            for slots in per_plan
+        ]
+        sizes = [
+            len(c[0]) if c else int(np.count_nonzero(doc_plan == i)) for i, c in enumerate(columns)
+        ]
+        firsts = np.cumsum([0, *sizes])[:-1].tolist()
+        self.plans[name] = (firsts, plans)
+        layout = np.argsort(doc_plan, kind="stable")  # plan-after-plan position -> document row
+        self.statements[name] = np.concatenate(statements)[layout]
+        if len(plans) == 1:
+            self.order[name] = None
+        else:
+            order = np.empty(n, np.int64)
+            order[layout] = np.arange(n, dtype=np.int64)
+            self.order[name] = order
+        self.extra[name] = _scanned_extra(plans, columns, sizes)
+        for kind in _KIND_ORDER:
+            for i in buf.kind_columns[kind]:
+                self.layout[kind].append((i, name, n))
+                for plan, cols, size in zip(plans, columns, sizes, strict=True):
+                    pos, default = plan.positions[i], plan.defaults[i]
+                    if pos is None:
+                        pieces[kind].append(
+                            pa.nulls(size, pa.string())
+                            if default is None
+                            else pa.array(np.full(size, default, object), pa.string())
+                        )
+                    elif default:
+                        values = cols[pos]
+                        pieces[kind].append(pc.if_else(pc.equal(values, ""), default, values))
+                    else:
+                        pieces[kind].append(cols[pos])
 
     def _typed(self, fmt: DateFormat, problems: _Problems) -> dict[str, dict[str, pa.Array]]:
         """table -> column -> converted array. A kind's block is converted in one call; only
@@ -1032,6 +1180,138 @@ def _chunks(data: bytes | bytearray | memoryview | str | os.PathLike) -> Iterato
             yield chunk
 
 
+def _scan_blocks(data: bytes | str | os.PathLike) -> Iterator[memoryview]:
+    """The document in blocks of about :data:`SCAN_CHUNK_BYTES`, each cut just before a ``<``."""
+    block = SCAN_CHUNK_BYTES
+    if isinstance(data, bytes):
+        view, size, start = memoryview(data), len(data), 0
+        while start < size:
+            end = min(start + block, size)
+            if end < size:
+                cut = data.rfind(b"<", start + 1, end)
+                end = cut if cut > start else (data.find(b"<", end) % (size + 1) or size)
+            yield view[start:end]
+            start = end
+        return
+    with open(data, "rb") as fh:
+        carry = b""
+        while True:
+            more = fh.read(block)
+            buf = carry + more
+            if not more:
+                if buf:
+                    yield memoryview(buf)
+                return
+            cut = buf.rfind(b"<", 1)
+            if cut <= 0:
+                carry = buf
+                continue
+            carry = buf[cut:]
+            yield memoryview(buf)[:cut]
+
+
+class _ScanFeeder:
+    """Walks the scanned chunks' elements into a :class:`_Target`: each element that is not a row
+    (root, statements, sections, single-row sections) through its callbacks, each run of row
+    elements in bulk. Checks the nesting of tags as it goes (the scanner checked the rest)."""
+
+    def __init__(self, target: _Target) -> None:
+        self.target = target
+        self.stack: list[str] = []
+        self.root_seen = False
+
+    def feed(self, scan: ChunkScan, first_chunk: bool) -> None:
+        target = self.target
+        target.scan = scan
+        closing, self_closing, kind = scan.closing, scan.self_closing, scan.kind
+        delta = np.where(closing, -1, np.where(self_closing | (kind == DECL_HEAD), 0, 1))
+        depth = len(self.stack) + np.cumsum(delta) - delta
+        row = (depth == _ROW_DEPTH) & self_closing & (kind == HEAD)
+        tag_of, tags = scan.tag_ids
+        previous = 0
+        for s in [*np.flatnonzero(~row).tolist(), len(row)]:
+            if s > previous:
+                self._rows(np.arange(previous, s), tag_of, tags)
+            previous = s + 1
+            if s < len(row):
+                self._element(scan, s, first_chunk)
+        target.materialize()
+        target.scan = None
+
+    def _element(self, scan: ChunkScan, s: int, first_chunk: bool) -> None:
+        target, tag = self.target, scan.tag(s)
+        if scan.kind[s] == DECL_HEAD:
+            encoding = scan.attributes(s).get("encoding", "utf-8").lower()
+            if encoding not in ("utf-8", "utf8", "us-ascii", "ascii"):
+                raise IrregularXml(f"encoding {encoding!r}")
+            return
+        if scan.closing[s]:
+            if not self.stack or self.stack[-1] != tag:
+                raise IrregularXml(f"</{tag}> does not close the open element")
+            self.stack.pop()
+            target.end(tag)
+            return
+        if not self.stack:
+            if self.root_seen:
+                raise IrregularXml("content after the root element")
+            self.root_seen = True
+        buf = target.container
+        if target.depth == _ROW_DEPTH and buf is not None and tag in buf.plans:
+            raise IrregularXml(f"<{tag}> row that is not an empty element with attributes")
+        target.start(tag, scan.attributes(s))
+        if scan.self_closing[s]:
+            target.end(tag)
+        else:
+            self.stack.append(tag)
+
+    def _rows(self, rows: np.ndarray, tag_of: np.ndarray, tags: list[str]) -> None:
+        target = self.target
+        buf = target.container
+        if buf is None:
+            if target.skip_depth == _ROW_DEPTH - 1:
+                target.skip_children += len(rows)
+            return
+        known = np.fromiter((t in buf.plans for t in tags), bool, len(tags))
+        row_known = known[tag_of[rows]]
+        if not row_known.all():
+            for t, count in Counter(tag_of[rows[~row_known]].tolist()).items():
+                key = f"{target.container_tag}/{tags[t]}"
+                target.skipped[key] += count
+                target.skipped_rows[key] += count
+            rows = rows[row_known]
+        while len(rows):
+            room = FLUSH_ROWS - target.buffered
+            buf.pending.append((rows[:room], target.statement))
+            target.buffered += len(rows[:room])
+            rows = rows[room:]
+            if target.buffered >= FLUSH_ROWS:
+                target.flush()
+
+    def close(self) -> None:
+        if self.stack or not self.root_seen:
+            raise IrregularXml("document ends inside an element, or has no root")
+
+
+def _parse_scanned(data: bytes | str | os.PathLike, source_sha256: str | None) -> ParsedFlex:
+    """:func:`parse_statement` by the vectorized scanner; IrregularXml when the bytes are not in
+    its regular shape (nothing is returned then)."""
+    hasher = hashlib.sha256() if source_sha256 is None else None
+    target = _Target()
+    feeder = _ScanFeeder(target)
+    first = True
+    for block in _scan_blocks(data):
+        if hasher is not None:
+            hasher.update(block)
+        if first and block[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, as libxml2 skips
+            block = block[3:]
+        feeder.feed(ChunkScan(block, first), first)
+        first = False
+    if first:
+        raise IrregularXml("empty input")
+    feeder.close()
+    return target.result(source_sha256 or hasher.hexdigest())
+
+
 def parse_statement(
     data: bytes | bytearray | memoryview | str | os.PathLike, *, source_sha256: str | None = None
 ) -> ParsedFlex:
@@ -1040,10 +1320,28 @@ def parse_statement(
     ``source_sha256`` goes into every row's ``statement_sha256``; when None it is computed from the
     bytes. Raises FlexParseError for empty, invalid or truncated XML, a root other than
     ``FlexQueryResponse``, undetectable date formats, or a value that does not fit its column.
+
+    Bytes in the regular shape IBKR writes are read by the vectorized scanner
+    (:mod:`ibpipeline.flex.scan`); any other XML, and every error, by lxml with a parser target.
+    Both give the same tables (``tests/flex/test_scan.py`` holds them equal on every fixture).
     """
+    if isinstance(data, bytes | str | os.PathLike):
+        try:
+            return _parse_scanned(data, source_sha256)
+        except IrregularXml:
+            pass
+    return parse_with_lxml(data, source_sha256=source_sha256)
+
+
+def parse_with_lxml(
+    data: bytes | bytearray | memoryview | str | os.PathLike, *, source_sha256: str | None = None
+) -> ParsedFlex:
+    """:func:`parse_statement` by lxml with a parser target (any XML; XML errors reported)."""
     hasher = hashlib.sha256() if source_sha256 is None else None
     target = _Target()
-    parser = etree.XMLParser(target=target, huge_tree=True, resolve_entities=False, no_network=True)
+    parser = etree.XMLParser(
+        target=target, huge_tree=True, resolve_entities="internal", no_network=True
+    )
     size = 0
     try:
         for chunk in _chunks(data):

@@ -8,7 +8,8 @@ Usage::
     .venv/bin/python bench/scale.py --accounts 60 --days 60 --queries 3
     .venv/bin/python bench/scale.py --accounts 60 --days 60 --queries 3 --skip-single
 
-Needs the local RabbitMQ (127.0.0.1:5672, ``rabbitmqctl`` on PATH) and PostgreSQL
+Needs the local RabbitMQ (127.0.0.1:5672, ``rabbitmqctl`` on PATH), Redis (127.0.0.1:6379, the result
+backend) and PostgreSQL
 (127.0.0.1:5432, trust auth, user postgres). It creates its own vhost, user and database and
 removes them afterwards. The Flex simulator runs in its own process with ``--queries Q``, one
 token per query (``IBKR_FLEX_QUERIES``); the workers start as deploy/README.md says
@@ -349,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             "DAGSTER_PG_DB": db,
             settings.EXECUTOR_ENV: "celery",
             settings.CELERY_BROKER_ENV: f"pyamqp://{vhost}:{password}@127.0.0.1:5672/{vhost}",
-            settings.CELERY_BACKEND_ENV: "rpc://",
+            # results in Redis (a result over RabbitMQ's 128 MiB message limit would be lost
+            # with rpc://); db 0, task ids are unique
+            settings.CELERY_BACKEND_ENV: "redis://127.0.0.1:6379/0",
             settings.DATA_DIR_ENV: str(tmp / "data_celery"),
         }
         if lake_catalog:

@@ -486,6 +486,13 @@ def test_tearsheets_are_pngs_carried_by_the_metadata(pipeline: Pipeline) -> None
     assert [e.materialization.partition for e in carrying] == [pipeline.end.isoformat()]
     metadata = carrying[0].materialization.metadata
     assert all(e.materialization.metadata["drawn"].value >= 0 for e in events)
+    n_sheets = len(pipeline.accounts) + 1
+    assert all(e.materialization.metadata["account_count"].value == n_sheets for e in events)
+    # the other days carry only the counts (a year of 1,000 accounts would repeat 3,000
+    # per-account entries on every day otherwise)
+    for event in events:
+        if event not in carrying:
+            assert set(event.materialization.metadata) == {"account_count", "drawn"}
     assert sorted(metadata["accounts"].value) == sorted([*pipeline.accounts, "ALL"])
     markdown = metadata["tearsheets"].value
     for account_id in [*pipeline.accounts, "ALL"]:

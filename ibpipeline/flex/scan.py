@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_NAME = r"[A-Za-z_:][\w.:-]*"
+_NAME = r"(?!xmlns\b)[A-Za-z_][\w.-]*"  # no namespaces (lxml would rename the tags)
 _HEAD = re.compile(rf"<({_NAME})\s+({_NAME})\s*=\s*\"")  # element start + its first attribute
 _INTRA = re.compile(rf"\"\s+({_NAME})\s*=\s*\"")  # between two attribute values
 _TAIL = re.compile(r"\"\s*(/?)>\s*")  # after the last value: element end, then whitespace

@@ -197,3 +197,23 @@ def test_a_wrong_root_is_the_same_error_either_way():
     data = b'<html lang="en"><body class="x"/></html>'
     with pytest.raises(FlexParseError, match=r"root element is <html>"):
         scanned(data)
+
+
+def test_string_views_match_the_bytes_they_point_at():
+    """Arrow ``string_view`` pieces (inline up to 12 bytes, else prefix + offset), near the end
+    of the buffer too, equal Python's slices of the same bytes."""
+    import numpy as np
+
+    from ibpipeline.flex.scan import _string_views
+
+    data = bytes(range(32, 127)) * 3
+    u8 = np.frombuffer(data, np.uint8)
+    rng = np.random.default_rng(5)
+    starts = rng.integers(0, len(data), 400)
+    lengths = np.minimum(rng.integers(0, 30, 400), len(data) - starts)
+    starts = np.concatenate([starts, [len(data) - 1, len(data) - 12, len(data) - 13, 0]])
+    lengths = np.concatenate([lengths, [1, 12, 13, 0]])
+    views = _string_views(u8, starts, lengths)
+    views.validate(full=True)
+    expected = [data[s : s + n].decode() for s, n in zip(starts, lengths, strict=True)]
+    assert views.to_pylist() == expected

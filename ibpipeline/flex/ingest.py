@@ -13,6 +13,7 @@ from pathlib import Path
 from lxml import etree
 
 from ibpipeline.flex.client import FlexStatementResult
+from ibpipeline.flex.scan import IrregularXml, scan_document
 from ibpipeline.flex.schema import NULL_TOKENS
 from ibpipeline.partitions import validate_account_id
 from ibpipeline.storage import rawstore
@@ -48,17 +49,30 @@ def statement_accounts(content: bytes) -> tuple[str, ...]:
     row's ``accountId`` (so sub-accounts such as ``U1234567F`` inside a ``U1234567`` statement are
     accounts of the statement too; ``-`` on SUMMARY rows is not an id).
 
-    Streams the document (no tree), fed in 1 MiB chunks: libxml2 refuses a single buffer of
+    A document of the regular Flex shape is read by the scanner (``scan_document``); any other
+    is streamed through lxml (no tree), fed in 1 MiB chunks: libxml2 refuses a single buffer of
     about 1 GB even with ``huge_tree`` ("Buffer size limit exceeded"). Raises
     InvalidAccountIdError on an unsafe id (:func:`ibpipeline.partitions.validate_account_id`).
     """
+    try:  # the regular Flex shape: vectorized, no per-element Python (ibpipeline.flex.scan)
+        found = scan_document(content)
+    except IrregularXml:
+        ids = _account_ids_lxml(content)
+    else:
+        ids = {a for a in found.account_ids if a not in NULL_TOKENS}
+        ids |= {a or "" for a in found.statement_account_ids if a is None or a in NULL_TOKENS}
+    return tuple(sorted(validate_account_id(a) for a in ids))
+
+
+def _account_ids_lxml(content: bytes) -> set[str]:
+    """The raw ids of :func:`statement_accounts` read by lxml (any XML; its errors raised)."""
     parser = etree.XMLParser(
-        target=_AccountIds(), huge_tree=True, resolve_entities=False, no_network=True
+        target=_AccountIds(), huge_tree=True, resolve_entities="internal", no_network=True
     )
     view = memoryview(content)
     for i in range(0, len(view), _FEED_BYTES):
         parser.feed(bytes(view[i : i + _FEED_BYTES]))
-    return tuple(sorted(validate_account_id(a) for a in parser.close()))
+    return parser.close()
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ from ibpipeline.flex.dates import (
     to_utc_timestamp_tolerant,
 )
 from ibpipeline.flex.errors import FlexError
-from ibpipeline.flex.scan import DECL_HEAD, HEAD, ChunkScan, IrregularXml
+from ibpipeline.flex.scan import BOM, DECL_HEAD, HEAD, ChunkScan, IrregularXml, blocks
 from ibpipeline.flex.schema import (
     ACCOUNT_ID_SAFE,
     DECIMAL,
@@ -1182,32 +1182,7 @@ def _chunks(data: bytes | bytearray | memoryview | str | os.PathLike) -> Iterato
 
 def _scan_blocks(data: bytes | str | os.PathLike) -> Iterator[memoryview]:
     """The document in blocks of about :data:`SCAN_CHUNK_BYTES`, each cut just before a ``<``."""
-    block = SCAN_CHUNK_BYTES
-    if isinstance(data, bytes):
-        view, size, start = memoryview(data), len(data), 0
-        while start < size:
-            end = min(start + block, size)
-            if end < size:
-                cut = data.rfind(b"<", start + 1, end)
-                end = cut if cut > start else (data.find(b"<", end) % (size + 1) or size)
-            yield view[start:end]
-            start = end
-        return
-    with open(data, "rb") as fh:
-        carry = b""
-        while True:
-            more = fh.read(block)
-            buf = carry + more
-            if not more:
-                if buf:
-                    yield memoryview(buf)
-                return
-            cut = buf.rfind(b"<", 1)
-            if cut <= 0:
-                carry = buf
-                continue
-            carry = buf[cut:]
-            yield memoryview(buf)[:cut]
+    return blocks(data, SCAN_CHUNK_BYTES)
 
 
 class _ScanFeeder:
@@ -1241,9 +1216,7 @@ class _ScanFeeder:
     def _element(self, scan: ChunkScan, s: int, first_chunk: bool) -> None:
         target, tag = self.target, scan.tag(s)
         if scan.kind[s] == DECL_HEAD:
-            encoding = scan.attributes(s).get("encoding", "utf-8").lower()
-            if encoding not in ("utf-8", "utf8", "us-ascii", "ascii"):
-                raise IrregularXml(f"encoding {encoding!r}")
+            scan.check_declaration(s)
             return
         if scan.closing[s]:
             if not self.stack or self.stack[-1] != tag:
@@ -1302,7 +1275,7 @@ def _parse_scanned(data: bytes | str | os.PathLike, source_sha256: str | None) -
     for block in _scan_blocks(data):
         if hasher is not None:
             hasher.update(block)
-        if first and block[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, as libxml2 skips
+        if first and block[:3] == BOM:  # a UTF-8 byte order mark, as libxml2 skips
             block = block[3:]
         feeder.feed(ChunkScan(block, first), first)
         first = False

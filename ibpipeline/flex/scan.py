@@ -20,7 +20,9 @@ attribute-value normalization), CR LF read as LF.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -41,6 +43,9 @@ _UTF8_ENCODINGS = {"utf-8", "utf8", "us-ascii", "ascii"}
 
 HEAD, INTRA, TAIL, BARE, DECL_HEAD, DECL_TAIL = range(6)
 """Kinds of markup piece."""
+BOM = b"\xef\xbb\xbf"
+BLOCK_BYTES = 32 << 20
+"""Bytes scanned at a time (cut before a ``<``): bounds the scanner's working memory."""
 
 
 _LT, _QUOTE, _SPECIAL, _HIGH = 1, 2, 3, 4
@@ -252,6 +257,25 @@ class ChunkScan:
         self.self_closing = np.where(bare, flags[first_code, 1], flags[last_code, 1])
         self.first_code = first_code
 
+    def check_declaration(self, segment: int) -> None:
+        """Raise IrregularXml unless the XML declaration ``segment`` declares UTF-8 (or nothing)."""
+        encoding = self.attributes(segment).get("encoding", "utf-8").lower()
+        if encoding not in _UTF8_ENCODINGS:
+            raise IrregularXml(f"encoding {encoding!r}")
+
+    def attribute_values(self, name: str) -> set[str]:
+        """The distinct values of attribute ``name`` over every element of the chunk."""
+        codes = [
+            i for i, mk in enumerate(self.markups) if mk.kind in (HEAD, INTRA) and mk.name == name
+        ]
+        if not codes:
+            return set()
+        at = np.flatnonzero(np.isin(self.code, codes)) + 1
+        values = self.pieces.take(pa.array(at))
+        if self.fix is not None and self.fix[at].any():
+            return {_decode(v) for v in pc.unique(values).to_pylist()}
+        return set(pc.unique(values).to_pylist())
+
     @cached_property
     def tag_ids(self) -> tuple[np.ndarray, list[str]]:
         """(tag id per segment, tag names)."""
@@ -316,3 +340,87 @@ class ChunkScan:
                 fixed = [_decode(v) for v in values.filter(pa.array(hit)).to_pylist()]
                 values = pc.replace_with_mask(values, pa.array(hit), pa.array(fixed, pa.string()))
         return values
+
+
+def blocks(data: bytes | str | os.PathLike, size: int = BLOCK_BYTES) -> Iterator[memoryview]:
+    """A document (bytes, or a file read as it goes) in blocks of about ``size`` bytes, each cut
+    just before a ``<`` (the last one at the end)."""
+    if isinstance(data, bytes):
+        view, total, start = memoryview(data), len(data), 0
+        while start < total:
+            end = min(start + size, total)
+            if end < total:
+                cut = data.rfind(b"<", start + 1, end)
+                if cut > start:
+                    end = cut
+                else:  # no '<' in the block: up to the next one
+                    end = data.find(b"<", end)
+                    end = total if end < 0 else end
+            yield view[start:end]
+            start = end
+        return
+    with open(data, "rb") as fh:
+        carry = b""
+        while True:
+            more = fh.read(size)
+            buf = carry + more
+            if not more:
+                if buf:
+                    yield memoryview(buf)
+                return
+            cut = buf.rfind(b"<", 1)
+            if cut <= 0:
+                carry = buf
+                continue
+            carry = buf[cut:]
+            yield memoryview(buf)[:cut]
+
+
+@dataclass(frozen=True)
+class DocumentScan:
+    """What :func:`scan_document` found: the root tag, every element's ``accountId`` values
+    (raw, null tokens included) and the ``FlexStatement`` elements' own ``accountId`` (None when
+    one has none)."""
+
+    root: str
+    account_ids: frozenset[str]
+    statement_account_ids: tuple[str | None, ...]
+
+
+def scan_document(data: bytes, size: int = BLOCK_BYTES) -> DocumentScan:
+    """Check that ``data`` is a well-formed XML document of the regular Flex shape (the scanner's
+    checks, plus one root element and tags that nest) and read its account ids, without building
+    any element. Raises IrregularXml for any other document (lxml then checks and reads it)."""
+    stack: list[str] = []
+    root: str | None = None
+    ids: set[str] = set()
+    statements: list[str | None] = []
+    first = True
+    for block in blocks(data, size):
+        if first and block[:3] == BOM:
+            block = block[3:]
+        scan = ChunkScan(block, first)
+        decl = scan.kind == DECL_HEAD
+        delta = np.where(scan.closing, -1, np.where(scan.self_closing | decl, 0, 1))
+        depth = len(stack) + np.cumsum(delta) - delta
+        for s in np.flatnonzero((depth == 0) & ~decl).tolist():
+            if root is not None or scan.closing[s]:
+                raise IrregularXml("content after the root element")
+            root = scan.tag(s)
+        for s in np.flatnonzero(decl).tolist():
+            scan.check_declaration(s)
+        for s in np.flatnonzero(~scan.self_closing & ~decl).tolist():
+            tag = scan.tag(s)
+            if not scan.closing[s]:
+                stack.append(tag)
+            elif not stack or stack.pop() != tag:
+                raise IrregularXml(f"</{tag}> does not close the open element")
+        tag_of, tags = scan.tag_ids
+        if "FlexStatement" in tags:
+            opening = np.flatnonzero((tag_of == tags.index("FlexStatement")) & ~scan.closing)
+            statements += [scan.attributes(s).get("accountId") for s in opening.tolist()]
+        ids |= scan.attribute_values("accountId")
+        first = False
+    if root is None or stack:
+        raise IrregularXml("document ends inside an element, or has no root")
+    return DocumentScan(root, frozenset(ids), tuple(statements))

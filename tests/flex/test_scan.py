@@ -217,3 +217,37 @@ def test_string_views_match_the_bytes_they_point_at():
     views.validate(full=True)
     expected = [data[s : s + n].decode() for s, n in zip(starts, lengths, strict=True)]
     assert views.to_pylist() == expected
+
+
+@pytest.mark.parametrize("path", corpus_params())
+def test_statement_accounts_by_the_scanner_equal_lxmls(path: Path):
+    from ibpipeline.flex.ingest import _account_ids_lxml, statement_accounts
+    from ibpipeline.flex.scan import scan_document
+    from ibpipeline.flex.schema import NULL_TOKENS
+
+    data = path.read_bytes()
+    raw = _account_ids_lxml(data)
+    expected = tuple(sorted(raw))
+    if path.name in NOT_REGULAR:
+        with pytest.raises(IrregularXml):
+            scan_document(data)
+    else:
+        found = scan_document(data)
+        assert found.root == "FlexQueryResponse"
+        assert {a for a in found.account_ids if a not in NULL_TOKENS} <= raw
+    assert statement_accounts(data) == expected
+
+
+def test_scan_document_checks_nesting_and_the_root():
+    from ibpipeline.flex.scan import scan_document
+
+    good = (HEAD + trade("a") + TAIL).encode()
+    assert scan_document(good).account_ids == {"U1"}
+    assert scan_document(good, size=64).statement_account_ids == ("U1",)  # cut in many blocks
+    for bad in (
+        HEAD + trade("a"),
+        HEAD + trade("a") + TAIL.replace("</Trades>", "</Trade>"),
+        HEAD + trade("a") + TAIL + "<x/>",
+    ):
+        with pytest.raises(IrregularXml):
+            scan_document(bad.encode())

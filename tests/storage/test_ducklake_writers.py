@@ -33,9 +33,13 @@ psycopg2 = pytest.importorskip("psycopg2")
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-DAILY_SELECT = "path:models/staging path:models/intermediate config.materialized:incremental"
-"""The models a date window changes (views, intermediate tables, incremental marts): what two
-runs of disjoint windows race on here (``dbt_marts`` builds the summary tables too)."""
+DAILY_SELECT = (
+    "path:models/staging path:models/intermediate config.materialized:incremental "
+    "daily_returns drawdowns"
+)
+"""The models a date window changes (views, intermediate tables, incremental marts, and the
+path-dependent marts, whole tables on the lake): what two runs of disjoint windows race on here
+(``dbt_marts`` builds the summary tables too)."""
 
 
 def run_window(data_dir: Path, start: date, end: date) -> int:
@@ -97,6 +101,8 @@ def test_two_processes_write_the_lake_at_once_and_both_land(
     # their tests are no part of it), then two runs re-build disjoint windows at once
     dbt_build(tmp_path, "--select", DAILY_SELECT)
     before = mart_frame(tmp_path, "daily_nav")
+    path_dependent = {name: mart_frame(tmp_path, name) for name in ("daily_returns", "drawdowns")}
+    assert len(path_dependent["daily_returns"]) == len(before)
     with warehouse.connect(tmp_path) as con:
         con.execute("DELETE FROM daily_nav")
         con.execute("DELETE FROM landing.nav_daily")
@@ -107,6 +113,10 @@ def test_two_processes_write_the_lake_at_once_and_both_land(
         assert run.returncode == 0, output[-6000:]
         print(output.splitlines()[-1])  # "retries N": how often it met the other run's commits
     pd.testing.assert_frame_equal(mart_frame(tmp_path, "daily_nav"), before)
+    # every day once, as the full build had them: the later window's commit did not add days
+    # beside the earlier window's rebuild of the same days
+    for name, frame in path_dependent.items():
+        pd.testing.assert_frame_equal(mart_frame(tmp_path, name), frame)
     with warehouse.connect(tmp_path, read_only=True) as con:
         landed = con.execute("SELECT count(*) FROM landing.nav_daily").fetchone()[0]
     assert landed == statement["nav_daily"].num_rows

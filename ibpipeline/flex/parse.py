@@ -1,10 +1,17 @@
 """Streaming Activity Flex XML parser: statement bytes -> one Arrow table per normalized table.
 
-The XML is fed in 1 MiB chunks to an lxml parser with a *target* (SAX-style callbacks): no element
-tree is ever built, so memory holds only the buffered rows' column strings (converted to Arrow
-every :data:`FLUSH_ROWS` rows) and the output tables. This measured faster than ``iterparse`` with
-``clear()`` (an element proxy per row) and than ``el.values()``/XPath/expat; see
-``bench/README.md``.
+Two readers feed the same :class:`_Target`, which buffers rows and converts them to Arrow every
+:data:`FLUSH_ROWS` rows; no element tree is ever built, so memory holds the buffered rows, the
+output tables and one input chunk:
+
+- bytes of the regular Flex shape go through the vectorized scanner (:mod:`ibpipeline.flex.scan`,
+  :data:`SCAN_CHUNK_BYTES` at a time): the elements that are not rows through the target's
+  callbacks, each run of row elements in bulk as Arrow columns (:class:`_ScanFeeder`);
+- anything else, and every malformed input, through lxml with the target as its parser target
+  (SAX-style callbacks, fed in 1 MiB chunks), which reports the errors (:func:`parse_with_lxml`).
+
+Both give the same result (``tests/flex/test_scan.py``). The scanner is ~2.5x the lxml reader;
+see ``bench/README.md``.
 
 Per row the only Python work is: the attribute-name tuple selects a cached plan (per row tag and
 attribute list), and one ``itemgetter`` keeps the values of the columns and of unknown attributes.

@@ -79,7 +79,7 @@ from ibpipeline.flex.dates import (
     to_utc_timestamp_tolerant,
 )
 from ibpipeline.flex.errors import FlexError
-from ibpipeline.flex.scan import BOM, DECL_HEAD, HEAD, ChunkScan, IrregularXml, blocks
+from ibpipeline.flex.scan import BLOCK_BYTES, BOM, DECL_HEAD, HEAD, ChunkScan, IrregularXml, blocks
 from ibpipeline.flex.schema import (
     ACCOUNT_ID_SAFE,
     DECIMAL,
@@ -94,7 +94,7 @@ from ibpipeline.flex.schema import (
 from ibpipeline.storage import atomic_write_with
 
 CHUNK_BYTES = 1 << 20
-SCAN_CHUNK_BYTES = 32 << 20
+SCAN_CHUNK_BYTES = BLOCK_BYTES
 """Bytes the vectorized scanner reads at a time (cut before a ``<``): bounds its working memory."""
 FLUSH_ROWS = 50_000
 _NULL_SET = pa.array(NULL_TOKENS, pa.string())
@@ -1205,10 +1205,8 @@ class _ScanFeeder:
     def feed(self, scan: ChunkScan, first_chunk: bool) -> None:
         target = self.target
         target.scan = scan
-        closing, self_closing, kind = scan.closing, scan.self_closing, scan.kind
-        delta = np.where(closing, -1, np.where(self_closing | (kind == DECL_HEAD), 0, 1))
-        depth = len(self.stack) + np.cumsum(delta) - delta
-        row = (depth == _ROW_DEPTH) & self_closing & (kind == HEAD)
+        depth = scan.depth(len(self.stack))
+        row = (depth == _ROW_DEPTH) & scan.self_closing & (scan.kind == HEAD)
         tag_of, tags = scan.tag_ids
         previous = 0
         for s in [*np.flatnonzero(~row).tolist(), len(row)]:

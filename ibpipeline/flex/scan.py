@@ -197,7 +197,6 @@ class ChunkScan:
         at = np.searchsorted(cuts, lt)
         offsets = np.append(np.insert(cuts, at, lt), np.int32(size))
         del cuts
-        self.buf = buf
         self.pieces = pa.StringArray.from_buffers(
             len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(buf)
         )
@@ -238,24 +237,28 @@ class ChunkScan:
         self.kind = kinds[first_code]
         self.n_values = (self.end - self.first - 1) // 2
         last_kind = kinds[last_code]
-        bare = self.kind == BARE
-        ok_end = np.where(bare, self.end - self.first == 1, last_kind == TAIL)
-        decl = self.kind == DECL_HEAD
-        ok_end |= decl & (last_kind == DECL_TAIL)
-        if not np.all(ok_end | (self.kind == DECL_HEAD)) or not np.all(
+        bare, decl = self.kind == BARE, self.kind == DECL_HEAD
+        ends = np.where(decl, last_kind == DECL_TAIL, last_kind == TAIL)
+        if not np.all(np.where(bare, self.end - self.first == 1, ends)) or not np.all(
             np.isin(self.kind, (HEAD, BARE, DECL_HEAD))
         ):
             raise IrregularXml("an element without its end")
         if np.any(decl) and not (first_chunk and np.flatnonzero(decl).tolist() == [0]):
             raise IrregularXml("XML declaration not at the start of the document")
-        if np.any(decl & (last_kind != DECL_TAIL)):
-            raise IrregularXml("unterminated XML declaration")
         flags = np.array([(mk.closing, mk.self_closing) for mk in self.markups], bool).reshape(
             -1, 2
         )
         self.closing = np.where(bare, flags[first_code, 0], False)
         self.self_closing = np.where(bare, flags[first_code, 1], flags[last_code, 1])
         self.first_code = first_code
+
+    def depth(self, open_elements: int) -> np.ndarray:
+        """Elements open before each segment, given ``open_elements`` open when the chunk starts
+        (an end tag counts its own element as open)."""
+        delta = np.where(
+            self.closing, -1, np.where(self.self_closing | (self.kind == DECL_HEAD), 0, 1)
+        )
+        return open_elements + np.cumsum(delta) - delta
 
     def check_declaration(self, segment: int) -> None:
         """Raise IrregularXml unless the XML declaration ``segment`` declares UTF-8 (or nothing)."""
@@ -401,8 +404,7 @@ def scan_document(data: bytes, size: int = BLOCK_BYTES) -> DocumentScan:
             block = block[3:]
         scan = ChunkScan(block, first)
         decl = scan.kind == DECL_HEAD
-        delta = np.where(scan.closing, -1, np.where(scan.self_closing | decl, 0, 1))
-        depth = len(stack) + np.cumsum(delta) - delta
+        depth = scan.depth(len(stack))
         for s in np.flatnonzero((depth == 0) & ~decl).tolist():
             if root is not None or scan.closing[s]:
                 raise IrregularXml("content after the root element")

@@ -149,7 +149,7 @@ _PROFILE_ENV = (
     settings.DATA_DIR_ENV,
     "IBPIPELINE_DUCKLAKE_CATALOG",
     "IBPIPELINE_DUCKLAKE_DATA_PATH",
-    "IBPIPELINE_DUCKDB_MEMORY_LIMIT",
+    settings.DUCKDB_MEMORY_LIMIT_ENV,
 )
 """The environment variables ``profiles.yml`` reads: they decide the profile's connection."""
 

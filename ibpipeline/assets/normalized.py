@@ -13,6 +13,7 @@ then ``write_tables`` writes the same day files from them and materializes the a
 
 import contextlib
 import shutil
+import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc  # noqa: F401  (pa.ipc)
 
 from ibpipeline.assets.raw import days_in, raw_flex_statement
-from ibpipeline.flex.parse import ParsedFlex, parse_statement
+from ibpipeline.flex.parse import AccountSplitError, ParsedFlex, StatementParts, parse_statement
 from ibpipeline.flex.positions import reconstruct_daily_positions, unpriced_warnings
 from ibpipeline.flex.queries import FlexQuery
 from ibpipeline.memory import release_memory
@@ -314,6 +315,143 @@ def parse_stored(data_dir: Path, sha256: str) -> ParsedFlex:
     return flex
 
 
+SPILL_BYTES = 64 << 20
+"""A stored statement of at least this many bytes is parsed in parts of whole accounts
+(``StatementParts``) and its rows of the run's days wait on disk (``Spill``) until their day
+files are written: memory is bounded by one part and one (table, day), not by the statement (a
+year of 100 accounts is ~300 MB of XML). Smaller statements (a daily run's) stay in memory."""
+SPILL_DIR = Path("staging") / "spill"
+"""Under the data folder: ``<random>/<statement>/<table>.arrow``, one normalize call's spilled
+rows, removed when it ends (a folder left by a killed process is removed a day later)."""
+SPILL_RETENTION = timedelta(days=1)
+
+
+class Spill:
+    """One statement's rows of the run's days, on disk: per table an Arrow IPC file under
+    ``folder`` holding one record batch per (part, day) (uncompressed: written and read back once,
+    mostly from the page cache); a day's rows are read back alone (``take``)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        self.folder = folder
+        self.schemas: dict[str, pa.Schema] = {}
+        self.batches: dict[str, dict[date, list[int]]] = {}
+        self._writers: dict[str, tuple[pa.OSFile, pa.ipc.RecordBatchFileWriter]] = {}
+        self._readers: dict[str, pa.ipc.RecordBatchFileReader] = {}
+        self._count: dict[str, int] = {}
+
+    def add(self, name: str, day: date, table: pa.Table) -> None:
+        """Append ``table`` (rows of ``day``) to the rows of ``name``."""
+        if name not in self._writers:
+            schema = self.schemas.setdefault(name, table.schema)
+            sink = pa.OSFile(str(self.folder / f"{name}.arrow"), "wb")
+            self._writers[name] = (sink, pa.ipc.new_file(sink, schema))
+            self._count[name] = 0
+        writer = self._writers[name][1]
+        if not table.schema.equals(self.schemas[name]):
+            table = table.cast(self.schemas[name])
+        indexes = self.batches.setdefault(name, {}).setdefault(day, [])
+        for batch in table.to_batches():
+            writer.write_batch(batch)
+            indexes.append(self._count[name])
+            self._count[name] += 1
+
+    def finish(self) -> None:
+        """Close the files written (before reading them)."""
+        for sink, writer in self._writers.values():
+            writer.close()
+            sink.close()
+        self._writers = {}
+
+    def rows(self, name: str) -> dict[date, "SpilledRows"]:
+        return {
+            day: SpilledRows(self, name, tuple(i)) for day, i in self.batches.get(name, {}).items()
+        }
+
+    def read(self, name: str, indexes: Sequence[int]) -> pa.Table:
+        reader = self._readers.get(name)
+        if reader is None:  # a plain file, not a memory map: pages read are not kept resident
+            reader = pa.ipc.open_file(pa.OSFile(str(self.folder / f"{name}.arrow")))
+            self._readers[name] = reader
+        return pa.Table.from_batches([reader.get_batch(i) for i in indexes], self.schemas[name])
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.finish()
+        self._readers = {}
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SpilledRows:
+    """One day's rows of a spilled table (``Spill``), read when taken: :class:`Rows` on disk."""
+
+    spill: Spill
+    name: str
+    indexes: tuple[int, ...]
+
+    def take(self) -> pa.Table:
+        return self.spill.read(self.name, self.indexes)
+
+
+@contextlib.contextmanager
+def spill_folder(data_dir: Path) -> Iterator[Path]:
+    """A new folder for one call's spilled rows under ``<data_dir>/staging/spill/``, removed when
+    the block ends; folders older than ``SPILL_RETENTION`` (a killed process's) go first."""
+    root = Path(data_dir) / SPILL_DIR
+    cutoff = datetime.now(UTC).timestamp() - SPILL_RETENTION.total_seconds()
+    for old in root.iterdir() if root.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+    folder = root / uuid.uuid4().hex
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _spill_statement(
+    data_dir: Path,
+    sha256: str,
+    tables: Sequence[str],
+    wanted: Collection[tuple],
+    folder: Path,
+) -> tuple[dict[str, dict[date, SpilledRows]], dict[str, pa.Schema], list[TableWarning]]:
+    """``_parse_statements`` of one large statement, part by part (``StatementParts``): its rows
+    of the ``wanted`` days go to a :class:`Spill` in ``folder``. Returns ``table -> day -> rows``,
+    each table's schema and the statement's warnings. Raises AccountSplitError (nothing kept)
+    when its accounts cannot be parsed apart, RawStoreError when the file is not the statement."""
+    spill = Spill(folder)
+    parts = StatementParts(rawstore.stored_statement(data_dir, sha256), sha256)
+    problems: list[TableWarning] = []
+    try:
+        for flex in parts:
+            parsed = parsed_tables(flex)
+            problems.extend(statement_problems(flex, parsed["positions_daily"]))
+            del flex
+            for name in tables:
+                spill.schemas.setdefault(name, parsed[name].schema)
+                for (day,), rows in split_rows(parsed[name], ("date",), wanted).items():
+                    spill.add(name, day, rows.take())
+            del parsed
+        spill.finish()
+    except AccountSplitError:
+        spill.close()
+        raise
+    except Exception as exc:
+        spill.close()
+        rawstore.verify_statement(data_dir, sha256)  # a corrupt file is the store's error
+        raise exc from None
+    try:
+        rawstore.verify_statement(data_dir, sha256, digest=parts.digest)
+    except Exception:
+        spill.close()
+        raise
+    release_memory()
+    return {name: spill.rows(name) for name in tables}, dict(spill.schemas), problems
+
+
 def _parse_statements(
     data_dir: Path,
     manifests: Mapping[date, rawstore.DayManifest],
@@ -321,16 +459,39 @@ def _parse_statements(
     tables: Sequence[str],
     preparsed: Mapping[str, Mapping[str, pa.Table]] | None,
     problems: list[TableWarning] | None,
-) -> tuple[dict[str, dict[str, dict[date, Rows]]], dict[str, pa.Schema]]:
+    spill_dir: Path | None = None,
+) -> tuple[dict[str, dict[str, dict[date, Rows | SpilledRows]]], dict[str, pa.Schema]]:
     """``sha256 -> table -> day -> rows`` of the run's days for each of ``statements`` (each
     parsed once, only its rows of the days whose manifest lists it kept), and each table's schema.
 
     The rows are :class:`Rows` of the parsed tables (row numbers, no copy: a day's rows are
     taken when written). Memory: the statements' normalized tables (of the other parsed tables,
-    such as OpenPositions, one statement's at a time)."""
-    by_day: dict[str, dict[str, dict[date, Rows]]] = {}
+    such as OpenPositions, one statement's at a time). With ``spill_dir``, a statement of
+    ``SPILL_BYTES`` or more is parsed in parts and its rows are :class:`SpilledRows` under it."""
+    by_day: dict[str, dict[str, dict[date, Rows | SpilledRows]]] = {}
     schemas: dict[str, pa.Schema] = {}
     for sha256 in statements:
+        wanted = {
+            (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
+        }
+        if (
+            spill_dir is not None
+            and (preparsed is None or sha256 not in preparsed)
+            and rawstore.stored_statement(data_dir, sha256).stat().st_size >= SPILL_BYTES
+        ):
+            try:
+                spilled, found, mine = _spill_statement(
+                    data_dir, sha256, tables, wanted, spill_dir / sha256[:16]
+                )
+            except AccountSplitError:
+                pass  # an account's statements apart: parsed whole below
+            else:
+                by_day[sha256] = spilled
+                for name, schema in found.items():
+                    schemas.setdefault(name, schema)
+                if problems is not None:
+                    problems.extend(mine)
+                continue
         if preparsed is not None and sha256 in preparsed:
             parsed = dict(preparsed[sha256])
         else:
@@ -339,9 +500,6 @@ def _parse_statements(
             if problems is not None:
                 problems.extend(statement_problems(flex, parsed["positions_daily"]))
             del flex  # its other tables (OpenPositions, PriorPeriodPositions, ...) go now
-        wanted = {
-            (d,) for d, m in manifests.items() if any(e.sha256 == sha256 for e in m.statements)
-        }
         by_day[sha256] = {}
         for name in tables:
             table = parsed[name]
@@ -357,7 +515,7 @@ def _day_rows(
     name: str,
     day: date,
     manifest: rawstore.DayManifest,
-    by_day: Mapping[str, Mapping[str, Mapping[date, Rows]]],
+    by_day: Mapping[str, Mapping[str, Mapping[date, Rows | SpilledRows]]],
 ) -> pa.Table | None:
     """The ``name`` rows of ``day`` that the statements of ``by_day`` supply (per account, the
     supplier of ``manifest``), in the manifest's statement order; None when there are none.
@@ -452,22 +610,25 @@ def normalize_days(
     tables = tuple(tables)
     manifests = manifests_for(data_dir, days)
     needed = sorted({m.sha256 for manifest in manifests.values() for m in manifest.statements})
-    by_day, schemas = _parse_statements(data_dir, manifests, needed, tables, preparsed, problems)
     stats = {name: TableStats() for name in tables}
-    with DayWriter(data_dir) as writer:
-        for name in tables:
-            for day, manifest in sorted(manifests.items()):
-                if changed is not None and name not in changed.get(day, ()):
-                    continue
-                table = _day_rows(name, day, manifest, by_day)
-                if table is None:
-                    table = schemas[name].empty_table()
-                writer.write(name, day, table)
-                stats[name].add(table, day)
-            writer.wait()
-            for parts in by_day.values():  # written: free this table's rows
-                parts.pop(name, None)
-    del by_day
+    with spill_folder(data_dir) as spill_dir:
+        by_day, schemas = _parse_statements(
+            data_dir, manifests, needed, tables, preparsed, problems, spill_dir
+        )
+        with DayWriter(data_dir) as writer:
+            for name in tables:
+                for day, manifest in sorted(manifests.items()):
+                    if changed is not None and name not in changed.get(day, ()):
+                        continue
+                    table = _day_rows(name, day, manifest, by_day)
+                    if table is None:
+                        table = schemas[name].empty_table()
+                    writer.write(name, day, table)
+                    stats[name].add(table, day)
+                writer.wait()
+                for parts in by_day.values():  # written: free this table's rows
+                    parts.pop(name, None)
+        del by_day
     release_memory()  # the next steps of this process start from a lower resident set
     return stats
 
@@ -565,25 +726,28 @@ def normalize_query(
     steps = statement_steps(manifests, queries)
     mine = sorted(sha for sha, step in steps.items() if step == query)
     problems: list[TableWarning] = []
-    by_day, schemas = _parse_statements(data_dir, manifests, mine, tables, None, problems)
     stage_dir = Path(stage_dir)
-    if stage_dir.exists():
-        shutil.rmtree(stage_dir)
     staged: dict[str, dict[date, int]] = {}
-    for name in tables:
-        staged[name] = {}
-        for day, manifest in sorted(manifests.items()):
-            table = _day_rows(name, day, manifest, by_day) if by_day else None
-            if table is None:
-                continue
-            path = stage_dir / name / f"{day.isoformat()}.arrow"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-                w.write_table(table)
-            staged[name][day] = table.num_rows
-        for parts in by_day.values():  # staged: free this table's rows
-            parts.pop(name, None)
-    del by_day
+    with spill_folder(data_dir) as spill_dir:
+        by_day, schemas = _parse_statements(
+            data_dir, manifests, mine, tables, None, problems, spill_dir
+        )
+        if stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        for name in tables:
+            staged[name] = {}
+            for day, manifest in sorted(manifests.items()):
+                table = _day_rows(name, day, manifest, by_day) if by_day else None
+                if table is None:
+                    continue
+                path = stage_dir / name / f"{day.isoformat()}.arrow"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                    w.write_table(table)
+                staged[name][day] = table.num_rows
+            for parts in by_day.values():  # staged: free this table's rows
+                parts.pop(name, None)
+        del by_day
     release_memory()
     return QueryRows(query, str(stage_dir), tuple(mine), staged, schemas, tuple(problems))
 

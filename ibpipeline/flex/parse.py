@@ -123,6 +123,11 @@ class FlexParseError(FlexError, ValueError):
     header dates in no Flex format, an unsafe account id)."""
 
 
+class AccountSplitError(FlexParseError):
+    """Parsing in parts (:class:`StatementParts`) met an account again after its part was
+    finished (its statements are not consecutive): parse the document whole instead."""
+
+
 @dataclass(frozen=True)
 class StatementInfo:
     """One ``FlexStatement`` of a response. ``when_generated_at`` is UTC (IBKR writes New York time;
@@ -378,7 +383,16 @@ class _Target:
         self.query_type: str | None = None
         self.declared_count: int | None = None
         self.buffered = 0
+        self.flushed = 0  # rows converted by earlier flushes
         self.scan: ChunkScan | None = None  # the chunk being fed by the scanner
+        # parts (StatementParts): None = one result for the whole document
+        self.part_rows: int | None = None
+        self.part_first = 0  # index of the first statement of the part being read
+        self.part_mark = 0  # rows read before that part
+        self.part_accounts: set[str] = set()  # accounts of the parts already finished
+        self.resume_at: int | None = None  # a part ends before this statement (lxml restart)
+        self.parts: list[ParsedFlex] = []  # finished, not yet handed out
+        self.sha256 = ""
 
     # -- lxml callbacks ------------------------------------------------------------------------
 
@@ -463,6 +477,8 @@ class _Target:
         self.query_type = attrib.get("type")
 
     def _statement_start(self, attrib: dict) -> None:
+        if self.part_rows is not None and self.headers:
+            self._part_boundary(attrib.get("accountId", ""))
         header = _Header(
             account_id=attrib.get("accountId", ""),
             from_date=attrib.get("fromDate", ""),
@@ -493,6 +509,19 @@ class _Target:
         self.statement = index
         for buf in self.buffers.values():
             buf.marks.append((buf.count(), index))
+
+    def _part_boundary(self, account_id: str) -> None:
+        """Before a statement of ``account_id``: finish the part being read when it holds
+        ``part_rows`` rows or more and the account changes (an account's statements stay in one
+        part), or when the restart of a parse must end a part here."""
+        index = len(self.headers)
+        full = self.flushed + self.buffered - self.part_mark >= self.part_rows
+        if index == self.resume_at or (full and account_id != self.headers[-1].account_id):
+            self.parts.append(self.part(final=False))
+        if account_id in self.part_accounts:
+            raise AccountSplitError(
+                f"account {account_id!r} has statements in two parts of the document"
+            )
 
     def _section(self, tag: str, attrib: dict) -> None:
         buf_spec = _SECTION_TABLES.get(tag)
@@ -525,6 +554,7 @@ class _Target:
         current = self.statement
         for buf in self.buffers.values():
             buf.clear(current)
+        self.flushed += self.buffered
         self.buffered = 0
         self.batch = [current] if current is not None else []
         self.candidates = (fmt,) if current is not None else ()
@@ -582,7 +612,8 @@ class _Target:
         long = [
             i
             for i, h in enumerate(self.headers)
-            if h.info is not None
+            if i >= self.part_first
+            and h.info is not None
             and (h.info.declared_to_date - h.info.declared_from_date).days + 1 > MAX_PERIOD_DAYS
         ]
         if not long:
@@ -614,16 +645,26 @@ class _Target:
             header.info = dataclasses.replace(info, from_date=lo, to_date=hi)
 
     def result(self, sha256: str) -> ParsedFlex:
+        """The whole document (or, in parts, its last part), once it has been read."""
+        self.sha256 = sha256
+        return self.part(final=True)
+
+    def part(self, final: bool) -> ParsedFlex:
+        """The statements read since the last part (all of them when there are no parts), their
+        rows, their warnings and problems; the document-level warnings (count, skipped tags) and
+        counters go with the ``final`` part."""
         if self.batch or any(buf.runs or buf.pending or buf.arrow for buf in self.buffers.values()):
             self.flush()
-        if self.declared_count is not None and self.declared_count != len(self.headers):
+        if final and self.declared_count is not None and self.declared_count != len(self.headers):
             self.warnings.append(
                 f"FlexStatements count={self.declared_count} but {len(self.headers)} "
                 "FlexStatement elements found; all of them were read"
             )
-        self.warnings += [
-            _skipped_line(k, n, k in self.outside) for k, n in self.skipped_rows.items()
-        ]
+        if final:
+            self.warnings += [
+                _skipped_line(k, n, k in self.outside) for k, n in self.skipped_rows.items()
+            ]
+        sha256 = self.sha256
         joined = {
             name: parts[0] if len(parts) == 1 else pa.concat_tables(parts)
             for name, parts in self.results.items()
@@ -638,17 +679,22 @@ class _Target:
             for name in self.results
         }
         problems = self.problems.result()
-        return ParsedFlex(
+        part = ParsedFlex(
             tables=MappingProxyType(tables),
-            statements=tuple(h.info for h in self.headers if h.info is not None),
+            statements=tuple(h.info for h in self.headers[self.part_first :] if h.info is not None),
             source_sha256=sha256,
             query_name=self.query_name,
             query_type=self.query_type,
-            skipped=MappingProxyType(dict(self.skipped)),
+            skipped=MappingProxyType(dict(self.skipped) if final else {}),
             warnings=tuple(p.line() for p in problems) + tuple(self.warnings),
             problems=problems,
-            skipped_rows=MappingProxyType(dict(self.skipped_rows)),
+            skipped_rows=MappingProxyType(dict(self.skipped_rows) if final else {}),
         )
+        self.results = {name: [] for name in TABLES}
+        self.problems, self.warnings = _Problems(), []
+        self.part_accounts.update(h.account_id for h in self.headers[self.part_first :])
+        self.part_first, self.part_mark = len(self.headers), self.flushed
+        return part
 
 
 def _skipped_line(tag: str, rows: int, outside: bool) -> str:
@@ -1337,6 +1383,107 @@ def parse_with_lxml(
             f"({size} bytes read): {exc.msg}"
         ) from None
     return target.result(source_sha256 or hasher.hexdigest())
+
+
+PART_ROWS = 50_000
+"""Rows after which :class:`StatementParts` ends a part (at the next change of account)."""
+
+
+class StatementParts:
+    """:func:`parse_statement` of a file in parts, for documents too large to hold parsed whole.
+
+    Iterating yields :class:`ParsedFlex` parts, each holding consecutive whole FlexStatements
+    (every statement of an account in one part: a part ends at the first change of account after
+    ``part_rows`` rows), with those statements' rows, problems and warnings; the last part also
+    carries the document-level warnings, ``skipped`` and ``skipped_rows``. The parts' tables
+    concatenated are the whole document's, row for row. Memory: one part's rows and one read
+    block, whatever the document's size.
+
+    Every row's ``statement_sha256`` is ``source_sha256``; after the iteration ``digest`` is the
+    SHA-256 of the bytes read (check it against ``source_sha256``). Raises FlexParseError as
+    :func:`parse_statement` does, possibly after some parts were handed out, and
+    AccountSplitError when an account's statements are not consecutive (parse it whole then).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, source_sha256: str, part_rows: int | None = None
+    ) -> None:
+        self.path, self.source_sha256 = path, source_sha256
+        self.part_rows = PART_ROWS if part_rows is None else part_rows
+        self.digest: str | None = None
+
+    def _target(self, resume_at: int | None) -> _Target:
+        target = _Target()
+        target.part_rows, target.resume_at, target.sha256 = (
+            self.part_rows,
+            resume_at,
+            self.source_sha256,
+        )
+        return target
+
+    def __iter__(self) -> Iterator[ParsedFlex]:
+        handed = 0  # statements handed out
+        try:
+            for part, _ in self._scanned():
+                handed += len(part.statements)
+                yield part
+            return
+        except IrregularXml:
+            pass
+        # lxml from the start: the parts of the statements already handed out are dropped (a
+        # part ends where the scanner's last one did), not the last part
+        seen = 0
+        for part, final in self._with_lxml(handed or None):
+            seen += len(part.statements)
+            if seen > handed or final:
+                yield part
+
+    def _scanned(self) -> Iterator[tuple[ParsedFlex, bool]]:
+        hasher, target = hashlib.sha256(), self._target(None)
+        feeder = _ScanFeeder(target)
+        first = True
+        for block in _scan_blocks(self.path):
+            hasher.update(block)
+            if first and block[:3] == BOM:
+                block = block[3:]
+            feeder.feed(ChunkScan(block, first), first)
+            first = False
+            yield from _drain(target)
+        if first:
+            raise IrregularXml("empty input")
+        feeder.close()
+        self.digest = hasher.hexdigest()
+        yield target.result(self.source_sha256), True
+
+    def _with_lxml(self, resume_at: int | None) -> Iterator[tuple[ParsedFlex, bool]]:
+        hasher, target = hashlib.sha256(), self._target(resume_at)
+        parser = etree.XMLParser(
+            target=target, huge_tree=True, resolve_entities="internal", no_network=True
+        )
+        size = 0
+        try:
+            for chunk in _chunks(self.path):
+                size += len(chunk)
+                hasher.update(chunk)
+                parser.feed(chunk)
+                yield from _drain(target)
+            if size == 0:
+                raise FlexParseError("empty input: 0 bytes")
+            parser.close()
+        except etree.XMLSyntaxError as exc:
+            line, column = exc.position if exc.position else (0, 0)
+            raise FlexParseError(
+                f"invalid or truncated Flex XML at line {line}, column {column} "
+                f"({size} bytes read): {exc.msg}"
+            ) from None
+        self.digest = hasher.hexdigest()
+        yield target.result(self.source_sha256), True
+
+
+def _drain(target: _Target) -> Iterator[tuple[ParsedFlex, bool]]:
+    """The parts ``target`` finished so far (handed out once; none is the last)."""
+    while target.parts:
+        yield target.parts.pop(0), False
 
 
 def parse_to_parquet(

@@ -44,8 +44,10 @@ _UTF8_ENCODINGS = {"utf-8", "utf8", "us-ascii", "ascii"}
 HEAD, INTRA, TAIL, BARE, DECL_HEAD, DECL_TAIL = range(6)
 """Kinds of markup piece."""
 BOM = b"\xef\xbb\xbf"
-BLOCK_BYTES = 32 << 20
-"""Bytes scanned at a time (cut before a ``<``): bounds the scanner's working memory."""
+BLOCK_BYTES = 8 << 20
+"""Bytes scanned at a time (cut before a ``<``): bounds the scanner's working memory (~20 bytes of
+NumPy and Arrow per byte scanned). 8 MiB parses a 297 MB statement in 30 % less CPU than 32 MiB
+did (its arrays stay nearer the caches) and peaks ~150 MiB lower; 4 MiB gains nothing more."""
 
 
 _LT, _QUOTE, _SPECIAL, _HIGH = 1, 2, 3, 4

@@ -130,6 +130,19 @@ def attach_lake_sql(config: LakeConfig, read_only: bool = False) -> str:
     return f"ATTACH 'ducklake:postgres:{catalog}' AS {LAKE_ALIAS} ({options})"
 
 
+def limit_memory(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Cap the DuckDB of ``con`` at ``settings.duckdb_memory_limit()`` (the dbt build's cap too):
+    a writer's footprint is bounded whatever the number of accounts and days; larger operators
+    spill to the database's temp directory. Returns ``con``; closes it when the setting is
+    invalid."""
+    try:
+        con.execute(f"SET memory_limit = '{settings.duckdb_memory_limit()}'")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def connect_lake(config: LakeConfig, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake attached and selected (``USE lake``).
 
@@ -140,6 +153,8 @@ def connect_lake(config: LakeConfig, read_only: bool = False) -> duckdb.DuckDBPy
         config.data_path.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     try:
+        if not read_only:
+            limit_memory(con)
         con.execute(attach_lake_sql(config, read_only))
         con.execute(f"USE {LAKE_ALIAS}")
     except duckdb.Error as exc:
@@ -223,7 +238,7 @@ def connect_for_write(
     """Open ``path`` read-write, retrying lock errors after each of ``delays_s`` seconds."""
     for attempt, delay in enumerate((*delays_s, None), start=1):
         try:
-            return duckdb.connect(str(path))
+            return limit_memory(duckdb.connect(str(path)))
         except duckdb.IOException as exc:
             if delay is None or not is_lock_error(exc):
                 raise

@@ -11,6 +11,7 @@ import ibpipeline.assets.normalized as normalized
 from ibpipeline.assets import flex_assets, normalized_flex, raw_flex_statement, warehouse_views
 from ibpipeline.automation.jobs import flex_daily_job
 from ibpipeline.automation.ranges import range_tags
+from ibpipeline.flex import parse
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
 from ibpipeline.storage import parquet
@@ -249,3 +250,41 @@ def test_column_schema_carries_each_columns_description_and_unit() -> None:
     columns = {c.name: c for c in normalized.column_schema(SCHEMAS["trades"]).columns}
     assert "unit: money in commission_currency" in columns["commission"].description
     assert "Flex attribute ibCommission" in columns["commission"].description
+
+
+def test_a_large_statement_parsed_in_parts_writes_the_same_files(
+    defs, world, instance, data_dir, monkeypatch
+):
+    """Above ``SPILL_BYTES`` a statement is parsed in parts of whole accounts and its rows wait on
+    disk: the day files are the ones the in-memory path writes, and the spill is gone after."""
+    start, end = date(2024, 2, 5), date(2024, 2, 18)
+    assert run_raw(defs, instance, start, end).success
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    tables = normalized.NORMALIZED_TABLES
+    in_memory = normalized.normalize_days(data_dir, days, tables)
+    expected = {t: parquet.read_table(t, data_dir=data_dir) for t in tables}
+    assert expected["trades"].num_rows > 0 and expected["positions_daily"].num_rows > 0
+
+    monkeypatch.setattr(normalized, "SPILL_BYTES", 0)
+    monkeypatch.setattr(parse, "PART_ROWS", 1)  # a part per account
+    parts_seen = []
+
+    class Counting(parse.StatementParts):
+        def __iter__(self):
+            for part in super().__iter__():
+                parts_seen.append(part)
+                yield part
+
+    monkeypatch.setattr(normalized, "StatementParts", Counting)
+    parquet_dir = data_dir / "normalized"
+    for table in tables:  # nothing left from the first write
+        for part in parquet.list_partitions(table, data_dir=data_dir):
+            part.path.unlink()
+    spilled = normalized.normalize_days(data_dir, days, tables)
+    assert len(parts_seen) == 3  # one part per account
+    for table in tables:
+        assert parquet.read_table(table, data_dir=data_dir).equals(expected[table]), table
+        assert spilled[table].rows == in_memory[table].rows
+        assert spilled[table].rows_by_account == in_memory[table].rows_by_account
+    assert parquet_dir.is_dir()
+    assert list((data_dir / normalized.SPILL_DIR).iterdir()) == []

@@ -2,6 +2,7 @@ from datetime import date
 
 import duckdb
 import pyarrow as pa
+import pytest
 
 from ibpipeline.storage import parquet, warehouse
 
@@ -157,3 +158,13 @@ def test_load_landing_of_a_table_without_files_leaves_no_table(tmp_path):
         assert con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'trades'"
         ).fetchone() == (0,)
+
+
+def test_writers_are_capped_at_the_configured_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("IBPIPELINE_DUCKDB_MEMORY_LIMIT", "300MB")
+    with warehouse.connect(tmp_path) as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit == "286.1 MiB"  # 300 MB, printed in binary units
+    monkeypatch.setenv("IBPIPELINE_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="IBPIPELINE_DUCKDB_MEMORY_LIMIT='lots'"):
+        warehouse.connect(tmp_path)

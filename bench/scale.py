@@ -345,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     _rabbitmqctl("set_permissions", "-p", vhost, vhost, ".*", ".*", ".*")
     sim, workers = None, {}
     failures: list[str] = []
+    completed = False
     try:
         sim, base_url, query_ids = start_simulator(
             args.accounts, args.queries, start, args.seed, tokens
@@ -360,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
             settings.FLEX_BASE_URL_ENV: base_url,
             settings.START_DATE_ENV: start.isoformat(),
             "IBKR_FLEX_QUERIES": spec,
+            # dbt in the worker's own process tree, where its memory is measured (a warm dbt
+            # server, ibpipeline.dbt_zygote, would run it outside the worker)
+            "IBPIPELINE_DBT_ZYGOTE": "0",
             **{f"IBP_BENCH_TOKEN_{i}": t for i, t in enumerate(tokens)},
         }
         celery_env = {
@@ -476,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                     if got_marts.get(k) != expected_marts.get(k):
                         print(f"    {k}: celery {got_marts.get(k)} vs single "
                               f"{expected_marts.get(k)}")  # fmt: skip
+        completed = True
     finally:
         for proc in workers.values():
             with contextlib.suppress(ProcessLookupError):
@@ -489,7 +494,10 @@ def main(argv: list[str] | None = None) -> int:
             if lake_db:
                 cur.execute(f'DROP DATABASE IF EXISTS "{lake_db}" WITH (FORCE)')
         admin.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if completed:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # the workers' logs hold the failed step's error
+            print(f"kept {tmp} (worker logs: worker<i>.log)", file=sys.stderr)
     print("targets: " + ("PASS" if not failures else "FAIL: " + "; ".join(failures)))
     return 1 if failures else 0
 

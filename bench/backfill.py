@@ -230,9 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     end = start + timedelta(days=args.days - 1)
     token = "".join(secrets.choice("0123456789") for _ in range(24))
     os.environ[settings.FLEX_TOKEN_ENV] = token
-    parses = []
+    parses = []  # statements parsed: whole (parse_statement) or in parts (StatementParts)
     real_parse = normalized.parse_statement
     normalized.parse_statement = lambda *a, **k: parses.append(1) or real_parse(*a, **k)
+
+    class CountedParts(normalized.StatementParts):
+        def __init__(self, *args, **kwargs) -> None:
+            parses.append(1)
+            super().__init__(*args, **kwargs)
+
+    normalized.StatementParts = CountedParts
 
     tmp = Path(tempfile.mkdtemp(prefix="ibp-bench-"))
     (tmp / "home").mkdir()

@@ -191,12 +191,12 @@ DUCKLAKE_CATALOG_ENV = "IBPIPELINE_DUCKLAKE_CATALOG"
 DUCKLAKE_DATA_PATH_ENV = "IBPIPELINE_DUCKLAKE_DATA_PATH"
 WAREHOUSES = ("duckdb", "ducklake")
 DUCKDB_MEMORY_LIMIT_ENV = "IBPIPELINE_DUCKDB_MEMORY_LIMIT"
-DEFAULT_DUCKDB_MEMORY_LIMIT = "1GB"
+DEFAULT_DUCKDB_MEMORY_LIMIT = "768MB"
 
 
 def duckdb_memory_limit() -> str:
     """DuckDB's ``memory_limit`` for the warehouse writers (landing load, dbt build):
-    ``$IBPIPELINE_DUCKDB_MEMORY_LIMIT``, default 1GB (DuckDB's own default is 80 % of RAM).
+    ``$IBPIPELINE_DUCKDB_MEMORY_LIMIT``, default 768MB (DuckDB's own default is 80 % of RAM).
     Larger operators spill to disk; the dbt profile reads the same variable."""
     value = (os.environ.get(DUCKDB_MEMORY_LIMIT_ENV) or DEFAULT_DUCKDB_MEMORY_LIMIT).strip()
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.I):

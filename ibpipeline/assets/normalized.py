@@ -326,6 +326,12 @@ rows, removed when it ends (a folder left by a killed process is removed a day l
 SPILL_RETENTION = timedelta(days=1)
 
 
+ACCOUNT_SORTED = {"positions_daily": ("account_id",)}
+"""Tables whose statement rows are sorted by these columns (``reconstruct_daily_positions``: by
+account, then date and conid): a day's rows from several parts are sorted again (stably), so the
+day file is the one a statement parsed whole gives, byte for byte."""
+
+
 class Spill:
     """One statement's rows of the run's days, on disk: per table an Arrow IPC file under
     ``folder`` holding one record batch per (part, day) (uncompressed: written and read back once,
@@ -373,7 +379,11 @@ class Spill:
         if reader is None:  # a plain file, not a memory map: pages read are not kept resident
             reader = pa.ipc.open_file(pa.OSFile(str(self.folder / f"{name}.arrow")))
             self._readers[name] = reader
-        return pa.Table.from_batches([reader.get_batch(i) for i in indexes], self.schemas[name])
+        table = pa.Table.from_batches([reader.get_batch(i) for i in indexes], self.schemas[name])
+        keys = ACCOUNT_SORTED.get(name)
+        if keys and table.num_rows:  # the parts' rows in the whole statement's order (stable)
+            table = table.take(pc.sort_indices(table, [(k, "ascending") for k in keys]))
+        return table
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -253,12 +253,26 @@ def test_column_schema_carries_each_columns_description_and_unit() -> None:
 
 
 def test_a_large_statement_parsed_in_parts_writes_the_same_files(
-    defs, world, instance, data_dir, monkeypatch
+    flex_token, flex_env, instance, data_dir, monkeypatch
 ):
     """Above ``SPILL_BYTES`` a statement is parsed in parts of whole accounts and its rows wait on
-    disk: the day files are the ones the in-memory path writes, and the spill is gone after."""
+    disk: the day files are the ones the in-memory path writes, row for row and in the same order
+    (the statement lists its accounts unsorted; positions_daily is sorted by account), and the
+    spill is gone after."""
+    world = World(seed=7, n_accounts=3, inception=date(2024, 1, 2))
+    ids = [a.account_id for a in world.accounts]
+    assert ids != sorted(ids)
+    sim = FlexSimulator(
+        world_statement_source(world), flex_token, {QUERY_ID}, rate_limits=(RateLimit(1000, 1.0),)
+    )
     start, end = date(2024, 2, 5), date(2024, 2, 18)
-    assert run_raw(defs, instance, start, end).success
+    with sim:
+        defs = dg.Definitions(
+            assets=flex_assets,
+            jobs=[flex_daily_job],
+            resources=make_resources(sim, QUERY_ID, data_dir),
+        )
+        assert run_raw(defs, instance, start, end).success
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     tables = normalized.NORMALIZED_TABLES
     in_memory = normalized.normalize_days(data_dir, days, tables)

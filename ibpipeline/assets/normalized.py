@@ -13,7 +13,6 @@ then ``write_tables`` writes the same day files from them and materializes the a
 
 import contextlib
 import shutil
-import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from ibpipeline.memory import release_memory
 from ibpipeline.partitions import daily
 from ibpipeline.resources import DataDirResource
 from ibpipeline.storage import parquet, rawstore
+from ibpipeline.storage.spill import Spill, SpilledRows, spill_folder
 
 PARSED_TABLES: tuple[str, ...] = (
     "account_info",
@@ -320,105 +320,10 @@ SPILL_BYTES = 64 << 20
 (``StatementParts``) and its rows of the run's days wait on disk (``Spill``) until their day
 files are written: memory is bounded by one part and one (table, day), not by the statement (a
 year of 100 accounts is ~300 MB of XML). Smaller statements (a daily run's) stay in memory."""
-SPILL_DIR = Path("staging") / "spill"
-"""Under the data folder: ``<random>/<statement>/<table>.arrow``, one normalize call's spilled
-rows, removed when it ends (a folder left by a killed process is removed a day later)."""
-SPILL_RETENTION = timedelta(days=1)
-
-
 ACCOUNT_SORTED = {"positions_daily": ("account_id",)}
 """Tables whose statement rows are sorted by these columns (``reconstruct_daily_positions``: by
 account, then date and conid): a day's rows from several parts are sorted again (stably), so the
 day file is the one a statement parsed whole gives, byte for byte."""
-
-
-class Spill:
-    """One statement's rows of the run's days, on disk: per table an Arrow IPC file under
-    ``folder`` holding one record batch per (part, day) (uncompressed: written and read back once,
-    mostly from the page cache); a day's rows are read back alone (``take``)."""
-
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True)
-        self.folder = folder
-        self.schemas: dict[str, pa.Schema] = {}
-        self.batches: dict[str, dict[date, list[int]]] = {}
-        self._writers: dict[str, tuple[pa.OSFile, pa.ipc.RecordBatchFileWriter]] = {}
-        self._readers: dict[str, pa.ipc.RecordBatchFileReader] = {}
-        self._count: dict[str, int] = {}
-
-    def add(self, name: str, day: date, table: pa.Table) -> None:
-        """Append ``table`` (rows of ``day``) to the rows of ``name``."""
-        if name not in self._writers:
-            schema = self.schemas.setdefault(name, table.schema)
-            sink = pa.OSFile(str(self.folder / f"{name}.arrow"), "wb")
-            self._writers[name] = (sink, pa.ipc.new_file(sink, schema))
-            self._count[name] = 0
-        writer = self._writers[name][1]
-        if not table.schema.equals(self.schemas[name]):
-            table = table.cast(self.schemas[name])
-        indexes = self.batches.setdefault(name, {}).setdefault(day, [])
-        for batch in table.to_batches():
-            writer.write_batch(batch)
-            indexes.append(self._count[name])
-            self._count[name] += 1
-
-    def finish(self) -> None:
-        """Close the files written (before reading them)."""
-        for sink, writer in self._writers.values():
-            writer.close()
-            sink.close()
-        self._writers = {}
-
-    def rows(self, name: str) -> dict[date, "SpilledRows"]:
-        return {
-            day: SpilledRows(self, name, tuple(i)) for day, i in self.batches.get(name, {}).items()
-        }
-
-    def read(self, name: str, indexes: Sequence[int]) -> pa.Table:
-        reader = self._readers.get(name)
-        if reader is None:  # a plain file, not a memory map: pages read are not kept resident
-            reader = pa.ipc.open_file(pa.OSFile(str(self.folder / f"{name}.arrow")))
-            self._readers[name] = reader
-        table = pa.Table.from_batches([reader.get_batch(i) for i in indexes], self.schemas[name])
-        keys = ACCOUNT_SORTED.get(name)
-        if keys and table.num_rows:  # the parts' rows in the whole statement's order (stable)
-            table = table.take(pc.sort_indices(table, [(k, "ascending") for k in keys]))
-        return table
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.finish()
-        self._readers = {}
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class SpilledRows:
-    """One day's rows of a spilled table (``Spill``), read when taken: :class:`Rows` on disk."""
-
-    spill: Spill
-    name: str
-    indexes: tuple[int, ...]
-
-    def take(self) -> pa.Table:
-        return self.spill.read(self.name, self.indexes)
-
-
-@contextlib.contextmanager
-def spill_folder(data_dir: Path) -> Iterator[Path]:
-    """A new folder for one call's spilled rows under ``<data_dir>/staging/spill/``, removed when
-    the block ends; folders older than ``SPILL_RETENTION`` (a killed process's) go first."""
-    root = Path(data_dir) / SPILL_DIR
-    cutoff = datetime.now(UTC).timestamp() - SPILL_RETENTION.total_seconds()
-    for old in root.iterdir() if root.is_dir() else ():
-        with contextlib.suppress(OSError):
-            if old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-    folder = root / uuid.uuid4().hex
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _spill_statement(
@@ -432,7 +337,7 @@ def _spill_statement(
     of the ``wanted`` days go to a :class:`Spill` in ``folder``. Returns ``table -> day -> rows``,
     each table's schema and the statement's warnings. Raises AccountSplitError (nothing kept)
     when its accounts cannot be parsed apart, RawStoreError when the file is not the statement."""
-    spill = Spill(folder)
+    spill = Spill(folder, sort_keys=ACCOUNT_SORTED)
     parts = StatementParts(rawstore.stored_statement(data_dir, sha256), sha256)
     problems: list[TableWarning] = []
     try:

@@ -14,7 +14,7 @@ from ibpipeline.automation.ranges import range_tags
 from ibpipeline.flex import parse
 from ibpipeline.flex.ratelimit import RateLimit
 from ibpipeline.sim.flex_server import FlexSimulator, world_statement_source
-from ibpipeline.storage import parquet
+from ibpipeline.storage import parquet, spill
 from ibpipeline.world import World
 
 QUERY_ID = "800969"
@@ -301,4 +301,4 @@ def test_a_large_statement_parsed_in_parts_writes_the_same_files(
         assert spilled[table].rows == in_memory[table].rows
         assert spilled[table].rows_by_account == in_memory[table].rows_by_account
     assert parquet_dir.is_dir()
-    assert list((data_dir / normalized.SPILL_DIR).iterdir()) == []
+    assert list((data_dir / spill.SPILL_DIR).iterdir()) == []

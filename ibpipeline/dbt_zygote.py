@@ -60,7 +60,7 @@ def enabled() -> bool:
 def _stamp() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    parts = [sys.prefix, sys.version, str(os.stat(__file__).st_mtime_ns)]
+    parts = [os.path.realpath(sys.prefix), sys.version, str(os.stat(__file__).st_mtime_ns)]
     parts.append(os.environ.get("PYTHONPATH", ""))  # where the server's modules come from
     for name in ("dbt-core", "dbt-duckdb", "duckdb"):
         try:

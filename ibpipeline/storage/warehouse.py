@@ -389,6 +389,23 @@ def _table_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> s
     return {row[0] for row in rows} or None
 
 
+LOAD_BATCH_FILES = 500
+"""Day files read by one statement of ``load_landing``. DuckDB holds a reader for every file of a
+``read_parquet`` list at once: a whole load of the 26-file real corpus (~30,000 day files, decades
+of history) ran out of a 768 MB ``memory_limit`` in one statement; in batches its memory is
+bounded by 500 files, whatever the length of the history."""
+
+
+def _file_columns(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[str, str]:
+    """Column name -> DuckDB type of the union of ``files`` (their footers only), in batches."""
+    columns: dict[str, str] = {}
+    for i in range(0, len(files), LOAD_BATCH_FILES):
+        source = _parquet_list(files[i : i + LOAD_BATCH_FILES])
+        for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall():
+            columns.setdefault(row[0], row[1])
+    return columns
+
+
 def _parquet_list(files: list[Path]) -> str:
     """``read_parquet([...])`` of exactly ``files`` (no glob: nothing outside them is opened)."""
     quoted = ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)
@@ -441,20 +458,26 @@ def _load_table(
                 p.path for p in list_partitions(table, data_dir=data_dir, start=start, end=last)
             ]
             whole = False
-            if files:
-                described = con.execute(f"DESCRIBE SELECT * FROM {_parquet_list(files)}")
-                if {row[0] for row in described.fetchall()} - existing:
-                    files = [p.path for p in list_partitions(table, data_dir=data_dir)]
-                    whole = True
+            if set(_file_columns(con, files)) - existing:
+                files = [p.path for p in list_partitions(table, data_dir=data_dir)]
+                whole = True
         if whole and not files:
             con.execute(f"DROP TABLE IF EXISTS {target}")
             return 0
-        if whole:
-            con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {_parquet_list(files)}")
-        else:
+        if not whole:
             con.execute(f"DELETE FROM {target} WHERE date >= ? AND date < ?", [start, end])
-            if files:
-                con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {_parquet_list(files)}")
+        for i in range(0, len(files), LOAD_BATCH_FILES):
+            source = _parquet_list(files[i : i + LOAD_BATCH_FILES])
+            if whole and i == 0:
+                con.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {source}")
+                continue
+            if whole:  # a later file may have a column the first ones lack
+                have = _table_columns(con, LANDING_SCHEMA, table) or set()
+                for name, kind in _file_columns(con, files[i : i + LOAD_BATCH_FILES]).items():
+                    if name not in have:
+                        quoted = name.replace('"', '""')
+                        con.execute(f'ALTER TABLE {target} ADD COLUMN "{quoted}" {kind}')
+            con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {source}")
         return con.execute(
             f"SELECT count(*) FROM {target} WHERE date >= ? AND date < ?",
             list(window or (date.min, date.max)),

@@ -111,7 +111,15 @@ def landing_rows(data_dir) -> list[tuple]:
         ).fetchall()
 
 
-def test_load_landing_replaces_exactly_the_window(tmp_path):
+@pytest.fixture(params=["one statement", "a file per statement"])
+def load_batches(request, monkeypatch):
+    """``load_landing`` reading all files in one statement, and in batches of one file (as a long
+    history does in batches of ``LOAD_BATCH_FILES``)."""
+    if request.param == "a file per statement":
+        monkeypatch.setattr(warehouse, "LOAD_BATCH_FILES", 1)
+
+
+def test_load_landing_replaces_exactly_the_window(tmp_path, load_batches):
     d1, d2, d3 = date(2024, 1, 2), date(2024, 1, 3), date(2024, 1, 4)
     for day, n in ((d1, 2), (d2, 3), (d3, 1)):
         parquet.write_day("nav_daily", day, table("U1111111", day, n), data_dir=tmp_path)
@@ -138,7 +146,7 @@ def test_load_landing_replaces_exactly_the_window(tmp_path):
     assert landing_rows(tmp_path) == [("U2222222", d1, 7), ("U2222222", d2, 4)]
 
 
-def test_load_landing_reloads_whole_when_files_gain_a_column(tmp_path):
+def test_load_landing_reloads_whole_when_files_gain_a_column(tmp_path, load_batches):
     d1, d2 = date(2024, 1, 2), date(2024, 1, 3)
     parquet.write_day("nav_daily", d1, table("U1111111", d1, 2), data_dir=tmp_path)
     warehouse.load_landing(tmp_path, ["nav_daily"])
@@ -150,6 +158,16 @@ def test_load_landing_reloads_whole_when_files_gain_a_column(tmp_path):
     with duckdb.connect(str(tmp_path / "ibpipeline.duckdb"), read_only=True) as con:
         got = con.execute("SELECT date, y FROM landing.nav_daily ORDER BY date, x").fetchall()
     assert got == [(d1, None), (d1, None), (d2, "new")]
+    # a whole load whose newer files come last: the column is added, the older rows get null
+    with duckdb.connect(str(tmp_path / "ibpipeline.duckdb")) as con:
+        con.execute("DROP TABLE landing.nav_daily")
+    assert warehouse.load_landing(tmp_path, ["nav_daily"]) == {"nav_daily": 3}
+    with duckdb.connect(str(tmp_path / "ibpipeline.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT date, x, y FROM landing.nav_daily").fetchall() == [
+            (d1, 0, None),
+            (d1, 1, None),
+            (d2, 0, "new"),
+        ]
 
 
 def test_load_landing_of_a_table_without_files_leaves_no_table(tmp_path):

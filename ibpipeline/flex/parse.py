@@ -1363,6 +1363,18 @@ def parse_with_lxml(
     """:func:`parse_statement` by lxml with a parser target (any XML; XML errors reported)."""
     hasher = hashlib.sha256() if source_sha256 is None else None
     target = _Target()
+    for _ in _feed_lxml(target, data, hasher):
+        pass
+    return target.result(source_sha256 or hasher.hexdigest())
+
+
+def _feed_lxml(
+    target: _Target,
+    data: bytes | bytearray | memoryview | str | os.PathLike,
+    hasher: hashlib._Hash | None,
+) -> Iterator[None]:
+    """Feed ``data`` to lxml with ``target`` in chunks (each also to ``hasher`` unless None),
+    yielding after each; raises FlexParseError for empty input and XML errors."""
     parser = etree.XMLParser(
         target=target, huge_tree=True, resolve_entities="internal", no_network=True
     )
@@ -1373,6 +1385,7 @@ def parse_with_lxml(
             if hasher is not None:
                 hasher.update(chunk)
             parser.feed(chunk)
+            yield
         if size == 0:
             raise FlexParseError("empty input: 0 bytes")
         parser.close()
@@ -1382,7 +1395,6 @@ def parse_with_lxml(
             f"invalid or truncated Flex XML at line {line}, column {column} "
             f"({size} bytes read): {exc.msg}"
         ) from None
-    return target.result(source_sha256 or hasher.hexdigest())
 
 
 PART_ROWS = 50_000
@@ -1457,25 +1469,8 @@ class StatementParts:
 
     def _with_lxml(self, resume_at: int | None) -> Iterator[tuple[ParsedFlex, bool]]:
         hasher, target = hashlib.sha256(), self._target(resume_at)
-        parser = etree.XMLParser(
-            target=target, huge_tree=True, resolve_entities="internal", no_network=True
-        )
-        size = 0
-        try:
-            for chunk in _chunks(self.path):
-                size += len(chunk)
-                hasher.update(chunk)
-                parser.feed(chunk)
-                yield from _drain(target)
-            if size == 0:
-                raise FlexParseError("empty input: 0 bytes")
-            parser.close()
-        except etree.XMLSyntaxError as exc:
-            line, column = exc.position if exc.position else (0, 0)
-            raise FlexParseError(
-                f"invalid or truncated Flex XML at line {line}, column {column} "
-                f"({size} bytes read): {exc.msg}"
-            ) from None
+        for _ in _feed_lxml(target, self.path, hasher):
+            yield from _drain(target)
         self.digest = hasher.hexdigest()
         yield target.result(self.source_sha256), True
 

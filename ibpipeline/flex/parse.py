@@ -1471,6 +1471,7 @@ class StatementParts:
         hasher, target = hashlib.sha256(), self._target(resume_at)
         for _ in _feed_lxml(target, self.path, hasher):
             yield from _drain(target)
+        yield from _drain(target)  # parts the parser's close finished, if any
         self.digest = hasher.hexdigest()
         yield target.result(self.source_sha256), True
 
